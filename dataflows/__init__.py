@@ -1,0 +1,1 @@
+"""streamrec: Bytewax dataflows and the command line; the logic lives in ``operators``."""

@@ -1,0 +1,1 @@
+"""streamrec: the recommender as plain, typed Python (no Bytewax here)."""

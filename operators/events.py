@@ -1,0 +1,193 @@
+"""The event schema: one user interaction, parsed and validated from JSON bytes.
+
+An event on the wire (a Kafka message value, or one line of a JSON Lines file)::
+
+    {"user_id": "u1", "item_id": "i9", "ts": "2011-01-04T10:00:00Z", "type": "purchase",
+     "value": 3, "event_id": "536365-1", "title": "WHITE METAL LANTERN"}
+
+``ts`` is an ISO-8601 string (UTC when it has no offset) or epoch milliseconds. ``value``,
+``event_id``, ``title`` and ``category`` are optional; other fields are ignored. The control
+event ``{"type": "forget_user", "user_id": ..., "ts": ...}`` asks to delete a user's state.
+
+Parsing never raises on bad input: it returns a :class:`Rejected` with a reason a person can act
+on, so the dataflow can dead-letter it and go on.
+
+>>> event = parse_event(b'{"user_id": "u1", "item_id": "i9", "ts": 1700000000000, "type": "click"}')
+>>> event.user_id, event.item_id, event.ts, event.type
+('u1', 'i9', 1700000000000, 'click')
+>>> parse_event(b'{"user_id": "u1", "ts": 1700000000000, "type": "click"}')
+Rejected(reason='missing field "item_id"')
+>>> parse_event(b'{"user_id": "u1", "item_id": "i9", "ts": 1700000000000, "type": "hover"}').reason
+'unknown type "hover" (known: cart, click, purchase, rating, view, forget_user)'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+FORGET_USER = "forget_user"
+
+#: How much one event of each type says about a user's interest in the item (used when no
+#: configuration overrides it). A rating's own value scales its weight instead.
+DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 1.0,
+    "cart": 3.0,
+    "rating": 1.0,
+    "purchase": 5.0,
+}
+
+#: Messages larger than this are rejected before they are parsed.
+DEFAULT_MAX_BYTES = 16 * 1024
+
+_MAX_ID_LENGTH = 256
+# Epoch milliseconds between 1990 and 2100: anything else is almost surely seconds or garbage.
+_MIN_TS_MS = 631_152_000_000
+_MAX_TS_MS = 4_102_444_800_000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated interaction. ``ts`` is epoch milliseconds (UTC)."""
+
+    user_id: str
+    item_id: str | None
+    ts: int
+    type: str
+    value: float | None = None
+    event_id: str | None = None
+    title: str | None = None
+    category: str | None = None
+
+    @property
+    def is_forget(self) -> bool:
+        return self.type == FORGET_USER
+
+    def to_json(self) -> bytes:
+        """The canonical wire form (fields that are None are left out)."""
+        record: dict[str, Any] = {"user_id": self.user_id}
+        if self.item_id is not None:
+            record["item_id"] = self.item_id
+        record["ts"] = self.ts
+        record["type"] = self.type
+        for name in ("value", "event_id", "title", "category"):
+            field_value = getattr(self, name)
+            if field_value is not None:
+                record[name] = field_value
+        return orjson.dumps(record)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why an input could not become an :class:`Event`."""
+
+    reason: str
+
+
+def parse_timestamp(raw: Any) -> int:
+    """Epoch milliseconds from an ISO-8601 string or an epoch-milliseconds number.
+
+    >>> parse_timestamp("2011-12-09T12:50:00")
+    1323435000000
+    >>> parse_timestamp(1323435000000)
+    1323435000000
+
+    Raises ``ValueError`` with a readable message for anything else.
+    """
+    if isinstance(raw, bool):
+        raise ValueError(f"ts must be an ISO-8601 string or epoch milliseconds, got {raw!r}")
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw):
+            raise ValueError(f"ts must be finite, got {raw!r}")
+        ts = int(raw)
+    elif isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ValueError(f"ts {raw!r} is not an ISO-8601 timestamp") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        ts = round(moment.timestamp() * 1000)
+    else:
+        raise ValueError(f"ts must be an ISO-8601 string or epoch milliseconds, got {raw!r}")
+    if not _MIN_TS_MS <= ts <= _MAX_TS_MS:
+        raise ValueError(f"ts {raw!r} is outside 1990..2100 (is it in seconds, not milliseconds?)")
+    return ts
+
+
+def _identifier(record: dict[str, Any], name: str) -> str:
+    if name not in record or record[name] is None:
+        raise ValueError(f'missing field "{name}"')
+    raw = record[name]
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ValueError(f'field "{name}" must be a string, got {type(raw).__name__}')
+    text = str(raw)
+    if not text or len(text) > _MAX_ID_LENGTH:
+        raise ValueError(f'field "{name}" must have 1 to {_MAX_ID_LENGTH} characters')
+    return text
+
+
+def _optional_text(record: dict[str, Any], name: str) -> str | None:
+    raw = record.get(name)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ValueError(f'field "{name}" must be a string, got {type(raw).__name__}')
+    return str(raw)
+
+
+def event_from_record(record: Any, known_types: frozenset[str] | None = None) -> Event | Rejected:
+    """Validate an already-decoded JSON value."""
+    if not isinstance(record, dict):
+        return Rejected(f"expected a JSON object, got {type(record).__name__}")
+    types = known_types if known_types is not None else frozenset(DEFAULT_TYPE_WEIGHTS)
+    try:
+        event_type = record.get("type")
+        if event_type is None:
+            raise ValueError('missing field "type"')
+        if event_type != FORGET_USER and event_type not in types:
+            known = ", ".join([*sorted(types), FORGET_USER])
+            raise ValueError(f'unknown type "{event_type}" (known: {known})')
+        user_id = _identifier(record, "user_id")
+        if "ts" not in record or record["ts"] is None:
+            raise ValueError('missing field "ts"')
+        ts = parse_timestamp(record["ts"])
+        if event_type == FORGET_USER:
+            return Event(user_id=user_id, item_id=None, ts=ts, type=FORGET_USER)
+        item_id = _identifier(record, "item_id")
+        value = record.get("value")
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is not None and not (numeric and math.isfinite(value)):
+            raise ValueError(f'field "value" must be a finite number, got {value!r}')
+        return Event(
+            user_id=user_id,
+            item_id=item_id,
+            ts=ts,
+            type=event_type,
+            value=None if value is None else float(value),
+            event_id=_optional_text(record, "event_id"),
+            title=_optional_text(record, "title"),
+            category=_optional_text(record, "category"),
+        )
+    except ValueError as error:
+        return Rejected(str(error))
+
+
+def parse_event(
+    raw: bytes,
+    known_types: frozenset[str] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Event | Rejected:
+    """Parse and validate one JSON message; never raises on bad input."""
+    if len(raw) > max_bytes:
+        return Rejected(f"message of {len(raw)} bytes is over the limit of {max_bytes}")
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        return Rejected(f"invalid JSON: {error}")
+    return event_from_record(record, known_types)
