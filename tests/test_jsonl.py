@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import doctest
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from operators import jsonl
+
+
+def test_docstring_example_runs() -> None:
+    assert doctest.testmod(jsonl).failed == 0
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+def test_round_trip_plain_and_gzip(tmp_path: Path, name: str) -> None:
+    records = [b'{"n": %d}' % n for n in range(10_000)]
+    path = tmp_path / name
+    assert jsonl.write_jsonl(path, records) == len(records)
+    assert list(jsonl.read_lines(path)) == records
+
+
+def test_gzip_output_is_really_compressed_and_deterministic(tmp_path: Path) -> None:
+    records = [b'{"same": "line"}'] * 1000
+    first, second = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    jsonl.write_jsonl(first, records)
+    jsonl.write_jsonl(second, records)
+    assert gzip.decompress(first.read_bytes()).count(b"\n") == 1000
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_blank_lines_are_skipped_broken_lines_kept_with_their_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"a": 1}\r\n\n   \n{broken\n{"a": 2}')
+    lines = list(jsonl.numbered_lines(path))
+    assert [(line.number, line.raw) for line in lines] == [
+        (1, b'{"a": 1}'),
+        (4, b"{broken"),
+        (5, b'{"a": 2}'),
+    ]
+    assert all(line.path == path for line in lines)
+
+
+def test_directory_is_read_in_name_order_without_hidden_files(tmp_path: Path) -> None:
+    jsonl.write_jsonl(tmp_path / "b.jsonl", [b"2"])
+    jsonl.write_jsonl(tmp_path / "a.jsonl.gz", [b"1"])
+    (tmp_path / ".b.jsonl.123.tmp").write_bytes(b"half written\n")
+    (tmp_path / "sub").mkdir()
+    assert list(jsonl.read_lines(tmp_path)) == [b"1", b"2"]
+
+
+def test_missing_input_is_a_readable_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        list(jsonl.read_lines(tmp_path / "nothing.jsonl"))
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    jsonl.write_jsonl(path, [b"old"])
+
+    def records() -> Iterator[bytes]:
+        yield b"new"
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError):
+        jsonl.write_jsonl(path, records())
+    with pytest.raises(ValueError, match="line break"):
+        jsonl.write_jsonl(path, [b"a\nb"])
+    assert list(jsonl.read_lines(path)) == [b"old"]
+    assert os.listdir(tmp_path) == ["events.jsonl"]
+
+
+def test_writer_creates_missing_folders(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "events.jsonl"
+    assert jsonl.write_jsonl(path, []) == 0
+    assert path.read_bytes() == b""
