@@ -1,0 +1,339 @@
+"""The job's configuration: one YAML file loaded into a tree of frozen dataclasses.
+
+Every key has a default (``deploy/config.yaml`` documents them all and equals the defaults), so a
+file only names what it changes. Sections are built from dataclass fields by name, the
+``engine:`` section included, so a new field of :class:`~operators.engine_config.EngineConfig`
+is a new config key with no change here. Unknown keys and values of the wrong type are refused
+when the job starts, with a :class:`ConfigError` that names the key and the fix.
+
+``input``, ``output`` and ``dead_letter`` name exactly one kind of endpoint (``kafka`` or
+``file``); ``output`` and ``dead_letter`` may also be null (counted, not written). The Kafka
+connection (brokers, SASL) is the top-level ``kafka`` section, shared by all three; the
+environment overrides it so secrets need not be in the file: ``STREAMREC_KAFKA_BROKERS``
+(comma-separated), ``STREAMREC_KAFKA_SECURITY_PROTOCOL``, ``STREAMREC_KAFKA_SASL_MECHANISM``,
+``STREAMREC_KAFKA_SASL_USERNAME`` and ``STREAMREC_KAFKA_SASL_PASSWORD``.
+
+>>> config = config_from_mapping({"window": {"length_s": 60}, "engine": {"k": 5}})
+>>> config.window.length_s, config.window.allowed_lateness_s, config.engine.k
+(60.0, 3600.0, 5)
+>>> try:
+...     config_from_mapping({"window": {"lenght_s": 60}}, source="config.yaml")
+... except ConfigError as error:
+...     print(error)
+config.yaml: unknown key "window.lenght_s" (did you mean "length_s"?)
+>>> config_from_mapping({"input": {"file": {"path": "e.jsonl"}}}).input
+FileEndpoint(path='e.jsonl')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+
+from operators.engine_config import EngineConfig
+from operators.windows import GateSettings
+
+_DAY_S = 86_400.0
+_ENV_PREFIX = "STREAMREC_KAFKA_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line that names the key and the fix."""
+
+
+def _at_least(minimum: float) -> dict[str, float]:
+    return {"min": minimum}
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """How to reach the Kafka cluster (every ``STREAMREC_KAFKA_<FIELD>`` overrides a field)."""
+
+    brokers: tuple[str, ...] = ("localhost:9092",)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    #: Any other librdkafka properties, passed through as they are.
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka properties for consumers and producers (brokers excluded)."""
+        properties = {"security.protocol": self.security_protocol}
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+        }
+        properties.update({key: value for key, value in optional.items() if value is not None})
+        properties.update(self.extra)
+        return properties
+
+
+@dataclass(frozen=True)
+class KafkaInput:
+    """Consume one topic (every partition). Offsets live in the recovery snapshots."""
+
+    KIND: ClassVar[str] = "kafka"
+    topic: str = "streamrec.events"
+    #: Where a job without recovery state starts reading.
+    starting_offset: Literal["earliest", "latest"] = "earliest"
+    #: Keep waiting for new messages at the end of the topic (false: stop there, for tests).
+    tail: bool = True
+    batch_size: int = field(default=1000, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class KafkaTopic:
+    """Produce to one topic."""
+
+    KIND: ClassVar[str] = "kafka"
+    topic: str
+
+
+@dataclass(frozen=True)
+class FileEndpoint:
+    """A JSON Lines file (for input also a directory of files, read in name order)."""
+
+    KIND: ClassVar[str] = "file"
+    path: str
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Per-user event-time windows in front of the user step (see ``operators.windows``)."""
+
+    length_s: float = field(default=0.0, metadata=_at_least(0))
+    allowed_lateness_s: float = field(default=3600.0, metadata=_at_least(0))
+    close_after_idle_s: float | None = field(default=60.0, metadata=_at_least(0.001))
+
+
+@dataclass(frozen=True)
+class DedupeConfig:
+    ids_per_user: int = field(default=1000, metadata=_at_least(0))
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Processing-time expiry of idle keys in the live job (null keeps them)."""
+
+    user_idle_expire_s: float | None = field(default=30 * _DAY_S, metadata=_at_least(0.001))
+    item_idle_expire_s: float | None = field(default=90 * _DAY_S, metadata=_at_least(0.001))
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_message_bytes: int = field(default=16 * 1024, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """Bytewax recovery: where the partitions live and how often state is snapshotted."""
+
+    dir: str | None = None
+    # Whole seconds: that is what ``python -m bytewax.run -s/-b`` accept.
+    snapshot_interval_s: int = field(default=10, metadata=_at_least(1))
+    backup_interval_s: int = field(default=0, metadata=_at_least(0))
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConnection = field(default_factory=KafkaConnection)
+    input: KafkaInput | FileEndpoint = field(default_factory=KafkaInput)
+    output: KafkaTopic | FileEndpoint | None = KafkaTopic("streamrec.recommendations")
+    dead_letter: KafkaTopic | FileEndpoint | None = KafkaTopic("streamrec.dead-letter")
+    window: WindowConfig = field(default_factory=WindowConfig)
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def gate_settings(self) -> GateSettings:
+        return GateSettings(
+            length_ms=round(self.window.length_s * 1000),
+            allowed_lateness_ms=round(self.window.allowed_lateness_s * 1000),
+            ids_per_user=self.dedupe.ids_per_user,
+        )
+
+    def known_types(self) -> frozenset[str]:
+        """The event types the engine weighs (``forget_user`` is always known)."""
+        return frozenset(self.engine.type_weights)
+
+    def for_replay(self, events: Path, out: Path | None, dead_letter: Path | None) -> Config:
+        """The same job over files, with event-time semantics only (reproducible)."""
+        return dataclasses.replace(
+            self,
+            input=FileEndpoint(str(events)),
+            output=None if out is None else FileEndpoint(str(out)),
+            dead_letter=None if dead_letter is None else FileEndpoint(str(dead_letter)),
+            window=dataclasses.replace(self.window, close_after_idle_s=None),
+            state=StateConfig(user_idle_expire_s=None, item_idle_expire_s=None),
+        )
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (the defaults when None) and apply the environment's Kafka overrides."""
+    data: Any = {}
+    source = "defaults" if path is None else str(path)
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{source}: cannot read the config file ({error.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or "not valid YAML"
+            raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    config = config_from_mapping({} if data is None else data, source)
+    return _with_environment(config, os.environ if environ is None else environ)
+
+
+def config_from_mapping(data: Any, source: str = "config") -> Config:
+    """Build a :class:`Config` from decoded YAML, refusing unknown keys and wrong types."""
+    return _build(Config, data, source, "")
+
+
+def _with_environment(config: Config, environ: Mapping[str, str]) -> Config:
+    changes: dict[str, Any] = {}
+    hints = typing.get_type_hints(KafkaConnection)
+    for spec in dataclasses.fields(KafkaConnection):
+        variable = _ENV_PREFIX + spec.name.upper()
+        if spec.name == "extra" or variable not in environ:
+            continue
+        raw: Any = environ[variable]
+        if spec.name == "brokers":
+            raw = [broker.strip() for broker in raw.split(",") if broker.strip()]
+        changes[spec.name] = _convert(hints[spec.name], raw, f"${variable}", "", spec.metadata)
+    if not changes:
+        return config
+    return dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, **changes))
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _build(cls: type, data: Any, source: str, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        where = f'"{path}"' if path else "the top level"
+        raise ConfigError(f"{source}: {where} must be a mapping of keys, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    specs = {spec.name: spec for spec in dataclasses.fields(cls) if spec.init}
+    values: dict[str, Any] = {}
+    for name, raw in data.items():
+        key = _key(path, str(name))
+        if name not in specs:
+            raise ConfigError(f'{source}: unknown key "{key}" ({_suggest(str(name), specs)})')
+        values[name] = _convert(hints[name], raw, source, key, specs[name].metadata)
+    for name, spec in specs.items():
+        no_default = spec.default is dataclasses.MISSING
+        if name not in values and no_default and spec.default_factory is dataclasses.MISSING:
+            raise ConfigError(f'{source}: "{_key(path, name)}" is required')
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f'{source}: "{path or cls.__name__}": {error}') from None
+
+
+def _suggest(name: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        return f'did you mean "{close[0]}"?'
+    return "known keys: " + ", ".join(known)
+
+
+def _show(raw: Any) -> str:
+    if raw is None:
+        return "null"
+    if isinstance(raw, Mapping):
+        return "a mapping"
+    if isinstance(raw, list):
+        return "a list"
+    return repr(raw)
+
+
+def _convert(kind: Any, raw: Any, source: str, key: str, metadata: Mapping[str, Any]) -> Any:
+    """Check ``raw`` against the field type ``kind`` and return the field value."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    label = f'"{key}"' if key else source
+    prefix = f"{source}: " if key else ""
+    if origin in (types.UnionType, typing.Union):
+        options = [arg for arg in args if arg is not type(None)]
+        if raw is None:
+            if len(options) < len(args):
+                return None
+            raise ConfigError(f"{prefix}{label} must not be null")
+        if all(dataclasses.is_dataclass(option) for option in options):
+            return _build_variant(options, raw, source, key)
+        (kind,) = options
+        return _convert(kind, raw, source, key, metadata)
+    if origin is Literal:
+        if raw not in args:
+            choices = ", ".join(f'"{arg}"' if isinstance(arg, str) else str(arg) for arg in args)
+            raise ConfigError(f"{prefix}{label} must be one of {choices}, got {_show(raw)}")
+        return raw
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, raw, source, key)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(raw, list):
+            raise ConfigError(f"{prefix}{label} must be a list, got {_show(raw)}")
+        return tuple(_convert(args[0], item, source, key, {}) for item in raw)
+    if origin is dict:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{prefix}{label} must be a mapping, got {_show(raw)}")
+        return {
+            _convert(args[0], name, source, key, {}): _convert(
+                args[1], value, source, f"{key}.{name}", {}
+            )
+            for name, value in raw.items()
+        }
+    value = _scalar(kind, raw)
+    if value is None:
+        expected = {bool: "true or false", int: "a whole number", float: "a number"}
+        raise ConfigError(
+            f"{prefix}{label} must be {expected.get(kind, 'a string')}, got {_show(raw)}"
+        )
+    minimum = metadata.get("min")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{prefix}{label} must be at least {minimum:g}, got {_show(raw)}")
+    return value
+
+
+def _scalar(kind: Any, raw: Any) -> Any:
+    """``raw`` as a ``kind`` value, or None when it is not one (booleans are not numbers)."""
+    if kind is bool:
+        return raw if isinstance(raw, bool) else None
+    if isinstance(raw, bool):
+        return None
+    if kind is int:
+        return raw if isinstance(raw, int) else None
+    if kind is float:
+        return float(raw) if isinstance(raw, int | float) else None
+    if kind is str:
+        return raw if isinstance(raw, str) else None
+    raise TypeError(f"config fields of type {kind!r} are not supported")
+
+
+def _build_variant(options: list[Any], raw: Any, source: str, key: str) -> Any:
+    kinds = {option.KIND: option for option in options}
+    names = " or ".join(f'"{kind}"' for kind in kinds)
+    if not isinstance(raw, Mapping) or len(raw) != 1:
+        raise ConfigError(f'{source}: "{key}" must hold exactly one of {names}')
+    ((kind, body),) = raw.items()
+    if kind not in kinds:
+        raise ConfigError(f'{source}: unknown key "{_key(key, str(kind))}" (use {names})')
+    return _build(kinds[kind], {} if body is None else body, source, _key(key, str(kind)))
