@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--ablation", action="store_true", help="also run the ablations")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_argument("--plot", help="write the sliding-window HR curve to this PNG")
+    sub.add_argument(
+        "--at-basket",
+        action="store_true",
+        help="ask for each list right before the basket, not after the user's previous one",
+    )
 
     sub = command("replay", _replay, "Run the dataflow over a recorded event file.")
     sub.add_argument("events", nargs="?", help="JSON Lines file or directory (default: bundled)")
@@ -112,9 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("run", _run, "Run the Kafka-to-Kafka job (wraps python -m bytewax.run).")
     sub.add_argument("-c", "--config", help="YAML config (default: deploy/config.yaml)")
     sub.add_argument("-w", "--workers-per-process", type=int, default=1)
-    sub.add_argument("-i", "--process-id", type=int)
-    sub.add_argument("-a", "--addresses", help="host:port;host:port of every process")
-    sub.add_argument("--recovery-dir", help="where the recovery partitions live")
+    sub.add_argument("-i", "--process-id", help="this process: a number or a pod name 'name-N'")
+    sub.add_argument(
+        "-a",
+        "--addresses",
+        help="every process: 'host:port;host:port', a file of lines, or a template with {i}",
+    )
+    sub.add_argument("--processes", type=int, help="process count for an -a template with {i}")
+    sub.add_argument("--recovery-dir", help="recovery partitions (default: recovery.dir)")
+    sub.add_argument("--no-recovery", action="store_true", help="restart from the input's start")
+    sub.add_argument(
+        "--metrics-port", type=int, default=3030, help="Prometheus /metrics port (0: off)"
+    )
 
     sub = command("smoke", _smoke, "Count events per user through Kafka or a file (smoke test).")
     sub.add_argument("--input", help="JSON Lines file (default: the bundled sample)")

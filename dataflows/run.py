@@ -1,0 +1,346 @@
+"""``streamrec run``: the Kafka-to-Kafka job under ``python -m bytewax.run``, recovery on.
+
+This is a thin launcher. It checks what a user can get wrong (config, cluster options, the
+recovery store) and reports it in one line, creates the recovery partitions on the first start,
+then replaces itself (``exec``) with ``python -m bytewax.run dataflows.recommend:flow`` so that
+signals and the exit code are Bytewax's own. The dataflow reads the config from the
+``STREAMREC_CONFIG`` environment variable.
+
+A cluster is ``-i`` (this process) plus ``-a`` (every process, this one included). In a
+Kubernetes StatefulSet ``-i`` may be the pod name, whose ordinal suffix is the process id, and
+``-a`` a template with ``{i}`` expanded for ``--processes`` ordinals:
+
+>>> process_index("streamrec-2")
+2
+>>> expand_addresses("streamrec-{i}.streamrec:2101", processes=2)
+['streamrec-0.streamrec:2101', 'streamrec-1.streamrec:2101']
+
+Recovery partitions. Bytewax snapshots state into a fixed set of SQLite partitions, created
+before the first start; their count is written into them and can never change. It is
+:data:`PARTITIONS` (12), not a config key, so that nobody can change it by accident: Bytewax
+advises at least as many partitions as the most workers you will ever scale to, and 12 divides
+evenly over 1, 2, 3, 4, 6 and 12 processes. Each process keeps its share in its own directory,
+the way a pod keeps it on its own volume: process ``i`` of ``n`` creates partitions ``j`` with
+``j % n == i`` when its directory holds none yet, and the cluster as a whole must see every
+partition when it resumes.
+
+>>> owned_partitions(12, process_id=1, processes=4)
+[1, 5, 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dataflows.cli import UsageError
+
+if TYPE_CHECKING:
+    from operators.config import Config
+
+#: Where the dataflow lives, as ``bytewax.run`` imports it.
+FLOW = "dataflows.recommend:flow"
+#: Recovery partitions of a new store (see the module docstring; never change it for a store).
+PARTITIONS = 12
+#: Recovery directory when neither ``--recovery-dir`` nor ``recovery.dir`` names one (relative to
+#: the working directory): recovery is on unless ``--no-recovery``.
+DEFAULT_RECOVERY_DIR = "streamrec-recovery"
+#: How long a cluster process waits for its own address to resolve (a StatefulSet pod's DNS
+#: record appears shortly after the pod starts; timely binds to that name and fails without it).
+DNS_WAIT_S = 120.0
+
+_ORDINAL = re.compile(r"(?:^|-)(\d+)$")
+_PARTITION_FILE = re.compile(r"^part-(\d+)\.sqlite3$")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in a Bytewax cluster: its index and every process's host:port."""
+
+    process_id: int
+    addresses: list[str]
+
+    @property
+    def processes(self) -> int:
+        return len(self.addresses)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Where this process keeps its recovery partitions and how often it snapshots."""
+
+    #: The configured recovery directory; ``directory`` is ``base/process-<id>`` in a cluster.
+    base: Path
+    directory: Path
+    partitions: int
+    snapshot_interval_s: int
+    backup_interval_s: int
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The exact command and environment ``main`` executes."""
+
+    argv: list[str]
+    env: dict[str, str]
+    recovery: Recovery | None
+    cluster: Cluster | None
+
+
+def process_index(value: str) -> int:
+    """The process id from ``-i``: a number, or a pod name ending in its ordinal."""
+    match = _ORDINAL.search(value.strip())
+    if match is None:
+        raise UsageError(f"-i {value!r} is neither a process number nor a pod name like 'name-0'")
+    return int(match.group(1))
+
+
+def expand_addresses(template: str, processes: int) -> list[str]:
+    """Every process's ``host:port`` from a template with ``{i}`` (the process ordinal)."""
+    if processes < 1:
+        raise UsageError(f"--processes must be at least 1, got {processes}")
+    return [template.replace("{i}", str(ordinal)) for ordinal in range(processes)]
+
+
+def parse_addresses(value: str, processes: int | None) -> list[str]:
+    """``-a`` as a ``;``-separated list, a file with one address a line, or a ``{i}`` template."""
+    if "{i}" in value:
+        if processes is None:
+            raise UsageError("-a with '{i}' needs --processes N")
+        return expand_addresses(value, processes)
+    path = Path(value)
+    if ";" not in value and path.is_file():
+        text = path.read_text(encoding="utf-8")
+        addresses = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        addresses = [part.strip() for part in value.split(";") if part.strip()]
+    if not addresses:
+        raise UsageError(f"-a {value!r} names no address")
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"address {address!r} is not host:port")
+    if processes is not None and processes != len(addresses):
+        raise UsageError(f"--processes {processes} but -a lists {len(addresses)} addresses")
+    return addresses
+
+
+def resolve_cluster(
+    process_id: str | None, addresses: str | None, processes: int | None
+) -> Cluster | None:
+    """The cluster from ``-i``/``-a``/``--processes``, or None for a single process."""
+    if process_id is None and addresses is None:
+        if processes not in (None, 1):
+            raise UsageError("--processes needs -i and -a")
+        return None
+    if process_id is None or addresses is None:
+        raise UsageError("-i and -a go together: this process's id and every process's address")
+    index = process_index(process_id)
+    listed = parse_addresses(addresses, processes)
+    if index >= len(listed):
+        raise UsageError(f"process id {index} is not below the {len(listed)} addresses of -a")
+    return Cluster(index, listed)
+
+
+def owned_partitions(partitions: int, process_id: int, processes: int) -> list[int]:
+    """The recovery partitions process ``process_id`` creates on the first start."""
+    return [index for index in range(partitions) if index % processes == process_id]
+
+
+def stored_partitions(directory: Path) -> dict[int, int]:
+    """Partition index -> partition count of every recovery partition in ``directory``."""
+    found: dict[int, int] = {}
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.iterdir()):
+        if _PARTITION_FILE.match(path.name) is None:
+            continue
+        try:
+            with closing(sqlite3.connect(path)) as connection:
+                rows = connection.execute("SELECT part_index, part_count FROM parts").fetchall()
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"{path} is not a readable recovery partition ({error})") from None
+        found.update((int(index), int(count)) for index, count in rows)
+    return found
+
+
+def check_layout(base: Path, cluster: Cluster | None) -> None:
+    """Refuse a store laid out for a single process when running a cluster, and vice versa.
+
+    Starting anyway would create a fresh, empty store beside the real one and silently drop
+    the state; moving partition files between the layouts is a manual step (k8s/README.md).
+    """
+    if cluster is not None and stored_partitions(base):
+        raise UsageError(
+            f"{base} holds a single-process recovery store; move its part-*.sqlite3 files into "
+            f"{base}/process-<id>/ directories (every partition exactly once) before starting "
+            "a cluster"
+        )
+    if cluster is None and base.is_dir():
+        shares = sorted(path.name for path in base.glob("process-*") if stored_partitions(path))
+        if shares:
+            raise UsageError(
+                f"{base} holds a cluster's recovery store ({', '.join(shares)}); run with the "
+                "same -i/-a, or move every partition into one directory first"
+            )
+
+
+def ensure_partitions(directory: Path, partitions: int, cluster: Cluster | None) -> list[int]:
+    """Create this process's partitions if its directory has none; returns those created.
+
+    An existing store must have been created with the same partition count.
+    """
+    found = stored_partitions(directory)
+    if found:
+        counts = sorted(set(found.values()))
+        if counts != [partitions]:
+            raise UsageError(
+                f"the recovery store in {directory} has {counts} partitions, this version creates "
+                f"{partitions}; the count cannot change: delete the store to start over"
+            )
+        return []
+    from bytewax.recovery import init_db_dir
+
+    process_id, processes = (cluster.process_id, cluster.processes) if cluster else (0, 1)
+    mine = owned_partitions(partitions, process_id, processes)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Create the full set beside the store and move in only this process's share, so a crash
+    # half-way leaves no partial store behind.
+    with tempfile.TemporaryDirectory(prefix=".init-", dir=directory) as staging:
+        init_db_dir(Path(staging), partitions)
+        for index in mine:
+            name = f"part-{index}.sqlite3"
+            os.replace(Path(staging) / name, directory / name)
+    return mine
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a metrics port already taken: Bytewax would only log a panic and run unobserved."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as error:
+            raise UsageError(
+                f"metrics port {port} is not free ({error.strerror}); give each process on "
+                "this host its own --metrics-port, or 0 to turn metrics off"
+            ) from None
+
+
+def wait_for_address(address: str, timeout_s: float) -> None:
+    """Block until ``address``'s host resolves (this process binds to it)."""
+    host = address.rpartition(":")[0].strip("[]")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.getaddrinfo(host, None)
+            return
+        except socket.gaierror as error:
+            if time.monotonic() >= deadline:
+                raise UsageError(
+                    f"this process's address {host!r} did not resolve within {timeout_s:.0f} s "
+                    f"({error}); check -a and the headless Service"
+                ) from None
+            time.sleep(1.0)
+
+
+def _load(config_path: Path | None) -> Config:
+    from operators.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
+    """Check the options and config and work out the Bytewax command line (no side effects)."""
+    config_path = Path(args.config).resolve() if args.config else None
+    config = _load(config_path)
+    if args.workers_per_process < 1:
+        raise UsageError(f"-w must be at least 1, got {args.workers_per_process}")
+    cluster = resolve_cluster(args.process_id, args.addresses, args.processes)
+
+    argv = [sys.executable, "-m", "bytewax.run", FLOW, "-w", str(args.workers_per_process)]
+    if cluster is not None:
+        argv += ["-i", str(cluster.process_id), "-a", ";".join(cluster.addresses)]
+
+    recovery = None
+    if not args.no_recovery:
+        base = Path(args.recovery_dir or config.recovery.dir or DEFAULT_RECOVERY_DIR)
+        # Several processes on one host must not share a directory: each one initializes and
+        # owns its share of the partitions, as each pod does on its own volume.
+        directory = base / f"process-{cluster.process_id}" if cluster else base
+        recovery = Recovery(
+            base.resolve(),
+            directory.resolve(),
+            PARTITIONS,
+            config.recovery.snapshot_interval_s,
+            config.recovery.backup_interval_s,
+        )
+        argv += [
+            "-r",
+            str(recovery.directory),
+            "-s",
+            str(recovery.snapshot_interval_s),
+            "-b",
+            str(recovery.backup_interval_s),
+        ]
+    else:
+        argv += ["-s", str(config.recovery.snapshot_interval_s)]
+
+    env = dict(environ)
+    if config_path is None:
+        env.pop("STREAMREC_CONFIG", None)  # the dataflow then uses the defaults, as checked here
+    else:
+        env["STREAMREC_CONFIG"] = str(config_path)
+    env["PYTHONUNBUFFERED"] = "1"
+    if args.metrics_port:
+        env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
+        env["BYTEWAX_DATAFLOW_API_PORT"] = str(args.metrics_port)
+    else:
+        env.pop("BYTEWAX_DATAFLOW_API_ENABLED", None)
+    # bytewax.run reads these as defaults for its own options; the command line above is the
+    # whole truth, so stale values from the environment must not leak in.
+    for name in (
+        "BYTEWAX_RECOVERY_DIRECTORY",
+        "BYTEWAX_SNAPSHOT_INTERVAL",
+        "BYTEWAX_RECOVERY_BACKUP_INTERVAL",
+        "BYTEWAX_WORKERS_PER_PROCESS",
+        "BYTEWAX_PROCESS_ID",
+        "BYTEWAX_ADDRESSES",
+    ):
+        env.pop(name, None)
+    return Launch(argv, env, recovery, cluster)
+
+
+def main(args: argparse.Namespace) -> int:
+    launch = plan(args, dict(os.environ))
+    if launch.recovery is not None:
+        check_layout(launch.recovery.base, launch.cluster)
+        created = ensure_partitions(
+            launch.recovery.directory, launch.recovery.partitions, launch.cluster
+        )
+        if created:
+            print(
+                f"created recovery partitions {created} of {launch.recovery.partitions} "
+                f"in {launch.recovery.directory}",
+                file=sys.stderr,
+            )
+    if args.metrics_port:
+        check_port_free(args.metrics_port)
+    if launch.cluster is not None:
+        wait_for_address(launch.cluster.addresses[launch.cluster.process_id], DNS_WAIT_S)
+    sys.stderr.flush()
+    os.execve(launch.argv[0], launch.argv, launch.env)
+    return 0  # not reached: exec replaces this process

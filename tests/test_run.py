@@ -1,0 +1,193 @@
+"""``streamrec run``: option checks, the Bytewax command line, and the recovery store."""
+
+from __future__ import annotations
+
+import doctest
+import socket
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from dataflows import cli, run
+from dataflows.cli import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+# What the installed ``streamrec`` console script does.
+_ENTRY_POINT = "import sys; from dataflows.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _args(*argv: str):
+    return cli.build_parser().parse_args(["run", *argv])
+
+
+def _config(tmp_path: Path, text: str = "recovery:\n  snapshot_interval_s: 3\n") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_docstring_example_runs() -> None:
+    assert doctest.testmod(run).failed == 0
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0), ("3", 3), ("streamrec-12", 12)])
+def test_process_id_is_a_number_or_a_pod_name(value: str, expected: int) -> None:
+    assert run.process_index(value) == expected
+
+
+def test_a_process_id_without_an_ordinal_is_refused() -> None:
+    with pytest.raises(UsageError, match="neither a process number nor a pod name"):
+        run.process_index("streamrec")
+
+
+def test_addresses_as_list_file_or_template(tmp_path: Path) -> None:
+    listed = ["a:1", "b:2"]
+    assert run.parse_addresses("a:1;b:2", None) == listed
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("a:1\n\nb:2\n", encoding="utf-8")
+    assert run.parse_addresses(str(hostfile), 2) == listed
+    assert run.parse_addresses("h{i}:7", 3) == ["h0:7", "h1:7", "h2:7"]
+
+
+@pytest.mark.parametrize(
+    ("process_id", "addresses", "processes", "message"),
+    [
+        ("0", None, None, "-i and -a go together"),
+        (None, "a:1", None, "-i and -a go together"),
+        ("2", "a:1;b:2", None, "process id 2 is not below the 2 addresses"),
+        ("0", "a:1;b", None, "'b' is not host:port"),
+        ("0", "h{i}:7", None, "needs --processes"),
+        ("0", "a:1;b:2", 3, "--processes 3 but -a lists 2 addresses"),
+        (None, None, 2, "--processes needs -i and -a"),
+    ],
+)
+def test_inconsistent_cluster_options_are_refused(
+    process_id: str | None, addresses: str | None, processes: int | None, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        run.resolve_cluster(process_id, addresses, processes)
+
+
+def test_plan_runs_the_flow_with_recovery_and_the_config_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path)
+    stale = {"BYTEWAX_PROCESS_ID": "7", "BYTEWAX_RECOVERY_DIRECTORY": "/elsewhere", "KEEP": "1"}
+    launch = run.plan(
+        _args("-c", str(config), "-w", "3", "--recovery-dir", str(tmp_path / "rec")), stale
+    )
+    assert launch.argv[1:] == [
+        "-m",
+        "bytewax.run",
+        "dataflows.recommend:flow",
+        "-w",
+        "3",
+        "-r",
+        str(tmp_path / "rec"),
+        "-s",
+        "3",
+        "-b",
+        "0",
+    ]
+    assert launch.env["STREAMREC_CONFIG"] == str(config)
+    assert launch.env["BYTEWAX_DATAFLOW_API_ENABLED"]
+    assert launch.env["BYTEWAX_DATAFLOW_API_PORT"] == "3030"
+    assert launch.env["KEEP"] == "1"
+    assert "BYTEWAX_PROCESS_ID" not in launch.env
+    assert "BYTEWAX_RECOVERY_DIRECTORY" not in launch.env
+
+
+def test_each_process_of_a_cluster_gets_its_own_recovery_directory(tmp_path: Path) -> None:
+    config = _config(tmp_path, f"recovery:\n  dir: {tmp_path / 'rec'}\n")
+    argv = ("-c", str(config), "-i", "1", "-a", "127.0.0.1:2101;127.0.0.1:2102")
+    launch = run.plan(_args(*argv, "--metrics-port", "0"), {})
+    assert launch.recovery is not None
+    assert launch.recovery.directory == tmp_path / "rec" / "process-1"
+    assert launch.argv[launch.argv.index("-i") + 1] == "1"
+    assert launch.argv[launch.argv.index("-a") + 1] == "127.0.0.1:2101;127.0.0.1:2102"
+    assert "BYTEWAX_DATAFLOW_API_ENABLED" not in launch.env
+
+
+def test_recovery_is_on_by_default_and_off_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = _config(tmp_path, "{}\n")
+    launch = run.plan(_args("-c", str(config)), {})
+    assert launch.recovery is not None
+    assert launch.recovery.directory == tmp_path / run.DEFAULT_RECOVERY_DIR
+    launch = run.plan(_args("-c", str(config), "--no-recovery"), {})
+    assert launch.recovery is None
+    assert "-r" not in launch.argv
+    assert launch.argv[-2:] == ["-s", "10"]
+
+
+def test_a_bad_config_is_one_readable_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read the config file"):
+        run.plan(_args("-c", str(tmp_path / "missing.yaml")), {})
+    with pytest.raises(UsageError, match=r'unknown key "recovery\.partitions"'):
+        run.plan(_args("-c", str(_config(tmp_path, "recovery:\n  partitions: 4\n"))), {})
+
+
+def test_the_command_line_reports_errors_without_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _ENTRY_POINT, "run", "-c", str(tmp_path / "nope.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("streamrec run: ")
+
+
+def test_partitions_are_created_once_each_process_taking_its_share(tmp_path: Path) -> None:
+    cluster = run.Cluster(1, ["a:1", "b:2", "c:3"])
+    created = run.ensure_partitions(tmp_path / "p1", run.PARTITIONS, cluster)
+    assert created == [1, 4, 7, 10]
+    assert run.stored_partitions(tmp_path / "p1") == {index: 12 for index in created}
+    assert sorted(path.name for path in (tmp_path / "p1").iterdir()) == sorted(
+        f"part-{index}.sqlite3" for index in created
+    )
+    assert run.ensure_partitions(tmp_path / "p1", run.PARTITIONS, cluster) == []
+    assert run.ensure_partitions(tmp_path / "single", run.PARTITIONS, None) == list(range(12))
+
+
+def test_a_store_with_another_partition_count_is_refused(tmp_path: Path) -> None:
+    run.ensure_partitions(tmp_path, 4, None)
+    with pytest.raises(UsageError, match=r"has \[4\] partitions, this version creates 12"):
+        run.ensure_partitions(tmp_path, run.PARTITIONS, None)
+
+
+def test_a_single_process_store_is_not_silently_replaced_by_a_cluster_one(
+    tmp_path: Path,
+) -> None:
+    cluster = run.Cluster(0, ["a:1", "b:2"])
+    run.ensure_partitions(tmp_path, run.PARTITIONS, None)
+    with pytest.raises(UsageError, match="holds a single-process recovery store"):
+        run.check_layout(tmp_path, cluster)
+    other = tmp_path / "cluster"
+    run.ensure_partitions(other / "process-0", run.PARTITIONS, cluster)
+    run.check_layout(other, cluster)
+    with pytest.raises(UsageError, match=r"holds a cluster's recovery store \(process-0\)"):
+        run.check_layout(other, None)
+
+
+def test_a_taken_metrics_port_is_reported_before_bytewax_starts() -> None:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(UsageError, match=f"metrics port {port} is not free"):
+            run.check_port_free(port)
+
+
+def test_an_unresolvable_own_address_is_reported() -> None:
+    with pytest.raises(UsageError, match="did not resolve"):
+        run.wait_for_address("no-such-host.invalid:2101", timeout_s=0)
