@@ -1,0 +1,87 @@
+"""The local broker helper: configuration, cache, readable failures, clean stop."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import local_kafka
+import pytest
+
+
+def _properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def test_free_port_can_be_bound() -> None:
+    port = local_kafka.free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+
+
+def test_server_properties_describe_one_combined_node_on_loopback() -> None:
+    settings = _properties(local_kafka.render_server_properties(7001, 7002, "/tmp/data"))
+    assert settings["process.roles"] == "broker,controller"
+    assert settings["controller.quorum.voters"] == f"{settings['node.id']}@127.0.0.1:7002"
+    assert settings["advertised.listeners"] == "PLAINTEXT://127.0.0.1:7001"
+    assert settings["log.dirs"] == "/tmp/data"
+    # A single node cannot hold more than one replica of the internal topics.
+    assert settings["offsets.topic.replication.factor"] == "1"
+    assert settings["transaction.state.log.replication.factor"] == "1"
+    assert settings["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_cluster_ids_are_kafka_shaped_and_unique() -> None:
+    ids = {local_kafka.new_cluster_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(len(cluster) == 22 and "=" not in cluster for cluster in ids)
+
+
+def test_cache_location_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(local_kafka.CACHE_ENV, str(tmp_path))
+    assert local_kafka.libs_dir() == tmp_path / f"kafka-{local_kafka.KAFKA_VERSION}" / "libs"
+
+
+def test_cached_jars_are_used_without_maven(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    libs = local_kafka.libs_dir(tmp_path)
+    libs.mkdir(parents=True)
+    monkeypatch.setenv("PATH", "")
+    assert local_kafka.ensure_libs(tmp_path) == libs
+
+
+def test_missing_maven_is_one_readable_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(local_kafka.LocalKafkaError, match="`mvn` is not on PATH"):
+        local_kafka.ensure_libs(tmp_path)
+
+
+@pytest.mark.kafka
+def test_a_failed_start_says_why() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(local_kafka.PortInUseError) as failure:
+            local_kafka.start(port=port)
+    first_line = str(failure.value).splitlines()[0]
+    assert f"127.0.0.1:{port}: Address already in use" in first_line
+
+
+@pytest.mark.kafka
+def test_started_broker_answers_metadata_and_stop_removes_it() -> None:
+    broker = local_kafka.start()
+    try:
+        brokers, cluster_id = local_kafka.probe_metadata("127.0.0.1", broker.broker_port)
+        assert (brokers, cluster_id) == (1, broker.cluster_id)
+    finally:
+        broker.stop()
+    assert not broker.is_running()
+    assert not broker.workdir.exists()
+    with pytest.raises(OSError):
+        local_kafka.probe_metadata("127.0.0.1", broker.broker_port)
