@@ -1,0 +1,361 @@
+"""A synthetic event stream with known structure, for tests, benchmarks and drift experiments.
+
+The structure a recommender can find (and that the generator knows, so tests can check it):
+
+- **Categories and popularity.** Items belong to categories; categories and the items within
+  each category have Zipf popularity.
+- **Tastes.** Each user likes a mixture of a few categories (drawn by category popularity) and
+  sometimes explores any category.
+- **Sessions.** A user's events come in sessions: bursts of item visits seconds apart, with long
+  gaps between sessions. Heavy users have many sessions, most have few.
+- **Transitions.** Each item has a few likely successors (mostly in its category); within a
+  session the next visit often follows one, so co-visitation carries signal.
+- **Funnel.** A visit is a ``view``, sometimes followed by ``click``, ``cart`` and ``purchase``
+  of the same item.
+- **Arrivals.** Some items are released and some users start during the stream (cold starts).
+- **Trends.** A few items have a burst: for a while they take a rising, then falling, share of
+  all fresh picks.
+- **Drift.** At :func:`drift_timestamp` a ``drift_share`` of users switch to other categories.
+
+Everything is drawn with one ``numpy`` Generator from ``seed``, so a config always gives the
+same stream. Timestamps are epoch ms from 2024-01-01 UTC.
+
+>>> config = GeneratorConfig(users=50, items=40, events=200, seed=1, categories=4)
+>>> lines = list(iter_lines(config))
+>>> len(lines), lines == list(iter_lines(config))
+(200, True)
+>>> from operators.events import parse_event
+>>> event = parse_event(lines[0])
+>>> event.type, event.category == event.title.split()[0]
+('view', True)
+>>> drift_timestamp(config)  # halfway through 30 days
+1705363200000
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from operators import jsonl
+
+#: Event types by funnel stage; :attr:`SyntheticStream.type` holds indexes into this.
+EVENT_TYPES = ("view", "click", "cart", "purchase")
+START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+_DAY_MS = 86_400_000
+_MAX_VISITS = 50  # per session; bounds the sequential pass over positions
+_CHUNK = 65_536  # events serialised per batch
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """What to generate. Shares are probabilities in [0, 1]."""
+
+    users: int = 2_000
+    items: int = 1_000
+    events: int = 100_000
+    seed: int = 0
+    #: Where the drift happens, as a fraction of the stream's time span.
+    drift_at: float = 0.5
+    #: Share of users whose taste changes at the drift point.
+    drift_share: float = 0.5
+    categories: int = 20
+    days: float = 30.0
+    #: Categories in one user's taste mixture.
+    tastes: int = 3
+    #: Share of fresh picks from any category (by category popularity) instead of the taste.
+    explore: float = 0.1
+    item_zipf: float = 1.0
+    category_zipf: float = 0.8
+    #: Mean item visits per session.
+    session_visits: float = 5.0
+    #: Mean seconds between visits in a session, and between funnel steps of one visit.
+    visit_gap_s: float = 40.0
+    step_gap_s: float = 10.0
+    #: Likely successors per item, and how often a visit follows one of the previous item's.
+    successors: int = 3
+    follow: float = 0.5
+    #: Share of items released, and of users starting, after the stream's start.
+    new_items: float = 0.3
+    new_users: float = 0.3
+    trends: int = 10
+    #: Length of one trend burst, and the share of fresh picks it takes at its peak.
+    trend_days: float = 3.0
+    trend_share: float = 0.2
+    #: Funnel: P(click | view), P(cart | click), P(purchase | cart).
+    funnel: tuple[float, float, float] = (0.35, 0.3, 0.4)
+
+    def __post_init__(self) -> None:
+        if self.users < 1 or self.items < 1 or self.events < 0:
+            raise ValueError("users and items must be at least 1, events at least 0")
+        if not 2 <= self.categories <= self.items:
+            raise ValueError(f"categories must be between 2 and items ({self.items})")
+        if self.tastes < 1 or self.successors < 1 or self.trends < 0:
+            raise ValueError("tastes and successors must be at least 1, trends at least 0")
+        if self.days <= 0 or self.session_visits < 1 or not 0 < self.trend_days <= self.days:
+            raise ValueError("days > 0, session_visits >= 1 and 0 < trend_days <= days needed")
+        shares = {
+            "drift_at": self.drift_at,
+            "drift_share": self.drift_share,
+            "explore": self.explore,
+            "follow": self.follow,
+            "new_items": self.new_items,
+            "new_users": self.new_users,
+            "trend_share": self.trend_share,
+            **{f"funnel[{n}]": p for n, p in enumerate(self.funnel)},
+        }
+        for name, share in shares.items():
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {share}")
+
+    @property
+    def span_ms(self) -> int:
+        return round(self.days * _DAY_MS)
+
+
+def drift_timestamp(config: GeneratorConfig) -> int:
+    """Epoch ms from which drifting users' sessions follow their new taste."""
+    return START_MS + round(config.drift_at * config.span_ms)
+
+
+@dataclass(frozen=True)
+class SyntheticStream:
+    """The generated events as columns in time order, with the ground truth behind them."""
+
+    user: np.ndarray  # int32 per event
+    item: np.ndarray  # int32 per event
+    ts: np.ndarray  # int64 epoch ms per event, non-decreasing
+    type: np.ndarray  # int8 per event, index into EVENT_TYPES
+    session: np.ndarray  # int32 per event
+    item_category: np.ndarray  # per item
+    item_release: np.ndarray  # per item, epoch ms
+    successors: np.ndarray  # items x config.successors
+    user_start: np.ndarray  # per user, epoch ms
+    drifting: np.ndarray  # bool per user
+    drift_ts: int
+    trend_item: np.ndarray  # per trend burst
+    trend_start: np.ndarray  # per trend burst, epoch ms; it lasts config.trend_days
+
+
+class _Sampler:
+    """Draws items of given categories by popularity among those released by a given time."""
+
+    def __init__(self, category: np.ndarray, release: np.ndarray, weight: np.ndarray) -> None:
+        self._stride = int(release.max()) + 1
+        key = category.astype(np.int64) * self._stride + release
+        self._order = np.argsort(key, kind="stable")
+        self._key = key[self._order]
+        self._cumulative = np.concatenate([[0.0], np.cumsum(weight[self._order])])
+        self._first = np.searchsorted(self._key, np.arange(category.max() + 1) * self._stride)
+
+    def draw(self, rng: np.random.Generator, category: np.ndarray, at: np.ndarray) -> np.ndarray:
+        category = category.astype(np.int64, copy=False)
+        lo = self._first[category]
+        # Every category has an item released at 0, so hi > lo.
+        hi = np.searchsorted(
+            self._key, category * self._stride + np.minimum(at, self._stride - 1), side="right"
+        )
+        low_mass = self._cumulative[lo]
+        target = low_mass + rng.random(len(category)) * (self._cumulative[hi] - low_mass)
+        index = np.clip(np.searchsorted(self._cumulative, target, side="right") - 1, lo, hi - 1)
+        return self._order[index]
+
+
+def _zipf(n: int, exponent: float) -> np.ndarray:
+    return 1.0 / np.arange(1, n + 1) ** exponent
+
+
+def _pick(rng: np.random.Generator, cumulative: np.ndarray) -> np.ndarray:
+    """One column index per row, by the row's cumulative probabilities (last column ~ 1)."""
+    u = rng.random(len(cumulative)) * cumulative[:, -1]
+    return (u[:, None] >= cumulative).sum(axis=1).clip(max=cumulative.shape[1] - 1)
+
+
+def generate(config: GeneratorConfig) -> SyntheticStream:
+    """The whole stream as columns: 21 bytes per event (generating takes ~10 times that)."""
+    rng = np.random.default_rng(config.seed)
+    span = config.span_ms
+    n_items, n_users, n_categories = config.items, config.users, config.categories
+
+    # Items: categories of even size, Zipf popularity by a random rank within the category.
+    item_category = rng.permutation(np.arange(n_items) % n_categories).astype(np.int32)
+    by_category = np.lexsort((rng.random(n_items), item_category))
+    rank = np.empty(n_items, dtype=np.int64)
+    first_of_category = np.searchsorted(item_category[by_category], np.arange(n_categories))
+    rank[by_category] = np.arange(n_items) - np.repeat(
+        first_of_category, np.bincount(item_category, minlength=n_categories)
+    )
+    item_weight = 1.0 / (rank + 1.0) ** config.item_zipf
+    item_release = np.where(
+        rng.random(n_items) < config.new_items, rng.integers(0, span, n_items), 0
+    )
+    item_release[by_category[first_of_category]] = 0  # every category starts with an item
+    sampler = _Sampler(item_category, item_release, item_weight)
+    category_weight = _zipf(n_categories, config.category_zipf)
+    category_cumulative = np.cumsum(category_weight / category_weight.sum())
+
+    # Successors: mostly popular items of the same category, never the item itself.
+    k = config.successors
+    successor_category = np.where(
+        rng.random((n_items, k)) < 0.8,
+        item_category[:, None],
+        np.searchsorted(category_cumulative, rng.random((n_items, k)) * category_cumulative[-1]),
+    ).ravel()
+    successors = sampler.draw(rng, successor_category, np.full(n_items * k, span))
+    successors = successors.reshape(n_items, k)
+    for _ in range(3):
+        own = successors == np.arange(n_items)[:, None]
+        if not own.any():
+            break
+        successors[own] = sampler.draw(
+            rng, successor_category.reshape(n_items, k)[own], np.full(own.sum(), span)
+        )
+    successor_cumulative = np.cumsum(_zipf(k, 1.0))
+
+    # Users: heavy-tailed activity, start times, taste mixtures, drift.
+    activity = rng.lognormal(0.0, 1.0, n_users)
+    user_start = np.where(rng.random(n_users) < config.new_users, rng.integers(0, span, n_users), 0)
+    user_start[0] = 0
+    by_start = np.argsort(user_start, kind="stable")
+    activity_cumulative = np.cumsum(activity[by_start])
+    taste = np.searchsorted(
+        category_cumulative, rng.random((n_users, config.tastes)) * category_cumulative[-1]
+    ).astype(np.int32)
+    taste_cumulative = np.cumsum(rng.gamma(1.0, size=(n_users, config.tastes)), axis=1)
+    drifting = rng.random(n_users) < config.drift_share
+    shift = rng.integers(1, n_categories, n_users)[:, None]
+    new_taste = ((taste + shift) % n_categories).astype(np.int32)
+    drift_at = round(config.drift_at * span)
+
+    # Sessions: visits per session and funnel depth per visit, until there are enough events.
+    funnel_cumprod = np.cumprod(config.funnel)
+    visits_parts: list[np.ndarray] = []
+    depth_parts: list[np.ndarray] = []
+    total = 0
+    events_per_visit = 1.0 + funnel_cumprod.sum()
+    while total < config.events:
+        n = max(
+            64, math.ceil((config.events - total) / events_per_visit / config.session_visits * 1.05)
+        )
+        visits = np.minimum(rng.geometric(1.0 / config.session_visits, n), _MAX_VISITS)
+        depth = 1 + (rng.random((int(visits.sum()), 1)) < funnel_cumprod).sum(axis=1)
+        visits_parts.append(visits)
+        depth_parts.append(depth)
+        total += int(depth.sum())
+    visits = np.concatenate(visits_parts) if visits_parts else np.zeros(0, dtype=np.int64)
+    depth = np.concatenate(depth_parts) if depth_parts else np.zeros(0, dtype=np.int64)
+    n_sessions = len(visits)
+    session_start = np.sort(rng.integers(0, span, n_sessions))
+    eligible = np.searchsorted(user_start[by_start], session_start, side="right")
+    session_user = by_start[
+        np.searchsorted(
+            activity_cumulative,
+            rng.random(n_sessions) * activity_cumulative[eligible - 1],
+            side="right",
+        ).clip(max=eligible - 1)
+    ]
+
+    # Fresh picks per visit: a taste category (the new one after drift) or an explored one.
+    visit_session = np.repeat(np.arange(n_sessions), visits)
+    visit_user = session_user[visit_session]
+    visit_at = session_start[visit_session]
+    component = _pick(rng, taste_cumulative[visit_user])
+    drifted = drifting[visit_user] & (visit_at >= drift_at)
+    category = np.where(drifted, new_taste[visit_user, component], taste[visit_user, component])
+    explored = rng.random(len(visit_user)) < config.explore
+    category[explored] = np.searchsorted(
+        category_cumulative, rng.random(int(explored.sum())) * category_cumulative[-1]
+    )
+    item = sampler.draw(rng, category, visit_at)
+    trend_length = round(config.trend_days * _DAY_MS)
+    trend_items = rng.integers(0, n_items, config.trends)
+    latest = np.maximum(item_release[trend_items], span - trend_length)
+    trend_start = rng.integers(item_release[trend_items], latest + 1)
+    for trend_item, start in zip(trend_items, trend_start, strict=True):
+        distance = np.abs(visit_at - (start + trend_length / 2)) / (trend_length / 2)
+        boosted = rng.random(len(item)) < config.trend_share * np.clip(1 - distance, 0, None)
+        item[boosted] = trend_item
+
+    # Transitions: position by position, a visit may follow a successor of the previous item.
+    follows = rng.random(len(item)) < config.follow
+    choice = _pick(rng, np.broadcast_to(successor_cumulative, (len(item), k)))
+    first_visit = np.cumsum(visits) - visits
+    for position in range(1, int(visits.max(initial=0))):
+        index = first_visit[visits > position] + position
+        successor = successors[item[index - 1], choice[index]]
+        take = follows[index] & (item_release[successor] <= visit_at[index])
+        item[index[take]] = successor[take]
+
+    # Events: each visit's funnel steps, seconds apart; visits further apart.
+    event_visit = np.repeat(np.arange(len(item)), depth)
+    step = np.arange(len(event_visit)) - np.repeat(np.cumsum(depth) - depth, depth)
+    gap = np.where(
+        step == 0,
+        rng.exponential(config.visit_gap_s * 1000, len(event_visit)),
+        rng.exponential(config.step_gap_s * 1000, len(event_visit)),
+    ).astype(np.int64)
+    event_session = visit_session[event_visit]
+    first_event = np.searchsorted(event_session, np.arange(n_sessions))
+    gap[first_event] = 0
+    elapsed = np.cumsum(gap)
+    ts = START_MS + session_start[event_session] + elapsed - elapsed[first_event][event_session]
+    keep = slice(0, config.events)
+    order = np.argsort(ts[keep], kind="stable")
+    return SyntheticStream(
+        user=session_user[event_session][keep][order].astype(np.int32),
+        item=item[event_visit][keep][order].astype(np.int32),
+        ts=ts[keep][order],
+        type=step[keep][order].astype(np.int8),
+        session=event_session[keep][order].astype(np.int32),
+        item_category=item_category,
+        item_release=START_MS + item_release,
+        successors=successors,
+        user_start=START_MS + user_start,
+        drifting=drifting,
+        drift_ts=START_MS + drift_at,
+        trend_item=trend_items,
+        trend_start=START_MS + trend_start,
+    )
+
+
+def lines(stream: SyntheticStream) -> Iterator[bytes]:
+    """The stream's events as JSON (one ``bytes`` per event, no line break)."""
+    categories = [f"cat{c}" for c in stream.item_category.tolist()]
+    for begin in range(0, len(stream.ts), _CHUNK):
+        chunk = slice(begin, begin + _CHUNK)
+        columns = zip(
+            stream.user[chunk].tolist(),
+            stream.item[chunk].tolist(),
+            stream.ts[chunk].tolist(),
+            stream.type[chunk].tolist(),
+            range(begin, begin + _CHUNK),
+            strict=False,
+        )
+        for user, item, ts, step, number in columns:
+            category = categories[item]
+            yield orjson.dumps(
+                {
+                    "user_id": f"u{user}",
+                    "item_id": f"i{item}",
+                    "ts": ts,
+                    "type": EVENT_TYPES[step],
+                    "event_id": f"e{number}",
+                    "title": f"{category} item {item}",
+                    "category": category,
+                }
+            )
+
+
+def iter_lines(config: GeneratorConfig) -> Iterator[bytes]:
+    """The stream ``config`` describes, as JSON lines (without line breaks)."""
+    return lines(generate(config))
+
+
+def write_stream(config: GeneratorConfig, path: Path) -> int:
+    """Write the stream to ``path`` (JSON Lines, ``.gz`` compresses); returns the event count."""
+    return jsonl.write_jsonl(path, iter_lines(config))
