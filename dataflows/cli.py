@@ -19,8 +19,16 @@ class UsageError(Exception):
 
 def _import(args: argparse.Namespace) -> int:
     from operators import importers
+    from operators.events import parse_timestamp
 
-    count = importers.import_dataset(args.format, Path(args.source), Path(args.out))
+    try:
+        since = None if args.since is None else parse_timestamp(args.since)
+        until = None if args.until is None else parse_timestamp(args.until)
+        count = importers.import_dataset(
+            args.format, Path(args.source), Path(args.out), since, until
+        )
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
     print(f"wrote {count.written} events to {args.out} ({count.summary()})", file=sys.stderr)
     return 0
 
@@ -28,16 +36,25 @@ def _import(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from operators import synthetic
 
-    config = synthetic.GeneratorConfig(
-        users=args.users,
-        items=args.items,
-        events=args.events,
-        seed=args.seed,
-        drift_at=args.drift_at,
-        drift_share=args.drift_share,
-    )
-    written = synthetic.write_stream(config, Path(args.out))
-    print(f"wrote {written} events to {args.out}", file=sys.stderr)
+    try:
+        config = synthetic.GeneratorConfig(
+            users=args.users,
+            items=args.items,
+            events=args.events,
+            seed=args.seed,
+            drift_at=args.drift_at,
+            drift_share=args.drift_share,
+            categories=args.categories,
+            days=args.days,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        written = synthetic.write_stream(config, Path(args.out))
+    except OSError as error:
+        raise UsageError(str(error)) from None
+    drift = synthetic.drift_timestamp(config)
+    print(f"wrote {written} events to {args.out} (drift at ts {drift})", file=sys.stderr)
     return 0
 
 
@@ -80,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("format", choices=["online-retail", "otto", "tsv"])
     sub.add_argument("source", help="the data set file (.csv.gz, .jsonl, tab-separated)")
     sub.add_argument("out", help="JSON Lines file to write (.gz compresses)")
+    sub.add_argument("--since", help="keep events from this UTC time on (ISO-8601)")
+    sub.add_argument("--until", help="keep events before this UTC time (ISO-8601)")
 
     sub = command("generate", _generate, "Write a synthetic event stream with known structure.")
     sub.add_argument("out", help="JSON Lines file to write (.gz compresses)")
@@ -89,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--drift-at", type=float, default=0.5, help="fraction of the stream")
     sub.add_argument("--drift-share", type=float, default=0.5, help="share of users who drift")
+    sub.add_argument("--categories", type=int, default=20, help="item categories")
+    sub.add_argument("--days", type=float, default=30.0, help="time span of the stream")
 
     sub = command("evaluate", _evaluate, "Prequential evaluation of lists, live or emitted.")
     sub.add_argument("events", help="recorded events (JSON Lines, optionally .gz)")
