@@ -178,3 +178,13 @@ def test_tsv_ratings_with_second_timestamps(tmp_path: Path) -> None:
 def test_unknown_format_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(importers.DatasetError, match="known: online-retail, otto, tsv"):
         importers.import_dataset("parquet", tmp_path / "x", tmp_path / "y")
+
+
+def test_bundled_sample_is_a_small_valid_time_ordered_stream() -> None:
+    sample = Path(__file__).parent.parent / "dataflows" / "data" / "online_retail_sample.jsonl.gz"
+    assert sample.stat().st_size < 2_000_000
+    events = read_events(sample)
+    assert len(events) == 47_193
+    assert all(event.type == "purchase" and event.title for event in events)
+    assert [event.ts for event in events] == sorted(event.ts for event in events)
+    assert len({event.event_id for event in events}) == len(events)
