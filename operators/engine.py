@@ -1,0 +1,128 @@
+"""The sequential engine: the dataflow's keyed steps composed in one process, in its order.
+
+``Engine.learn(event)`` does what the dataflow does with one worker: the user step records the
+event and scatters; each item message goes to its item's state (which replies before it
+updates), the trend message to the trend state, and the header with all replies to the user's
+rank shard, which learns test-then-train and serves the user's new list. Because the very same
+step classes run here and in ``dataflows/recommend.py``, evaluating the engine measures the job.
+
+>>> from operators.events import Event
+>>> engine = Engine(EngineConfig(k=3))
+>>> for user, item, minute in [("ann", "tea", 0), ("ann", "jam", 1), ("bob", "tea", 2),
+...                            ("cat", "tea", 3), ("cat", "jam", 4), ("bob", "cup", 5)]:
+...     engine.learn(Event(user, item, 1_700_000_000_000 + minute * 60_000, "purchase"))
+>>> engine.recommend("bob", 3)
+['jam']
+>>> engine.latest("bob").version, engine.recommend("dan", 3)
+(2, [])
+>>> engine.learn(Event("bob", None, 1_700_000_400_000, "forget_user"))
+>>> engine.latest("bob") is None
+True
+"""
+
+from __future__ import annotations
+
+from operators.engine_config import EngineConfig
+from operators.events import Event
+from operators.item_state import ItemState
+from operators.messages import RankPart, Recommendation
+from operators.ranking import RankState
+from operators.trend import TrendState
+from operators.user_state import UserState, forget_user
+from operators.windows import Forget, GateSettings, UserGate, Window
+
+
+class Engine:
+    """The streamrec recommender as one object (the evaluation protocol's ``OnlineRecommender``).
+
+    With ``gate`` settings, events pass the same per-user gate as in the dataflow
+    (de-duplication, lateness, windows); without, every event is its own window.
+    ``freeze()`` stops all learning from then on: item and trend states still answer but no
+    longer update, the rankers no longer train; users' histories (the serving context) still
+    grow, so a frozen engine keeps serving with a model that stopped learning.
+    """
+
+    name = "streamrec"
+
+    def __init__(self, config: EngineConfig | None = None, gate: GateSettings | None = None):
+        self.config = config or EngineConfig()
+        self.name = self.config.model_name
+        self.gate = gate
+        self.gates: dict[str, UserGate] = {}
+        self.users: dict[str, UserState] = {}
+        self.items: dict[str, ItemState] = {}
+        self.trend = TrendState()
+        self.shards = [RankState(self.config) for _ in range(self.config.shards)]
+        self.lists: dict[str, Recommendation] = {}
+        self.candidates: dict[str, list[str]] = {}
+        self.learning = True
+
+    def freeze(self) -> None:
+        """Stop all learning (item links, popularity, trend, rankers) from now on."""
+        self.learning = False
+
+    def learn(self, event: Event) -> None:
+        if self.gate is None:
+            if event.is_forget:
+                self._forget(event)
+            else:
+                self._window([event])
+            return
+        gate = self.gates.setdefault(event.user_id, UserGate())
+        for output in gate.offer(event, self.gate):
+            if isinstance(output, Window):
+                self._window(output.events)
+            elif isinstance(output, Forget):
+                self._forget(output.event)
+        if gate.is_empty():
+            del self.gates[event.user_id]
+
+    def flush(self) -> None:
+        """Close every open window (end of input)."""
+        for gate in self.gates.values():
+            for window in gate.flush():
+                self._window(window.events)
+
+    def recommend(self, user_id: str, k: int) -> list[str]:
+        """The first ``k`` items of the list served after the user's latest window."""
+        latest = self.lists.get(user_id)
+        return [] if latest is None else [item for item, _ in latest.items[:k]]
+
+    def latest(self, user_id: str) -> Recommendation | None:
+        return self.lists.get(user_id)
+
+    def candidate_items(self, user_id: str) -> list[str]:
+        """The candidates the user's latest list was chosen from (empty before any event)."""
+        return self.candidates.get(user_id, [])
+
+    def _window(self, events: list[Event]) -> None:
+        config = self.config
+        user_id = events[0].user_id
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users[user_id] = UserState()
+        step = user.on_events(events, config)
+        items = self.items
+        learning = self.learning
+        # Reply, then update (unless frozen): exactly ItemState/TrendState.on_message.
+        parts: list[RankPart] = []
+        for message in step.items:
+            item = items.get(message.item_id)
+            if item is None:
+                item = items[message.item_id] = ItemState()
+            parts.append(item.reply(message, config))
+            if learning:
+                item.apply(message, config)
+        parts.append(self.trend.reply(step.trend))
+        if learning:
+            self.trend.apply(step.trend, config)
+        ranked = self.shards[step.header.shard].rank(step.header, parts, config, learning)
+        self.lists[user_id] = ranked.recommendation
+        self.candidates[user_id] = ranked.candidates
+
+    def _forget(self, event: Event) -> None:
+        message = forget_user(event, self.config)
+        self.users.pop(event.user_id, None)
+        self.shards[message.shard].on_message(message, self.config)
+        self.lists.pop(event.user_id, None)
+        self.candidates.pop(event.user_id, None)

@@ -1,0 +1,214 @@
+"""The rank step: gather one request's replies, learn test-then-train, emit the user's list.
+
+Keyed by the rank shard (``rank_shard(user_id, shards)``). Its long-lived state is one
+:class:`Ranker` (linear weights over :data:`~operators.features.FEATURES`) and one
+:class:`~operators.drift.DriftMonitor`; requests waiting for their replies are transient.
+
+For a complete request the step builds the candidates once and two feature matrices: the
+*training* list from the history before the window's basket, and the *served* list from the
+whole history. It first scores the training list with the current weights (a hit when a
+positive makes the top ``k``, fed to the drift monitor), learns from pairs of each positive
+and the best-scored wrong candidates (River logistic regression on the difference of their
+features, i.e. a pairwise ranking loss, so scores stay ``X @ w``), and only then scores the
+served list. Replies come from the items' state before the window, so neither list saw it.
+
+>>> from operators.messages import RankHeader, RankPart, TREND_KEY
+>>> config = EngineConfig(k=2)
+>>> state = RankState(config)
+>>> header = RankHeader(("u1", 2), 0, 10, (("a", 5, 5.0, None), ("b", 10, 5.0, None)),
+...                     before=1, labels=("b",), seen=frozenset({"a", "b"}), parts=3)
+>>> state.on_message(RankPart(("u1", 2), 0, "a", ("b", "c"), (3.0, 1.0)), config)
+>>> state.on_message(RankPart(("u1", 2), 0, TREND_KEY, ("d",), (1.0,), long_weights=(1.0,)), config)
+>>> state.on_message(header, config)
+>>> recommendation = state.on_message(RankPart(("u1", 2), 0, "b", ("c", "e"), (4.0, 1.0)), config)
+>>> [item for item, _ in recommendation.items], recommendation.version
+(['c', 'e'], 2)
+>>> bool(state.ranker.weights[0] > FIXED_WEIGHTS["co_sum"])  # "b": a positive with a high co_sum
+True
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+import numpy as np
+from river import linear_model, optim
+
+from operators.candidates import Candidates, gather_candidates
+from operators.drift import DriftMonitor
+from operators.engine_config import EngineConfig
+from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrices
+from operators.messages import (
+    ForgetUser,
+    RankHeader,
+    RankPart,
+    Recommendation,
+    RequestId,
+    Tombstone,
+)
+
+RankMessage = RankHeader | RankPart | ForgetUser
+
+
+class Ranker:
+    """Linear scores ``X @ weights``; the "river" kind learns the weights online."""
+
+    __slots__ = ("model", "weights")
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.weights = np.array([FIXED_WEIGHTS[name] for name in FEATURES])
+        self.model: linear_model.LogisticRegression | None = None
+        if config.ranker == "river":
+            self.model = linear_model.LogisticRegression(
+                optimizer=optim.SGD(config.learning_rate), intercept_lr=0.0
+            )
+            for name, weight in FIXED_WEIGHTS.items():
+                self.model._weights[name] = weight
+
+    def learn_pairs(self, positive: np.ndarray, negatives: np.ndarray) -> None:
+        """Prefer ``positive`` (features) over each row of ``negatives``."""
+        model = self.model
+        if model is None:
+            return
+        for difference in (positive - negatives).tolist():
+            model.learn_one(dict(zip(FEATURES, difference, strict=True)), True)
+        weights = model.weights
+        self.weights = np.array([weights.get(name, 0.0) for name in FEATURES])
+
+    def snapshot(self) -> bytes | None:
+        return None if self.model is None else pickle.dumps(self.model)
+
+    @classmethod
+    def restore(cls, snapshot: bytes | None, config: EngineConfig) -> Ranker:
+        ranker = cls(config)
+        if snapshot is not None:
+            ranker.model = pickle.loads(snapshot)
+            weights = ranker.model.weights
+            ranker.weights = np.array([weights.get(name, 0.0) for name in FEATURES])
+        return ranker
+
+
+@dataclass(slots=True)
+class _Pending:
+    header: RankHeader | None = None
+    parts: list[RankPart] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Ranked:
+    """A served list and the candidate items it was chosen from (best first up to ``k``)."""
+
+    recommendation: Recommendation
+    candidates: list[str]
+
+
+class RankState:
+    """One rank shard: the ranker, its drift monitor and the requests being gathered."""
+
+    __slots__ = ("drift", "pending", "ranker")
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.ranker = Ranker(config)
+        self.drift = DriftMonitor(config)
+        self.pending: dict[RequestId, _Pending] = {}
+
+    def is_idle(self) -> bool:
+        """True when no request is waiting for replies."""
+        return not self.pending
+
+    def on_message(
+        self, message: RankMessage, config: EngineConfig
+    ) -> Recommendation | Tombstone | None:
+        """Gather; when a request is complete, rank it (learning first)."""
+        if isinstance(message, ForgetUser):
+            for request in [request for request in self.pending if request[0] == message.user_id]:
+                del self.pending[request]
+            return Tombstone(message.user_id, message.as_of)
+        pending = self.pending.setdefault(message.request, _Pending())
+        if isinstance(message, RankHeader):
+            pending.header = message
+        else:
+            pending.parts.append(message)
+        header = pending.header
+        if header is None or len(pending.parts) < header.parts:
+            return None
+        del self.pending[message.request]
+        return self.rank(header, pending.parts, config).recommendation
+
+    def rank(
+        self, header: RankHeader, parts: list[RankPart], config: EngineConfig, learn: bool = True
+    ) -> Ranked:
+        """Test-then-train on one complete request; ``learn=False`` only serves."""
+        candidates = gather_candidates(header, parts, config)
+        half_life = config.recency_half_life_ms * self.drift.factor
+        training, served = feature_matrices(header, candidates, half_life)
+        if learn and header.labels:
+            self._learn(header, candidates, training, config)
+        scores = served @ self.ranker.weights
+        scores[candidates.labels] = -np.inf
+        eligible = len(scores) - int(candidates.labels.sum())
+        top = _top(scores, min(config.k, eligible))
+        items = [(candidates.items[index], round(float(scores[index]), 6)) for index in top]
+        user_id, version = header.request
+        recommendation = Recommendation(user_id, items, header.as_of, version, config.model_name)
+        served_items = [candidates.items[index] for index in np.flatnonzero(~candidates.labels)]
+        return Ranked(recommendation, served_items)
+
+    def _learn(
+        self, header: RankHeader, candidates: Candidates, training: np.ndarray, config: EngineConfig
+    ) -> None:
+        # Only candidates the pre-basket history (or the trend) proposes: what the list before
+        # the window could have held.
+        reachable = candidates.links[: header.before].any(axis=0) | (candidates.trend_rank > 0)
+        positives = np.flatnonzero(reachable & candidates.labels)
+        scores = training @ self.ranker.weights
+        wrong = reachable & ~candidates.labels
+        scores_wrong = np.where(wrong, scores, -np.inf)
+        negatives = _top(scores_wrong, min(config.negatives, int(wrong.sum())))
+        hit = False
+        if positives.size:
+            threshold = _kth(scores_wrong, config.k, int(wrong.sum()))
+            hit = bool((scores[positives] > threshold).any())
+        self.drift.update(hit)
+        if positives.size and negatives.size:
+            for positive in positives:
+                self.ranker.learn_pairs(training[positive], training[negatives])
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "ranker": self.ranker.snapshot(),
+            "drift": self.drift.snapshot(),
+            "pending": [
+                (request, pending.header, list(pending.parts))
+                for request, pending in self.pending.items()
+            ],
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, object], config: EngineConfig) -> RankState:
+        state = cls(config)
+        state.ranker = Ranker.restore(snapshot["ranker"], config)  # type: ignore[arg-type]
+        state.drift = DriftMonitor.restore(snapshot["drift"], config)  # type: ignore[arg-type]
+        for request, header, parts in snapshot["pending"]:  # type: ignore[attr-defined]
+            state.pending[request] = _Pending(header, list(parts))
+        return state
+
+
+def _top(scores: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` best scores, best first (ties by index: deterministic)."""
+    if count <= 0:
+        return np.empty(0, dtype=np.intp)
+    if count < len(scores):
+        chosen = np.argpartition(-scores, count - 1)[:count]
+        chosen.sort()
+    else:
+        chosen = np.arange(len(scores))
+    return chosen[np.argsort(-scores[chosen], kind="stable")]
+
+
+def _kth(scores: np.ndarray, k: int, eligible: int) -> float:
+    """The score a positive must beat to enter the top ``k`` of ``eligible`` candidates."""
+    if eligible < k:
+        return -np.inf
+    return float(np.partition(scores, len(scores) - k)[len(scores) - k])

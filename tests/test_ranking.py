@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+
+from operators import candidates, drift, features, ranking
+from operators.engine_config import EngineConfig
+from operators.features import FEATURES, FIXED_WEIGHTS
+from operators.messages import TREND_KEY, ForgetUser, RankHeader, RankPart, Tombstone
+from operators.ranking import Ranker, RankState
+
+
+def test_doctests() -> None:
+    for module in (candidates, features, ranking, drift):
+        assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_a_positive_raises_the_score_of_its_feature_pattern() -> None:
+    ranker = Ranker(EngineConfig(ranker="river", learning_rate=0.1))
+    pattern = np.zeros(len(FEATURES))
+    pattern[FEATURES.index("pop_long")] = 1.0
+    other = np.zeros(len(FEATURES))
+    other[FEATURES.index("co_sum")] = 1.0
+    before = float(pattern @ ranker.weights - other @ ranker.weights)
+    for _ in range(20):
+        ranker.learn_pairs(pattern, other[None, :])
+    assert float(pattern @ ranker.weights - other @ ranker.weights) > before + 0.5
+
+
+def test_the_fixed_ranker_never_changes() -> None:
+    ranker = Ranker(EngineConfig(ranker="fixed"))
+    ranker.learn_pairs(np.ones(len(FEATURES)), np.zeros((1, len(FEATURES))))
+    assert ranker.weights.tolist() == [FIXED_WEIGHTS[name] for name in FEATURES]
+
+
+def _request(version: int) -> tuple[RankHeader, list[RankPart]]:
+    request = ("u1", version)
+    header = RankHeader(
+        request,
+        0,
+        10,
+        (("a", 5, 5.0, None), ("b", 10, 5.0, None)),
+        before=1,
+        labels=("b",),
+        seen=frozenset({"a", "b"}),
+        parts=3,
+    )
+    parts = [
+        RankPart(request, 0, "a", ("b", "c", "x"), (3.0, 1.0, 0.5)),
+        RankPart(request, 0, "b", ("c", "e"), (4.0, 1.0)),
+        RankPart(request, 0, TREND_KEY, ("d",), (1.0,), long_weights=(1.0,)),
+    ]
+    return header, parts
+
+
+def test_parts_may_arrive_in_any_order_and_the_list_excludes_seen_items() -> None:
+    config = EngineConfig(k=10)
+    header, parts = _request(1)
+    lists = []
+    for order in ([header, *parts], [*reversed(parts), header]):
+        state = RankState(config)
+        outputs = [state.on_message(message, config) for message in order]
+        assert outputs[:-1] == [None] * (len(order) - 1)
+        assert state.is_idle()
+        lists.append(outputs[-1])
+    assert lists[0] == lists[1]
+    assert {item for item, _ in lists[0].items} == {"c", "d", "e", "x"}
+
+
+def test_forget_drops_pending_requests_and_answers_a_tombstone() -> None:
+    config = EngineConfig()
+    state = RankState(config)
+    header, _ = _request(1)
+    state.on_message(header, config)
+    assert state.on_message(ForgetUser("u1", 0, 99), config) == Tombstone("u1", 99)
+    assert state.is_idle()
+
+
+def test_learning_uses_the_pre_window_list_and_restore_continues_identically() -> None:
+    config = EngineConfig()
+    state = RankState(config)
+    header, parts = _request(1)
+    state.rank(header, parts, config)
+    copy = RankState.restore(state.snapshot(), config)
+    for version in range(2, 6):
+        header, parts = _request(version)
+        assert copy.rank(header, parts, config) == state.rank(header, parts, config)
+    assert copy.ranker.weights.tolist() == state.ranker.weights.tolist()
