@@ -128,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("replay", _replay, "Run the dataflow over a recorded event file.")
     sub.add_argument("events", nargs="?", help="JSON Lines file or directory (default: bundled)")
-    sub.add_argument("--out", help="JSON Lines file for the lists (default: stdout summary only)")
-    sub.add_argument("--dead-letter", help="JSON Lines file for rejected input")
-    sub.add_argument("-c", "--config", help="YAML config (default: deploy/config.yaml)")
+    sub.add_argument("--out", help="JSON Lines file for the lists (default: summary only)")
+    sub.add_argument("--dead-letter", help="JSON Lines file for rejected input, with reasons")
+    sub.add_argument(
+        "-c", "--config", help="YAML config; its input/output are replaced (default: built-in)"
+    )
     sub.add_argument("-w", "--workers", type=int, default=1, help="worker threads")
     sub.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sub.add_argument("--evaluate", action="store_true", help="score the lists after the replay")

@@ -1,0 +1,52 @@
+"""The job's accounting: what came in and where every message went.
+
+Each step counts what it handles and the counts are summed in one place, so the totals are the
+dataflow's own, not a re-reading of its files. Once the input is exhausted and every window
+closed, ``events_in == processed + dead_lettered``: an event is either processed (in a closed
+window, ``late`` ones included, or a ``forget_user``) or dead-lettered, never both or neither.
+
+>>> total = Tally(events_in=3) + Tally(processed=2, late=1) + Tally(dead_lettered=1)
+>>> total.balanced, total.pending
+(True, 0)
+>>> total.as_dict()["late"]
+1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    #: Input messages read (valid or not).
+    events_in: int = 0
+    #: Events that reached the user step in a closed window (late ones included).
+    processed: int = 0
+    #: Messages written to the dead letter (unparseable, invalid, duplicate, too late).
+    dead_lettered: int = 0
+    #: Processed events that were late but within the allowed lateness.
+    late: int = 0
+    #: Lists emitted.
+    lists_out: int = 0
+    #: Users forgotten (null outputs emitted).
+    tombstones: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def astuple(self) -> tuple[int, ...]:
+        return tuple(getattr(self, spec.name) for spec in dataclasses.fields(self))
+
+    def as_dict(self) -> dict[str, int]:
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
+
+    @property
+    def pending(self) -> int:
+        """Events admitted but still in an open window (0 at the end of a replay)."""
+        return self.events_in - self.processed - self.dead_lettered
+
+    @property
+    def balanced(self) -> bool:
+        return self.pending == 0
