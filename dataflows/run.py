@@ -4,7 +4,7 @@ This is a thin launcher. It checks what a user can get wrong (config, cluster op
 recovery store) and reports it in one line, creates the recovery partitions on the first start,
 then replaces itself (``exec``) with ``python -m bytewax.run dataflows.recommend:flow`` so that
 signals and the exit code are Bytewax's own. The dataflow reads the config from the
-``STREAMREC_CONFIG`` environment variable.
+``STREAMREC_CONFIG`` environment variable, which this launcher sets to the file it checked.
 
 A cluster is ``-i`` (this process) plus ``-a`` (every process, this one included). In a
 Kubernetes StatefulSet ``-i`` may be the pod name, whose ordinal suffix is the process id, and
@@ -254,7 +254,7 @@ def wait_for_address(address: str, timeout_s: float) -> None:
             time.sleep(1.0)
 
 
-def _load(config_path: Path | None) -> Config:
+def _load(config_path: Path) -> Config:
     from operators.config import ConfigError, load_config
 
     try:
@@ -265,7 +265,10 @@ def _load(config_path: Path | None) -> Config:
 
 def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
     """Check the options and config and work out the Bytewax command line (no side effects)."""
-    config_path = Path(args.config).resolve() if args.config else None
+    from dataflows.recommend import CONFIG_ENV, DEFAULT_CONFIG
+
+    # The flow reads the same file (DEFAULT_CONFIG is relative to the working directory).
+    config_path = Path(args.config or DEFAULT_CONFIG).resolve()
     config = _load(config_path)
     if args.workers_per_process < 1:
         raise UsageError(f"-w must be at least 1, got {args.workers_per_process}")
@@ -300,10 +303,7 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
         argv += ["-s", str(config.recovery.snapshot_interval_s)]
 
     env = dict(environ)
-    if config_path is None:
-        env.pop("STREAMREC_CONFIG", None)  # the dataflow then uses the defaults, as checked here
-    else:
-        env["STREAMREC_CONFIG"] = str(config_path)
+    env[CONFIG_ENV] = str(config_path)
     env["PYTHONUNBUFFERED"] = "1"
     if args.metrics_port:
         env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"

@@ -125,6 +125,18 @@ def test_recovery_is_on_by_default_and_off_only_when_asked(
     assert launch.argv[-2:] == ["-s", "10"]
 
 
+def test_without_c_the_job_and_the_launcher_read_the_same_default_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="cannot read the config file"):
+        run.plan(_args(), {})
+    (tmp_path / "deploy").mkdir()
+    _config(tmp_path / "deploy")
+    launch = run.plan(_args(), {})
+    assert launch.env["STREAMREC_CONFIG"] == str(tmp_path / "deploy" / "config.yaml")
+
+
 def test_a_bad_config_is_one_readable_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read the config file"):
         run.plan(_args("-c", str(tmp_path / "missing.yaml")), {})

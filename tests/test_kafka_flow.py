@@ -1,0 +1,92 @@
+"""The live job through real Kafka: events in, lists out, bad input dead-lettered, job alive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from kafka_job import (
+    GroupReader,
+    Record,
+    event,
+    lists_by_user,
+    produce,
+    start_job,
+    stop,
+    tail,
+    write_config,
+)
+
+T0 = 1_700_000_000_000
+MINUTE = 60_000
+TIMEOUT_S = 120.0
+
+
+def _has_versions(wanted: dict[str, int]) -> Callable[[list[Record]], bool]:
+    def done(records: list[Record]) -> bool:
+        lists = lists_by_user(records)
+        return all(len(lists.get(user, [])) >= count for user, count in wanted.items())
+
+    return done
+
+
+def test_lists_come_out_and_bad_input_is_dead_lettered_while_the_job_keeps_running(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    events, out, dead = kafka_topic(partitions=2), kafka_topic(), kafka_topic()
+    config = write_config(tmp_path / "config.yaml", kafka_bootstrap, events, out, dead, tail=True)
+    log = tmp_path / "job.log"
+    job = start_job(
+        config, log, "--recovery-dir", str(tmp_path / "recovery"), "--metrics-port", "0"
+    )
+    lists = GroupReader(kafka_bootstrap, out)
+    letters = GroupReader(kafka_bootstrap, dead)
+    try:
+        first = [
+            event("alice", "lamp", T0),
+            event("bob", "lamp", T0 + MINUTE),
+            event("bob", "shade", T0 + 2 * MINUTE),
+            event("alice", "bulb", T0 + 3 * MINUTE, "view"),
+        ]
+        produce(kafka_bootstrap, events, first)
+        lists.read_until(_has_versions({"alice": 2, "bob": 2}), TIMEOUT_S, "lists for alice, bob")
+
+        malformed = [b'{"user_id": "carol", "ts": 1700000000000, "type": "click"}', b"not json"]
+        produce(kafka_bootstrap, events, malformed)
+        letters.read_until(lambda records: len(records) == 2, TIMEOUT_S, "two dead letters")
+        assert job.poll() is None, f"the job stopped on bad input:\n{tail(log)}"
+
+        later = [event("carol", "bulb", T0 + 4 * MINUTE), event("bob", "bulb", T0 + 5 * MINUTE)]
+        produce(kafka_bootstrap, events, later)
+        lists.read_until(_has_versions({"carol": 1, "bob": 3}), TIMEOUT_S, "lists after them")
+        assert job.poll() is None, f"the job stopped:\n{tail(log)}"
+    finally:
+        stop(job)
+        lists.close()
+        letters.close()
+
+    by_user = lists_by_user(lists.records)
+    assert set(by_user) == {"alice", "bob", "carol"}
+    assert [item["version"] for item in by_user["bob"]] == [1, 2, 3]
+    assert [item["version"] for item in by_user["alice"]] == [1, 2]
+    assert [item["as_of"] for item in by_user["bob"]] == [
+        T0 + MINUTE,
+        T0 + 2 * MINUTE,
+        T0 + 5 * MINUTE,
+    ]
+    seen = {"alice": {"lamp", "bulb"}, "bob": {"lamp", "shade", "bulb"}, "carol": {"bulb"}}
+    for user, user_lists in by_user.items():
+        final = [item["item_id"] for item in user_lists[-1]["items"]]
+        assert len(final) <= 10
+        assert not seen[user] & set(final), f"{user} was recommended an item they already have"
+    assert by_user["carol"][0]["items"], "a new user gets trending items, not an empty list"
+
+    # The two partitions may deliver the two bad messages in either order.
+    reasons = {letter["raw"]: letter for letter in (record.json() for record in letters.records)}
+    assert reasons.keys() == {raw.decode() for raw in malformed}
+    missing_item = reasons[malformed[0].decode()]
+    assert missing_item["reason"] == 'missing field "item_id"'
+    assert missing_item["topic"] == events
+    assert missing_item["partition"] in (0, 1)
+    assert missing_item["offset"] >= 0
+    assert reasons["not json"]["reason"]

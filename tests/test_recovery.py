@@ -1,0 +1,167 @@
+"""Crash test: kill -9 the Kafka-to-Kafka job mid-stream, restart it on the same recovery
+directory, and compare with a run that was never interrupted over the same input.
+
+KafkaSource keeps its offsets only in the recovery snapshots and KafkaSink is at-least-once, so
+after the restart the job re-reads the input from the last snapshot and re-sends the lists of
+those events. They carry the same ``version`` as before the crash: a consumer that keeps the
+first list per (user, version) sees exactly the uninterrupted run's lists, and no event is lost.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import orjson
+from kafka_job import GroupReader, Record, produce, start_job, stop, tail, wait_exit, write_config
+
+EVENTS = 6_000
+USERS = 300
+ITEMS = 400
+RUN_TIMEOUT_S = 300.0
+
+
+def _stream(count: int, seed: int = 11) -> list[bytes]:
+    """Users who each favour a few neighbouring items, in time order (minutes apart)."""
+    rng = random.Random(seed)
+    events = []
+    for index in range(count):
+        user = rng.randrange(USERS)
+        item = (user * 7 + int(rng.expovariate(0.4))) % ITEMS
+        kind = rng.choice(["view", "view", "click", "cart", "purchase"])
+        record = {
+            "user_id": f"u{user}",
+            "item_id": f"i{item}",
+            "ts": 1_700_000_000_000 + index * 60_000,
+            "type": kind,
+            "event_id": f"e{index}",
+        }
+        events.append(orjson.dumps(record))
+    return events
+
+
+def _committed_epoch(directory: Path) -> int:
+    """The newest epoch Bytewax has committed to every partition it wrote (0: none yet)."""
+    newest = 0
+    for path in directory.glob("part-*.sqlite3"):
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            (epoch,) = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()
+        newest = max(newest, epoch or 0)
+    return newest
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def _keyed(records: list[Record]) -> list[tuple[tuple[str, int], bytes]]:
+    out = []
+    for record in records:
+        assert record.value is not None
+        value = record.json()
+        out.append(((value["user_id"], value["version"]), record.value))
+    return out
+
+
+def test_kill_9_and_restart_loses_no_event_and_repeats_only_droppable_lists(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    events = kafka_topic()  # one partition: offsets are the stream order
+    assert produce(kafka_bootstrap, events, _stream(EVENTS)) == EVENTS
+
+    # The uninterrupted run.
+    reference_out = kafka_topic()
+    config = write_config(
+        tmp_path / "reference.yaml",
+        kafka_bootstrap,
+        events,
+        reference_out,
+        kafka_topic(),
+        tail=False,
+    )
+    log = tmp_path / "reference.log"
+    job = start_job(
+        config, log, "--recovery-dir", str(tmp_path / "reference"), "--metrics-port", "0"
+    )
+    wait_exit(job, log, RUN_TIMEOUT_S)
+    reader = GroupReader(kafka_bootstrap, reference_out)
+    reference = _keyed(reader.read_all())
+    reader.close()
+    assert len({key for key, _ in reference}) == len(reference), "the reference repeats a list"
+    assert len(reference) == EVENTS  # every event is its own window and gets a list
+
+    # The same input, killed after a snapshot and a few more lists, then restarted.
+    crashed_out = kafka_topic()
+    # Small input batches and epochs of several batches, so lists leave the job continuously and
+    # the kill lands after lists that no snapshot covers yet.
+    config = write_config(
+        tmp_path / "crash.yaml",
+        kafka_bootstrap,
+        events,
+        crashed_out,
+        kafka_topic(),
+        tail=False,
+        snapshot_interval_s=2,
+        batch_size=50,
+    )
+    store = tmp_path / "crash-recovery"
+    log = tmp_path / "crash.log"
+    reader = GroupReader(kafka_bootstrap, crashed_out)
+    job = start_job(config, log, "--recovery-dir", str(store), "--metrics-port", "0")
+    try:
+        _wait(
+            lambda: _committed_epoch(store) >= 2 or job.poll() is not None,
+            RUN_TIMEOUT_S,
+            "a committed snapshot",
+        )
+        reader.poll(0)
+        before = len(reader.records)
+        reader.read_until(lambda records: len(records) >= before + 100, 60, "lists after it")
+        assert job.poll() is None, f"the job finished before the kill:\n{tail(log)}"
+        job.send_signal(signal.SIGKILL)
+        assert job.wait(30) == -signal.SIGKILL
+    finally:
+        stop(job)
+    reader.poll(2.0)
+    lists_before_kill = len(reader.records)
+    assert lists_before_kill < EVENTS, "the kill came after the end of the stream"
+
+    log.write_text(log.read_text() + "\n--- restart ---\n")
+    job = start_job(config, log, "--recovery-dir", str(store), "--metrics-port", "0")
+    wait_exit(job, log, RUN_TIMEOUT_S)
+    crashed = _keyed(reader.read_all())
+    reader.close()
+
+    copies = Counter(key for key, _ in crashed)
+    repeated = sum(count - 1 for count in copies.values())
+    assert repeated > 0, "no list was sent twice: the kill did not land between snapshots"
+    first: dict[tuple[str, int], bytes] = {}
+    for key, value in crashed:
+        assert first.setdefault(key, value) == value, f"{key} was sent twice with different lists"
+    deduplicated = list(first.items())
+    lost = len({key for key, _ in reference} - first.keys())
+    print(
+        f"\nrecovery: {EVENTS} events, {lists_before_kill} lists before kill -9, "
+        f"{len(crashed)} lists in all, {repeated} repeated and dropped by (user, version), "
+        f"{lost} events lost"
+    )
+    assert lost == 0
+    # Per user, the deduplicated lists are the uninterrupted run's lists in the same order.
+    assert _per_user(deduplicated) == _per_user(reference)
+
+
+def _per_user(keyed: list[tuple[tuple[str, int], bytes]]) -> dict[str, list[bytes]]:
+    lists: dict[str, list[bytes]] = {}
+    for (user, _version), value in keyed:
+        lists.setdefault(user, []).append(value)
+    return lists
