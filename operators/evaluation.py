@@ -1,0 +1,376 @@
+"""Prequential evaluation: score the lists a recommender hands out against what users do next.
+
+Events are replayed in timestamp order (a stable sort, so ties keep their file order). All events
+of one user with one timestamp form a *basket*. Each distinct item of a basket that the user has
+not interacted with before is one *target*; it is a hit when it is in the list the user was
+holding when the basket began. By default that list is the one the model returned when asked
+``recommend(user, k)`` right after it learned the last event of the user's *previous* basket,
+which is the moment a streaming system emits it; a user without a list yet misses every target.
+Only then are the basket's events learned, in stream order, so a model never sees a target
+before it is scored. ``forget_user`` events are learned too (the model drops the user) and the
+evaluator forgets the user's interactions and list.
+
+The same protocol scores *emitted* lists (the dataflow's output, see :func:`read_emitted`): each
+basket is scored against the user's latest list with ``as_of`` strictly before the basket's
+timestamp. Live models and emitted lists can be scored in one pass over the same events.
+
+Metrics, with ``rank`` the 1-based position of a target in the top ``k`` of the list:
+
+* ``hr@k``: hits / targets.
+* ``mrr@k``: the mean over targets of ``1 / rank`` (0 when not in the top ``k``).
+* ``ndcg@k``: binary relevance, averaged over baskets with at least one target:
+  ``sum(1 / log2(rank + 1) for hits) / sum(1 / log2(r + 1) for r in 1..min(targets, k))``.
+* ``coverage``: distinct items in the lists handed out / distinct items in the events.
+* ``targets``: the number of targets.
+* ``events_per_s``: events / seconds the model spent in its own ``learn`` and ``recommend``
+  (None for emitted lists, whose cost is not seen here).
+
+Plus a sliding-window curve: the hit rate of the last ``window`` targets, sampled every
+``every`` targets with the timestamp of the basket it was sampled in.
+
+>>> from operators.events import Event
+>>> class Popular:
+...     name = "popular"
+...     def __init__(self):
+...         self.counts, self.seen = {}, {}
+...     def learn(self, event):
+...         self.counts[event.item_id] = self.counts.get(event.item_id, 0) + 1
+...         self.seen.setdefault(event.user_id, set()).add(event.item_id)
+...     def recommend(self, user_id, k):
+...         fresh = [i for i in self.counts if i not in self.seen.get(user_id, ())]
+...         return sorted(fresh, key=lambda i: -self.counts[i])[:k]
+>>> stream = [Event("ann", "tea", 1, "purchase"), Event("ann", "jam", 1, "purchase"),
+...           Event("bob", "tea", 2, "purchase"), Event("bob", "jam", 3, "purchase"),
+...           Event("bob", "tea", 4, "purchase")]
+>>> report = prequential(stream, [Popular()], k=1)["popular"]
+>>> {name: round(value, 3) for name, value in report.metrics().items() if name != "events_per_s"}
+{'hr@1': 0.25, 'ndcg@1': 0.333, 'mrr@1': 0.25, 'coverage': 0.5, 'targets': 4}
+
+Ann's basket (tea and jam at ts 1) and Bob's tea are scored before they have a list: three
+misses. After his tea Bob is offered jam, a hit. His second tea is no target (already bought).
+NDCG averages the three baskets: (0 + 0 + 1) / 3.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
+from typing import Protocol
+
+import orjson
+
+from operators.events import Event
+
+
+class OnlineRecommender(Protocol):
+    """A model that learns one event at a time and hands out top-``k`` lists of item ids."""
+
+    name: str
+
+    def learn(self, event: Event) -> None: ...
+
+    def recommend(self, user_id: str, k: int) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmittedList:
+    """One record of the dataflow's output; ``items`` is None for a tombstone (user forgotten)."""
+
+    user_id: str
+    items: tuple[str, ...] | None
+    as_of: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """Sliding-window hit rate: over the last ``window`` targets, sampled every ``every``."""
+
+    window: int = 5_000
+    every: int = 1_000
+
+
+@dataclass
+class Report:
+    """What one model (or one file of emitted lists) scored; see the module docstring."""
+
+    name: str
+    k: int
+    targets: int = 0
+    hits: int = 0
+    baskets: int = 0
+    reciprocal_ranks: float = 0.0
+    ndcg_sum: float = 0.0
+    events: int = 0
+    catalog: int = 0
+    recommended: set[str] = field(default_factory=set)
+    seconds: float | None = 0.0
+    #: Emitted lists read only after a basket later than their ``as_of`` had been scored (the
+    #: file is not in ``as_of`` order), so they were applied late.
+    late_lists: int = 0
+    #: ``(ts, hit rate of the last window targets)`` points.
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def hr(self) -> float:
+        return self.hits / self.targets if self.targets else 0.0
+
+    @property
+    def mrr(self) -> float:
+        return self.reciprocal_ranks / self.targets if self.targets else 0.0
+
+    @property
+    def ndcg(self) -> float:
+        return self.ndcg_sum / self.baskets if self.baskets else 0.0
+
+    @property
+    def coverage(self) -> float:
+        return len(self.recommended) / self.catalog if self.catalog else 0.0
+
+    @property
+    def events_per_s(self) -> float | None:
+        if self.seconds is None:
+            return None
+        return self.events / self.seconds if self.seconds > 0 else math.inf
+
+    def metrics(self) -> dict[str, float | int | None]:
+        """The headline figures, keyed ``hr@k``, ``ndcg@k``, ``mrr@k``, ``coverage``, ..."""
+        return {
+            f"hr@{self.k}": self.hr,
+            f"ndcg@{self.k}": self.ndcg,
+            f"mrr@{self.k}": self.mrr,
+            "coverage": self.coverage,
+            "targets": self.targets,
+            "events_per_s": self.events_per_s,
+        }
+
+
+class _Scorer:
+    """Accumulates one report: basket scores, handed-out items and the sliding window."""
+
+    def __init__(self, report: Report, curve: Curve) -> None:
+        self.report = report
+        self._ideal = [0.0]
+        for rank in range(1, report.k + 1):
+            self._ideal.append(self._ideal[-1] + 1.0 / math.log2(rank + 1))
+        self._window: deque[bool] = deque(maxlen=curve.window)
+        self._window_hits = 0
+        self._every = curve.every
+
+    def handed_out(self, items: Sequence[str]) -> None:
+        self.report.recommended.update(items[: self.report.k])
+
+    def score(self, ts: int, targets: Sequence[str], ranked: Sequence[str] | None) -> None:
+        report = self.report
+        ranks = {item: rank for rank, item in enumerate(ranked[: report.k] if ranked else (), 1)}
+        dcg = 0.0
+        window = self._window
+        for target in targets:
+            rank = ranks.get(target)
+            if rank is not None:
+                report.hits += 1
+                report.reciprocal_ranks += 1.0 / rank
+                dcg += 1.0 / math.log2(rank + 1)
+            if len(window) == window.maxlen:
+                self._window_hits -= window[0]
+            window.append(rank is not None)
+            self._window_hits += rank is not None
+            report.targets += 1
+            if report.targets % self._every == 0:
+                report.curve.append((ts, self._window_hits / len(window)))
+        report.baskets += 1
+        report.ndcg_sum += dcg / self._ideal[min(len(targets), report.k)]
+
+
+class _Live:
+    """Drives one model: times its calls and keeps the list it handed out to each user."""
+
+    def __init__(self, model: OnlineRecommender, scorer: _Scorer, at_basket: bool) -> None:
+        self.model = model
+        self.scorer = scorer
+        self._k = scorer.report.k
+        self._at_basket = at_basket
+        self._lists: dict[str, list[str]] = {}
+        self._seconds = 0.0
+
+    def advance(self, ts: int) -> None:
+        """Live lists need no catching up."""
+
+    def list_for(self, user_id: str) -> list[str] | None:
+        if self._at_basket:
+            return self._recommend(user_id)
+        return self._lists.get(user_id)
+
+    def learn(self, event: Event) -> None:
+        started = time.perf_counter()
+        self.model.learn(event)
+        self._seconds += time.perf_counter() - started
+        if event.is_forget:
+            self._lists.pop(event.user_id, None)
+
+    def basket_done(self, user_id: str) -> None:
+        if not self._at_basket:
+            self._lists[user_id] = self._recommend(user_id)
+
+    def finish(self) -> None:
+        self.scorer.report.seconds = self._seconds
+
+    def _recommend(self, user_id: str) -> list[str]:
+        started = time.perf_counter()
+        ranked = self.model.recommend(user_id, self._k)
+        self._seconds += time.perf_counter() - started
+        self.scorer.handed_out(ranked)
+        return ranked
+
+
+class _Emitted:
+    """Replays emitted lists alongside the events: each basket sees the lists from before it."""
+
+    def __init__(self, lists: Iterable[EmittedList], scorer: _Scorer) -> None:
+        self.scorer = scorer
+        scorer.report.seconds = None
+        self._pending: Iterator[EmittedList] = iter(lists)
+        self._next: EmittedList | None = next(self._pending, None)
+        self._lists: dict[str, EmittedList] = {}
+        self._scored_until: int | None = None
+
+    def advance(self, ts: int) -> None:
+        self._apply_until(ts)
+        self._scored_until = ts
+
+    def list_for(self, user_id: str) -> tuple[str, ...] | None:
+        held = self._lists.get(user_id)
+        return None if held is None else held.items
+
+    def learn(self, event: Event) -> None:
+        """The emitted lists already reflect the events (a forget arrives as a tombstone)."""
+
+    def basket_done(self, user_id: str) -> None:
+        """Emitted lists are not asked for."""
+
+    def finish(self) -> None:
+        self._apply_until(None)
+
+    def _apply_until(self, ts: int | None) -> None:
+        while self._next is not None and (ts is None or self._next.as_of < ts):
+            self._apply(self._next)
+            self._next = next(self._pending, None)
+
+    def _apply(self, emitted: EmittedList) -> None:
+        if self._scored_until is not None and emitted.as_of < self._scored_until:
+            self.scorer.report.late_lists += 1
+        held = self._lists.get(emitted.user_id)
+        if held is not None and (held.as_of, held.version) > (emitted.as_of, emitted.version):
+            return
+        self._lists[emitted.user_id] = emitted
+        if emitted.items is not None:
+            self.scorer.handed_out(emitted.items)
+
+
+def prequential(
+    events: Iterable[Event],
+    models: Sequence[OnlineRecommender],
+    k: int = 10,
+    *,
+    emitted: Iterable[EmittedList] | None = None,
+    emitted_name: str = "emitted",
+    at_basket: bool = False,
+    curve: Curve | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    progress_every: int = 50_000,
+) -> dict[str, Report]:
+    """Score every model (and the ``emitted`` lists, if given) in one pass; reports by name.
+
+    ``at_basket=True`` asks each model for its list right before the basket instead of right
+    after the user's previous one (it then also has learned other users' events in between,
+    and users are asked before their first basket). ``progress(done, total)`` is called about
+    every ``progress_every`` events.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    curve = curve or Curve()
+    ordered = sorted(events, key=attrgetter("ts"))
+    drivers: list[_Live | _Emitted] = []
+    for model in models:
+        if any(driver.scorer.report.name == model.name for driver in drivers):
+            raise ValueError(f"two models are named {model.name!r}")
+        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve), at_basket))
+    if emitted is not None:
+        drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
+
+    seen: dict[str, set[str]] = {}
+    done = 0
+    for ts, same_time in groupby(ordered, key=attrgetter("ts")):
+        group = list(same_time)
+        # Each user's distinct items at this ts (a dict keeps their order) and last position.
+        baskets: dict[str, dict[str, None]] = {}
+        last: dict[str, int] = {}
+        for position, event in enumerate(group):
+            items = baskets.setdefault(event.user_id, {})
+            if event.item_id is not None:
+                items[event.item_id] = None
+            last[event.user_id] = position
+        for driver in drivers:
+            driver.advance(ts)
+        for position, event in enumerate(group):
+            user = event.user_id
+            basket = baskets.pop(user, None)
+            if basket is not None:
+                known = seen.get(user, ())
+                targets = [item for item in basket if item not in known]
+                if targets:
+                    for driver in drivers:
+                        driver.scorer.score(ts, targets, driver.list_for(user))
+            if event.is_forget:
+                seen.pop(user, None)
+            else:
+                seen.setdefault(user, set()).add(event.item_id)
+            for driver in drivers:
+                driver.learn(event)
+            if last[user] == position and not event.is_forget:
+                for driver in drivers:
+                    driver.basket_done(user)
+        done += len(group)
+        if progress is not None and done // progress_every != (done - len(group)) // progress_every:
+            progress(done, len(ordered))
+
+    catalog = len({event.item_id for event in ordered if not event.is_forget})
+    reports: dict[str, Report] = {}
+    for driver in drivers:
+        driver.finish()
+        report = driver.scorer.report
+        report.events = len(ordered)
+        report.catalog = catalog
+        reports[report.name] = report
+    return reports
+
+
+class EmittedFormatError(ValueError):
+    """A line of an emitted-lists file that is not a recommendation record."""
+
+
+def read_emitted(lines: Iterable[bytes]) -> Iterator[EmittedList]:
+    """Parse the dataflow's output lines (``Recommendation.to_json()`` records), lazily.
+
+    A record whose ``items`` is null (or missing) is a tombstone: the user has no list from its
+    ``as_of`` on. A line that is not such a record raises :class:`EmittedFormatError` naming
+    its number.
+    """
+    for number, raw in enumerate(lines, 1):
+        try:
+            record = orjson.loads(raw)
+            items = record.get("items")
+            yield EmittedList(
+                user_id=str(record["user_id"]),
+                items=None if items is None else tuple(str(entry["item_id"]) for entry in items),
+                as_of=int(record["as_of"]),
+                version=int(record.get("version") or 0),
+            )
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
+            message = f"line {number} is not a recommendation record ({error})"
+            raise EmittedFormatError(message) from None

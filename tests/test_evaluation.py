@@ -1,0 +1,246 @@
+"""The prequential protocol: baskets, targets, list timing, forgetting and emitted lists."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.baselines import Popularity
+from operators.evaluation import (
+    Curve,
+    EmittedFormatError,
+    EmittedList,
+    prequential,
+    read_emitted,
+)
+from operators.events import FORGET_USER, Event
+
+
+def buy(user: str, item: str, ts: int) -> Event:
+    return Event(user, item, ts, "purchase")
+
+
+def forget(user: str, ts: int) -> Event:
+    return Event(user, None, ts, FORGET_USER)
+
+
+class Recorder:
+    """Hands out a fixed list and records every call, in order."""
+
+    def __init__(self, ranked: list[str], name: str = "recorder") -> None:
+        self.name = name
+        self.ranked = ranked
+        self.calls: list[tuple[str, ...]] = []
+
+    def learn(self, event: Event) -> None:
+        self.calls.append(("learn", event.user_id, event.item_id or event.type))
+
+    def recommend(self, user_id: str, k: int) -> list[str]:
+        self.calls.append(("recommend", user_id))
+        return self.ranked[:k]
+
+
+def test_popularity_on_a_hand_checked_stream() -> None:
+    stream = [
+        buy("ann", "a", 1),
+        buy("ann", "b", 1),  # one basket: two targets, no list yet
+        buy("bob", "a", 2),  # no list: miss; then bob's list is [b]
+        buy("cat", "c", 3),  # no list: miss; then cat's list is [a, b] (a bought twice)
+        buy("bob", "b", 4),
+        buy("bob", "c", 4),  # b hits at rank 1, c misses
+        buy("ann", "a", 5),
+        buy("ann", "c", 5),  # a was bought before: only c is a target; ann's list is empty
+        buy("cat", "b", 6),  # b hits at rank 2
+    ]
+    report = prequential(stream, [Popularity()], k=2)["popularity"]
+    assert report.targets == 8
+    assert report.hits == 2
+    assert report.baskets == 6
+    assert report.hr == pytest.approx(2 / 8)
+    assert report.mrr == pytest.approx((1 + 1 / 2) / 8)
+    bob_ndcg = 1 / (1 + 1 / math.log2(3))
+    cat_ndcg = 1 / math.log2(3)
+    assert report.ndcg == pytest.approx((bob_ndcg + cat_ndcg) / 6)
+    assert report.coverage == pytest.approx(2 / 3)  # a and b were handed out, never c
+    metrics = report.metrics()
+    assert list(metrics) == ["hr@2", "ndcg@2", "mrr@2", "coverage", "targets", "events_per_s"]
+    assert metrics["events_per_s"] > 0
+
+
+def test_the_list_is_asked_right_after_the_users_last_event_of_a_basket() -> None:
+    model = Recorder(["z"])
+    prequential(
+        [buy("ann", "x", 1), buy("bob", "y", 1), buy("ann", "w", 1), buy("bob", "v", 1)], [model]
+    )
+    assert model.calls == [
+        ("learn", "ann", "x"),
+        ("learn", "bob", "y"),
+        ("learn", "ann", "w"),
+        ("recommend", "ann"),
+        ("learn", "bob", "v"),
+        ("recommend", "bob"),
+    ]
+
+
+def test_a_basket_is_scored_against_the_list_from_before_it() -> None:
+    # The list after ann's first basket holds "b"; the model learns b only after scoring.
+    model = Recorder(["b", "c"])
+    report = prequential([buy("ann", "a", 1), buy("ann", "b", 2), buy("ann", "c", 2)], [model])
+    assert (report["recorder"].targets, report["recorder"].hits) == (3, 2)
+    assert model.calls.index(("recommend", "ann")) < model.calls.index(("learn", "ann", "b"))
+
+
+def test_users_without_a_list_miss_and_seen_items_are_no_targets() -> None:
+    model = Recorder(["a", "b"])
+    stream = [buy("ann", "a", 1), buy("bob", "a", 2), buy("ann", "a", 3), buy("ann", "a", 3)]
+    report = prequential(stream, [model])["recorder"]
+    # ann's first a and bob's a have no list yet; ann's a at ts 3 is no target (bought before).
+    assert (report.targets, report.hits) == (2, 0)
+
+
+def test_distinct_items_of_a_basket_are_one_target_each() -> None:
+    model = Recorder(["b"])
+    stream = [buy("ann", "a", 1), buy("ann", "b", 2), buy("ann", "b", 2), buy("ann", "c", 2)]
+    report = prequential(stream, [model])["recorder"]
+    assert (report.targets, report.hits) == (3, 1)
+
+
+def test_forget_user_reaches_the_model_and_resets_the_users_record() -> None:
+    model = Recorder(["a", "b"])
+    stream = [buy("ann", "b", 1), forget("ann", 2), buy("ann", "b", 3), buy("ann", "a", 4)]
+    report = prequential(stream, [model])["recorder"]
+    assert ("learn", "ann", FORGET_USER) in model.calls
+    # b at ts 3 is a target again (history forgotten) and misses (the list was dropped);
+    # a at ts 4 hits the list handed out after ts 3.
+    assert (report.targets, report.hits) == (3, 1)
+    without_forget = prequential([e for e in stream if not e.is_forget], [Recorder(["a", "b"])])
+    assert (without_forget["recorder"].targets, without_forget["recorder"].hits) == (2, 1)
+
+
+def test_events_are_replayed_in_time_order_keeping_ties_in_input_order() -> None:
+    model = Recorder([])
+    prequential([buy("ann", "late", 5), buy("bob", "x", 1), buy("cat", "y", 1)], [model])
+    learned = [call[2] for call in model.calls if call[0] == "learn"]
+    assert learned == ["x", "y", "late"]
+
+
+def test_at_basket_asks_for_the_list_right_before_the_basket() -> None:
+    model = Recorder(["a"])
+    report = prequential([buy("ann", "a", 1), buy("ann", "b", 1)], [model], at_basket=True)
+    assert model.calls[0] == ("recommend", "ann")
+    assert (report["recorder"].targets, report["recorder"].hits) == (2, 1)
+
+
+def test_every_model_gets_the_same_calls_in_one_pass() -> None:
+    first, second = Recorder(["a"], "first"), Recorder(["b"], "second")
+    stream = [buy("ann", "x", 1), buy("ann", "a", 2), buy("ann", "b", 3)]
+    reports = prequential(stream, [first, second])
+    assert first.calls == second.calls
+    assert reports["first"].hits == 1
+    assert reports["second"].hits == 1
+
+
+def test_model_names_must_be_distinct_and_k_positive() -> None:
+    with pytest.raises(ValueError, match="two models"):
+        prequential([buy("ann", "a", 1)], [Recorder([]), Recorder([])])
+    with pytest.raises(ValueError, match="k must be"):
+        prequential([buy("ann", "a", 1)], [Recorder([])], k=0)
+
+
+def test_sliding_window_curve() -> None:
+    model = Recorder(["hit"])
+    stream = [buy("ann", "x", 1), buy("ann", "hit", 2), buy("bob", "y", 3), buy("bob", "z", 4)]
+    report = prequential(stream, [model], curve=Curve(window=2, every=1))["recorder"]
+    # targets: x miss (no list), hit hit, y miss (no list), z miss
+    assert report.curve == [(1, 0.0), (2, 0.5), (3, 0.5), (4, 0.0)]
+
+
+def emitted(user: str, items: list[str] | None, as_of: int, version: int = 1) -> EmittedList:
+    return EmittedList(user, None if items is None else tuple(items), as_of, version)
+
+
+def test_emitted_lists_count_only_when_strictly_before_the_basket() -> None:
+    lists = [emitted("ann", ["a"], 1), emitted("ann", ["b"], 2, version=2)]
+    report = prequential([buy("ann", "a", 2), buy("ann", "b", 3)], [], emitted=lists)["emitted"]
+    # at ts 2 only the list of ts 1 counts (a hits); at ts 3 the list of ts 2 (b hits)
+    assert (report.targets, report.hits) == (2, 2)
+    assert report.events_per_s is None
+    assert report.coverage == 1.0
+
+
+def test_emitted_tombstone_removes_the_list_and_higher_version_wins() -> None:
+    lists = [
+        emitted("ann", ["a"], 1, version=1),
+        emitted("ann", ["b"], 1, version=2),
+        emitted("bob", ["c"], 1, version=1),
+        emitted("bob", None, 2, version=2),
+    ]
+    stream = [buy("ann", "a", 5), buy("ann", "b", 5), buy("bob", "c", 5)]
+    report = prequential(stream, [], emitted=lists)["emitted"]
+    assert (report.targets, report.hits) == (3, 1)
+
+
+def test_emitted_lists_out_of_as_of_order_are_counted_as_late() -> None:
+    lists = [emitted("ann", ["a"], 1), emitted("bob", ["x"], 9), emitted("bob", ["b"], 2)]
+    stream = [buy("bob", "b", 3), buy("ann", "a", 5), buy("bob", "c", 10)]
+    report = prequential(stream, [], emitted=lists)["emitted"]
+    assert report.late_lists == 1
+    assert report.hits == 1  # ann's a; bob's b at ts 3 missed its list, which came late
+
+
+class ListLog:
+    """Wraps a model and logs every list it hands out as the dataflow would emit it."""
+
+    def __init__(self, inner: Popularity) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.lists: list[EmittedList] = []
+        self._now: dict[str, int] = {}
+
+    def learn(self, event: Event) -> None:
+        self.inner.learn(event)
+        self._now[event.user_id] = event.ts
+        if event.is_forget:
+            self.lists.append(EmittedList(event.user_id, None, event.ts, len(self.lists)))
+
+    def recommend(self, user_id: str, k: int) -> list[str]:
+        ranked = self.inner.recommend(user_id, k)
+        self.lists.append(EmittedList(user_id, tuple(ranked), self._now[user_id], len(self.lists)))
+        return ranked
+
+
+streams = st.lists(
+    st.tuples(
+        st.sampled_from(["ann", "bob", "cat"]),
+        st.sampled_from(["a", "b", "c", "d", "e", None]),
+        st.integers(min_value=1, max_value=12),
+    ),
+    max_size=40,
+).map(lambda rows: [forget(u, t) if i is None else buy(u, i, t) for u, i, t in rows])
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams)
+def test_scoring_emitted_lists_equals_scoring_the_live_model(stream: list[Event]) -> None:
+    live = ListLog(Popularity())
+    expected = prequential(stream, [live], k=3)["popularity"].metrics()
+    replayed = prequential(stream, [], k=3, emitted=live.lists)["emitted"].metrics()
+    del expected["events_per_s"], replayed["events_per_s"]
+    assert replayed == expected
+
+
+def test_read_emitted_parses_lists_and_tombstones() -> None:
+    lines = [
+        b'{"user_id":"u1","items":[{"item_id":"i2","score":0.9}],"as_of":7,"version":3,'
+        b'"model":"streamrec"}',
+        b'{"user_id":"u1","items":null,"as_of":8,"version":4,"model":"streamrec"}',
+    ]
+    assert list(read_emitted(lines)) == [
+        EmittedList("u1", ("i2",), 7, 3),
+        EmittedList("u1", None, 8, 4),
+    ]
+    with pytest.raises(EmittedFormatError, match="line 2"):
+        list(read_emitted([lines[0], b'{"items": []}']))
