@@ -7,6 +7,7 @@ from pathlib import Path
 
 import local_kafka
 import pytest
+from confluent_kafka.admin import AdminClient
 
 
 def _properties(text: str) -> dict[str, str]:
@@ -31,10 +32,11 @@ def test_server_properties_describe_one_combined_node_on_loopback() -> None:
     assert settings["group.initial.rebalance.delay.ms"] == "0"
 
 
-def test_cluster_ids_are_kafka_shaped_and_unique() -> None:
-    ids = {local_kafka.new_cluster_id() for _ in range(100)}
-    assert len(ids) == 100
+def test_cluster_ids_are_kafka_shaped_unique_and_never_look_like_an_option() -> None:
+    ids = {local_kafka.new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
     assert all(len(cluster) == 22 and "=" not in cluster for cluster in ids)
+    assert not any(cluster.startswith("-") for cluster in ids)
 
 
 def test_cache_location_follows_the_environment(
@@ -77,11 +79,20 @@ def test_a_failed_start_says_why() -> None:
 def test_started_broker_answers_metadata_and_stop_removes_it() -> None:
     broker = local_kafka.start()
     try:
-        brokers, cluster_id = local_kafka.probe_metadata("127.0.0.1", broker.broker_port)
+        brokers, cluster_id = local_kafka.probe_metadata(broker.broker_port)
         assert (brokers, cluster_id) == (1, broker.cluster_id)
     finally:
         broker.stop()
     assert not broker.is_running()
     assert not broker.workdir.exists()
     with pytest.raises(OSError):
-        local_kafka.probe_metadata("127.0.0.1", broker.broker_port)
+        local_kafka.probe_metadata(broker.broker_port)
+
+
+def test_create_topic_makes_the_partitions_and_refuses_a_duplicate(kafka_bootstrap: str) -> None:
+    port = int(kafka_bootstrap.rsplit(":", 1)[1])
+    local_kafka.create_topic(port, "made-by-hand", partitions=3)
+    metadata = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10)
+    assert len(metadata.topics["made-by-hand"].partitions) == 3
+    with pytest.raises(local_kafka.LocalKafkaError, match=r"made-by-hand.*already exists"):
+        local_kafka.create_topic(port, "made-by-hand")

@@ -7,6 +7,7 @@ to genuine Kafka without Docker or a downloaded tarball::
     python deploy/kafka/local_kafka.py download   # resolve the jars into the cache
     python deploy/kafka/local_kafka.py start      # 127.0.0.1:9092 in the background
     python deploy/kafka/local_kafka.py status
+    python deploy/kafka/local_kafka.py topic events --partitions 3
     python deploy/kafka/local_kafka.py stop
 
 The cache is ``$STREAMREC_KAFKA_CACHE`` (default ``~/.cache/streamrec``); the first start
@@ -226,8 +227,15 @@ def render_server_properties(broker_port: int, controller_port: int, data_dir: s
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid`` it never starts with "-", which a command line would
+    take for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail(text: str, lines: int) -> str:
@@ -261,24 +269,31 @@ def _read_string(buffer: bytes, at: int) -> tuple[str | None, int]:
     return buffer[at : at + length].decode(), at + length
 
 
-def probe_metadata(host: str, port: int, timeout: float = 2.0) -> tuple[int, str | None]:
+def _string(text: str) -> bytes:
+    encoded = text.encode()
+    return struct.pack(">h", len(encoded)) + encoded
+
+
+def _request(port: int, api_key: int, version: int, body: bytes, timeout: float) -> bytes:
+    """One request on the Kafka wire protocol (non-flexible API versions); the response body."""
+    request = struct.pack(">hhi", api_key, version, 1) + _string("local-kafka") + body
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exactly(conn, 4))
+        return _recv_exactly(conn, size)[4:]
+
+
+def probe_metadata(port: int, timeout: float = 2.0) -> tuple[int, str | None]:
     """Send one Metadata (v4) request; return (number of live brokers, cluster id).
 
     Raises ``OSError`` while nothing answers. A broker in KRaft mode only serves requests after
     it has registered with the controller, so live brokers > 0 means it is ready for clients.
     """
-    client_id = b"local-kafka"
-    metadata_api, version, correlation = 3, 4, 1
-    header = struct.pack(">hhih", metadata_api, version, correlation, len(client_id)) + client_id
-    body = struct.pack(">i?", -1, False)  # all topics (null array); never auto-create
-    request = header + body
-    with socket.create_connection((host, port), timeout=timeout) as conn:
-        conn.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exactly(conn, 4))
-        response = _recv_exactly(conn, size)
-    # correlation id, throttle time, then the broker array.
-    (broker_count,) = struct.unpack_from(">i", response, 8)
-    at = 12
+    all_topics, auto_create = -1, False
+    response = _request(port, 3, 4, struct.pack(">i?", all_topics, auto_create), timeout)
+    # throttle time, then the broker array, then the cluster id.
+    (broker_count,) = struct.unpack_from(">i", response, 4)
+    at = 8
     for _ in range(broker_count):
         at += 4  # node id
         _, at = _read_string(response, at)  # host
@@ -286,6 +301,20 @@ def probe_metadata(host: str, port: int, timeout: float = 2.0) -> tuple[int, str
         _, at = _read_string(response, at)  # rack
     cluster_id, _ = _read_string(response, at)
     return broker_count, cluster_id
+
+
+def create_topic(port: int, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
+    """Create a topic (replication factor 1) with a CreateTopics (v4) request."""
+    no_assignments = no_configs = 0
+    topic = _string(name) + struct.pack(">ihii", partitions, 1, no_assignments, no_configs)
+    body = struct.pack(">i", 1) + topic + struct.pack(">i?", int(timeout * 1000), False)
+    response = _request(port, 19, 4, body, timeout)
+    # throttle time, a one-element topic array: name, error code, error message.
+    _, at = _read_string(response, 8)
+    (code,) = struct.unpack_from(">h", response, at)
+    if code != 0:
+        message, _ = _read_string(response, at + 2)
+        raise LocalKafkaError(f"creating topic {name} failed: {message or f'error code {code}'}")
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes:
@@ -366,7 +395,7 @@ class LocalKafka:
                     f"last lines of {self.log_path}:\n{tail}"
                 )
             with contextlib.suppress(OSError, struct.error):
-                brokers, cluster_id = probe_metadata("127.0.0.1", self.broker_port)
+                brokers, cluster_id = probe_metadata(self.broker_port)
                 if brokers > 0 and cluster_id == self.cluster_id:
                     return
             if time.monotonic() > deadline:
@@ -534,6 +563,15 @@ def _cli_status(root: Path) -> int:
     return 0
 
 
+def _cli_topic(root: Path, name: str, partitions: int) -> int:
+    running = _attach(root)
+    if running is None:
+        raise LocalKafkaError("Kafka is not running; start it first")
+    create_topic(running.broker_port, name, partitions)
+    print(f"created topic {name} ({partitions} partitions) on {running.bootstrap}")
+    return 0
+
+
 def _cli_download(root: Path) -> int:
     began = time.monotonic()
     libs = ensure_libs(root)
@@ -547,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         description=f"A local single-node Apache Kafka {KAFKA_VERSION} from Maven Central jars.",
         epilog=f"cache: ${CACHE_ENV} (now {cache_root()})",
     )
-    parser.add_argument("command", choices=["start", "stop", "status", "download"])
+    parser.add_argument("command", choices=["start", "stop", "status", "topic", "download"])
+    parser.add_argument("topic", nargs="?", help="the topic to create (with `topic`)")
+    parser.add_argument("--partitions", type=int, default=1, help="for `topic`")
     parser.add_argument(
         "--port", type=int, default=9092, help="broker port for start (0: any free port)"
     )
@@ -561,6 +601,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cli_stop(root)
         if args.command == "status":
             return _cli_status(root)
+        if args.command == "topic":
+            if not args.topic:
+                parser.error("topic needs the name of the topic to create")
+            return _cli_topic(root, args.topic, args.partitions)
         return _cli_download(root)
     except LocalKafkaError as error:
         print(f"local_kafka {args.command}: {error}", file=sys.stderr)
