@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("smoke", _smoke, "Count events per user through Kafka or a file (smoke test).")
     sub.add_argument("--input", help="JSON Lines file (default: the bundled sample)")
+    sub.add_argument("--output", help="JSON Lines file for the counts (default: stdout)")
     sub.add_argument("--brokers", help="Kafka bootstrap servers; with --in-topic/--out-topic")
     sub.add_argument("--in-topic")
     sub.add_argument("--out-topic")
