@@ -1,8 +1,10 @@
-"""Test helpers: run ``streamrec run`` as a real process against the local broker, and read
-its topics through a consumer group the way a downstream service would."""
+"""Test helpers: run ``streamrec run`` as real processes (against the local broker, or as a
+multi-process cluster over files), and read its topics through a consumer group the way a
+downstream service would."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +98,69 @@ def _user_key(value: bytes) -> bytes | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return user.encode() if isinstance(user, str) else None
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def write_file_config(path: Path, events: Path, out: Path, dead: Path) -> Path:
+    """A job config over files with the live timers off: the output depends on the events."""
+    config = {
+        "input": {"file": {"path": str(events)}},
+        "output": {"file": {"path": str(out)}},
+        "dead_letter": {"file": {"path": str(dead)}},
+        "window": {"close_after_idle_s": None},
+        "state": {"user_idle_expire_s": None, "item_idle_expire_s": None},
+        "recovery": {"snapshot_interval_s": 3600},
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def run_cluster(config: Path, processes: int, workers: int, logs: Path, timeout_s: float) -> float:
+    """Run the job as ``processes`` local processes (``-i``/``-a``) of ``workers`` threads each
+    until its input ends; returns the wall-clock seconds."""
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(processes))
+    cluster: list[str] = []
+    started = time.perf_counter()
+    jobs = []
+    for index in range(processes):
+        if processes > 1:
+            cluster = ["-i", str(index), "-a", addresses]
+        options = ["--no-recovery", "--metrics-port", "0", "-w", str(workers), *cluster]
+        log = logs / f"process-{index}.log"
+        jobs.append((start_job(config, log, *options), log))
+    try:
+        for job, log in jobs:
+            wait_exit(job, log, timeout_s)
+    finally:
+        for job, _log in jobs:
+            stop(job)
+    return time.perf_counter() - started
+
+
+def hit_rate(events: Path, recs: Path, k: int = 10) -> float:
+    """HR@k of emitted lists, as ``streamrec evaluate --recs`` reports it."""
+    command = ["evaluate", str(events), "--recs", str(recs), "--k", str(k), "--json"]
+    result = subprocess.run(
+        [sys.executable, "-c", ENTRY_POINT, *command],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=1800,
+    )
+    document = orjson.loads(result.stdout)
+    (scores,) = [value for value in document.values() if f"hr@{k}" in value]
+    return float(scores[f"hr@{k}"])
 
 
 def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
