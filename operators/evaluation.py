@@ -26,7 +26,7 @@ Metrics, with ``rank`` the 1-based position of a target in the top ``k`` of the 
   (None for emitted lists, whose cost is not seen here).
 
 Plus a sliding-window curve: the hit rate of the last ``window`` targets, sampled every
-``every`` targets with the timestamp of the basket it was sampled in.
+``every`` targets and after the last one, with the timestamp of the basket it was sampled in.
 
 >>> from operators.events import Event
 >>> class Popular:
@@ -84,7 +84,6 @@ class EmittedList:
     user_id: str
     items: tuple[str, ...] | None
     as_of: int
-    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +160,7 @@ class _Scorer:
         self._window: deque[bool] = deque(maxlen=curve.window)
         self._window_hits = 0
         self._every = curve.every
+        self._last_ts = 0
 
     def handed_out(self, items: Sequence[str]) -> None:
         self.report.recommended.update(items[: self.report.k])
@@ -185,6 +185,13 @@ class _Scorer:
                 report.curve.append((ts, self._window_hits / len(window)))
         report.baskets += 1
         report.ndcg_sum += dcg / self._ideal[min(len(targets), report.k)]
+        self._last_ts = ts
+
+    def close(self) -> None:
+        """End the curve at the last target."""
+        report = self.report
+        if report.targets % self._every:
+            report.curve.append((self._last_ts, self._window_hits / len(self._window)))
 
 
 class _Live:
@@ -264,8 +271,10 @@ class _Emitted:
     def _apply(self, emitted: EmittedList) -> None:
         if self._scored_until is not None and emitted.as_of < self._scored_until:
             self.scorer.report.late_lists += 1
+        # The dataflow keeps each user's outputs in order, so the later record wins; only one
+        # that is older than the list held (a file not in time order) is ignored.
         held = self._lists.get(emitted.user_id)
-        if held is not None and (held.as_of, held.version) > (emitted.as_of, emitted.version):
+        if held is not None and emitted.as_of < held.as_of:
             return
         self._lists[emitted.user_id] = emitted
         if emitted.items is not None:
@@ -343,6 +352,7 @@ def prequential(
     reports: dict[str, Report] = {}
     for driver in drivers:
         driver.finish()
+        driver.scorer.close()
         report = driver.scorer.report
         report.events = len(ordered)
         report.catalog = catalog
@@ -357,8 +367,9 @@ class EmittedFormatError(ValueError):
 def read_emitted(lines: Iterable[bytes]) -> Iterator[EmittedList]:
     """Parse the dataflow's output lines (``Recommendation.to_json()`` records), lazily.
 
-    A record whose ``items`` is null (or missing) is a tombstone: the user has no list from its
-    ``as_of`` on. A line that is not such a record raises :class:`EmittedFormatError` naming
+    A record without ``items`` (``{"user_id", "tombstone": true, "as_of"}`` in a file written
+    by ``streamrec replay``) or with null ``items`` is a tombstone: the user has no list from
+    its ``as_of`` on. A line that is not such a record raises :class:`EmittedFormatError` naming
     its number.
     """
     for number, raw in enumerate(lines, 1):
@@ -369,7 +380,6 @@ def read_emitted(lines: Iterable[bytes]) -> Iterator[EmittedList]:
                 user_id=str(record["user_id"]),
                 items=None if items is None else tuple(str(entry["item_id"]) for entry in items),
                 as_of=int(record["as_of"]),
-                version=int(record.get("version") or 0),
             )
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
             message = f"line {number} is not a recommendation record ({error})"

@@ -156,14 +156,16 @@ def test_sliding_window_curve() -> None:
     report = prequential(stream, [model], curve=Curve(window=2, every=1))["recorder"]
     # targets: x miss (no list), hit hit, y miss (no list), z miss
     assert report.curve == [(1, 0.0), (2, 0.5), (3, 0.5), (4, 0.0)]
+    sparse = prequential(stream, [Recorder(["hit"])], curve=Curve(window=3, every=3))
+    assert sparse["recorder"].curve == [(3, 1 / 3), (4, 1 / 3)]  # the last point ends the curve
 
 
-def emitted(user: str, items: list[str] | None, as_of: int, version: int = 1) -> EmittedList:
-    return EmittedList(user, None if items is None else tuple(items), as_of, version)
+def emitted(user: str, items: list[str] | None, as_of: int) -> EmittedList:
+    return EmittedList(user, None if items is None else tuple(items), as_of)
 
 
 def test_emitted_lists_count_only_when_strictly_before_the_basket() -> None:
-    lists = [emitted("ann", ["a"], 1), emitted("ann", ["b"], 2, version=2)]
+    lists = [emitted("ann", ["a"], 1), emitted("ann", ["b"], 2)]
     report = prequential([buy("ann", "a", 2), buy("ann", "b", 3)], [], emitted=lists)["emitted"]
     # at ts 2 only the list of ts 1 counts (a hits); at ts 3 the list of ts 2 (b hits)
     assert (report.targets, report.hits) == (2, 2)
@@ -171,16 +173,18 @@ def test_emitted_lists_count_only_when_strictly_before_the_basket() -> None:
     assert report.coverage == 1.0
 
 
-def test_emitted_tombstone_removes_the_list_and_higher_version_wins() -> None:
+def test_emitted_tombstone_removes_the_list_and_the_later_record_wins() -> None:
     lists = [
-        emitted("ann", ["a"], 1, version=1),
-        emitted("ann", ["b"], 1, version=2),
-        emitted("bob", ["c"], 1, version=1),
-        emitted("bob", None, 2, version=2),
+        emitted("ann", ["a"], 1),
+        emitted("ann", ["b"], 1),
+        emitted("bob", ["c"], 1),
+        emitted("bob", None, 2),
+        emitted("cat", ["d"], 3),
+        emitted("cat", ["e"], 2),  # older than the list held: ignored
     ]
-    stream = [buy("ann", "a", 5), buy("ann", "b", 5), buy("bob", "c", 5)]
+    stream = [buy("ann", "a", 5), buy("ann", "b", 5), buy("bob", "c", 5), buy("cat", "d", 5)]
     report = prequential(stream, [], emitted=lists)["emitted"]
-    assert (report.targets, report.hits) == (3, 1)
+    assert (report.targets, report.hits) == (4, 2)
 
 
 def test_emitted_lists_out_of_as_of_order_are_counted_as_late() -> None:
@@ -204,11 +208,11 @@ class ListLog:
         self.inner.learn(event)
         self._now[event.user_id] = event.ts
         if event.is_forget:
-            self.lists.append(EmittedList(event.user_id, None, event.ts, len(self.lists)))
+            self.lists.append(EmittedList(event.user_id, None, event.ts))
 
     def recommend(self, user_id: str, k: int) -> list[str]:
         ranked = self.inner.recommend(user_id, k)
-        self.lists.append(EmittedList(user_id, tuple(ranked), self._now[user_id], len(self.lists)))
+        self.lists.append(EmittedList(user_id, tuple(ranked), self._now[user_id]))
         return ranked
 
 
@@ -237,10 +241,12 @@ def test_read_emitted_parses_lists_and_tombstones() -> None:
         b'{"user_id":"u1","items":[{"item_id":"i2","score":0.9}],"as_of":7,"version":3,'
         b'"model":"streamrec"}',
         b'{"user_id":"u1","items":null,"as_of":8,"version":4,"model":"streamrec"}',
+        b'{"user_id":"u1","tombstone":true,"as_of":9}',
     ]
     assert list(read_emitted(lines)) == [
-        EmittedList("u1", ("i2",), 7, 3),
-        EmittedList("u1", None, 8, 4),
+        EmittedList("u1", ("i2",), 7),
+        EmittedList("u1", None, 8),
+        EmittedList("u1", None, 9),
     ]
     with pytest.raises(EmittedFormatError, match="line 2"):
         list(read_emitted([lines[0], b'{"items": []}']))
