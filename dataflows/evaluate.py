@@ -1,0 +1,249 @@
+"""``streamrec evaluate``: the prequential scores of streamrec, its ablations and the baselines.
+
+Reads a recorded event file, replays it once through every model asked for (see
+:mod:`operators.evaluation` for the protocol and the metrics) and prints a table, or with
+``--json`` one JSON object::
+
+    {"streamrec": {"hr@10": ..., "ndcg@10": ..., "mrr@10": ..., "coverage": ...,
+                   "targets": ..., "events_per_s": ...},
+     "baselines": {"popularity": {...}, "decayed_popularity": {...}, "covisitation": {...},
+                   "isgd": {...}, "river_biasedmf": {...}},
+     "ablation": {...}}
+
+``--recs`` scores lists the dataflow emitted (``streamrec replay --out``) instead of running
+the engine; ``--plot`` draws every model's sliding-window hit rate over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import orjson
+
+from dataflows.cli import UsageError
+from operators import baselines
+from operators.config import Config, ConfigError, load_config
+from operators.engine import Engine
+from operators.evaluation import (
+    Curve,
+    EmittedFormatError,
+    OnlineRecommender,
+    Report,
+    prequential,
+    read_emitted,
+)
+from operators.events import DEFAULT_MAX_BYTES, Event, Rejected, parse_event
+from operators.jsonl import numbered_lines, read_lines
+
+#: Candidates the River baseline ranks per list.
+RIVER_CANDIDATES = 100
+#: The shared README's decayed popularity half-life.
+HALF_LIFE_EVENTS = 5_000
+
+#: The plotted curve: hit rate of the last 5,000 targets, one point per 1,000 targets.
+CURVE = Curve(window=5_000, every=1_000)
+
+BASELINE_NAMES = ("popularity", "decayed_popularity", "covisitation", "isgd", "river_biasedmf")
+
+#: streamrec without one of its parts, as changes to its engine config.
+ABLATIONS: dict[str, dict[str, object]] = {
+    "fixed_blend": {"ranker": "fixed"},
+    "no_drift_adaptation": {"drift_adaptation": False},
+}
+
+
+def make_baselines(candidates: Callable[[str], list[str]] | None = None) -> list[OnlineRecommender]:
+    """The five baselines. River ranks ``candidates(user)``: streamrec's own candidates when the
+    engine runs in the same pass, else co-visitation's top 100."""
+    covisitation = baselines.Covisitation()
+    if candidates is None:
+        candidates = functools.partial(covisitation.recommend, k=RIVER_CANDIDATES)
+    return [
+        baselines.Popularity(),
+        baselines.Popularity(half_life_events=HALF_LIFE_EVENTS),
+        covisitation,
+        baselines.ISGD(),
+        baselines.RiverBiasedMF(candidates),
+    ]
+
+
+def read_events(
+    path: Path, known_types: frozenset[str], max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[list[Event], int]:
+    """The valid events of ``path`` and how many lines were skipped (the first one reported);
+    ``known_types`` and ``max_bytes`` validate as the dataflow does."""
+    events: list[Event] = []
+    skipped = 0
+    try:
+        for line in numbered_lines(path):
+            parsed = parse_event(line.raw, known_types, max_bytes)
+            if isinstance(parsed, Rejected):
+                if not skipped:
+                    print(
+                        f"evaluate: skipping invalid lines, first {line.path}:{line.number}: "
+                        f"{parsed.reason}",
+                        file=sys.stderr,
+                    )
+                skipped += 1
+            else:
+                events.append(parsed)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error}") from None
+    return events, skipped
+
+
+def _config(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _progress(started: float) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        print(f"evaluate: {done:,}/{total:,} events, {elapsed:.0f} s", file=sys.stderr)
+
+    return report
+
+
+def _table(sections: dict[str, dict[str, Report]], k: int) -> str:
+    header = f"{'model':<28}{'hr@' + str(k):>9}{'ndcg@' + str(k):>9}{'mrr@' + str(k):>9}"
+    header += f"{'coverage':>10}{'targets':>10}{'events/s':>11}"
+    lines = [header]
+    for section, reports in sections.items():
+        for name, report in reports.items():
+            label = name if section == "streamrec" else f"{section}/{name}"
+            speed = "-" if report.events_per_s is None else f"{report.events_per_s:,.0f}"
+            lines.append(
+                f"{label:<28}{report.hr:>9.4f}{report.ndcg:>9.4f}{report.mrr:>9.4f}"
+                f"{report.coverage:>10.3f}{report.targets:>10,}{speed:>11}"
+            )
+    return "\n".join(lines)
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot on a file-only backend, or a readable error if it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError(
+            "--plot needs matplotlib: pip install 'streamrec[plot]' (or leave out --plot)"
+        ) from None
+    return plt
+
+
+def _plot(plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(10, 5))
+    for reports in sections.values():
+        for name, report in reports.items():
+            if report.curve:
+                moments = [datetime.fromtimestamp(ts / 1000, UTC) for ts, _ in report.curve]
+                axes.plot(moments, [rate for _, rate in report.curve], label=name)
+    axes.set_xlabel("event time (UTC)")
+    axes.set_ylabel(f"HR@{k} over the last {CURVE.window:,} targets")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error}") from None
+    finally:
+        plt.close(figure)
+
+
+def _engines(config: Config, k: int, ablation: bool, live: bool) -> dict[str, Engine]:
+    """The engines to run, by report section name: streamrec (unless scored from a file) and
+    the ablations, each named by its config's ``model_name``."""
+    engines: dict[str, Engine] = {}
+    base = dataclasses.replace(config.engine, k=k)
+    gate = config.gate_settings()
+    if live:
+        engines["streamrec"] = Engine(base, gate)
+    if ablation:
+        for variant, changes in ABLATIONS.items():
+            variant_config = dataclasses.replace(
+                base, model_name=f"{base.model_name}_{variant}", **changes
+            )
+            engines[variant] = Engine(variant_config, gate)
+    return engines
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UsageError(f"--k must be at least 1, got {args.k}")
+    plt = _pyplot() if args.plot else None
+    config = _config(args.config)
+    emitted = None
+    if args.recs is not None:
+        recs = Path(args.recs)
+        if not recs.exists():
+            raise UsageError(f"no such file or directory: {recs}")
+        emitted = read_emitted(read_lines(recs))
+    events, skipped = read_events(
+        Path(args.events), config.known_types(), config.limits.max_message_bytes
+    )
+    if skipped:
+        print(f"evaluate: skipped {skipped:,} invalid lines", file=sys.stderr)
+    if not events:
+        raise UsageError(f"{args.events} holds no valid event")
+
+    engines = _engines(config, args.k, args.ablation, live=emitted is None)
+    models: list[OnlineRecommender] = list(engines.values())
+    if args.baselines:
+        streamrec = engines.get("streamrec")
+        models += make_baselines(None if streamrec is None else streamrec.candidate_items)
+
+    started = time.perf_counter()
+    try:
+        reports = prequential(
+            events,
+            models,
+            args.k,
+            emitted=emitted,
+            emitted_name="streamrec",
+            at_basket=args.at_basket,
+            curve=CURVE,
+            progress=_progress(started),
+        )
+    except EmittedFormatError as error:
+        raise UsageError(f"{args.recs}: {error}") from None
+    print(f"evaluate: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    late = reports["streamrec"].late_lists if emitted is not None else 0
+    if late:
+        print(f"evaluate: {late:,} emitted lists were out of as_of order", file=sys.stderr)
+
+    sections: dict[str, dict[str, Report]] = {"streamrec": {"streamrec": reports["streamrec"]}}
+    if args.baselines:
+        sections["baselines"] = {name: reports[name] for name in BASELINE_NAMES}
+    if args.ablation:
+        sections["ablation"] = {variant: reports[engines[variant].name] for variant in ABLATIONS}
+
+    if args.json:
+        document: dict[str, object] = {"streamrec": reports["streamrec"].metrics()}
+        for section in ("baselines", "ablation"):
+            if section in sections:
+                document[section] = {
+                    name: report.metrics() for name, report in sections[section].items()
+                }
+        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    else:
+        print(_table(sections, args.k))
+    if plt is not None:
+        _plot(plt, sections, args.k, Path(args.plot))
+    return 0

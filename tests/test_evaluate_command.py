@@ -1,0 +1,142 @@
+"""``streamrec evaluate``: one JSON object or a table, emitted lists, plots, readable errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from dataflows import cli
+from operators.events import Event
+from operators.jsonl import write_jsonl
+
+METRICS = ["hr@5", "ndcg@5", "mrr@5", "coverage", "targets", "events_per_s"]
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    """Six users buying from two groups of items, plus one broken line."""
+    rows = []
+    ts = 1_700_000_000_000
+    for round_ in range(6):
+        for user in range(6):
+            group = "ab" if user % 2 else "xy"
+            item = f"{group[round_ % 2]}{round_ // 2}"
+            rows.append(Event(f"u{user}", item, ts, "purchase", event_id=f"{user}-{round_}"))
+            ts += 60_000
+    path = tmp_path / "events.jsonl.gz"
+    write_jsonl(path, [*(event.to_json() for event in rows), b'{"user_id": "u1"}'])
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["evaluate", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_holds_streamrec_baselines_and_ablation(
+    events: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, str(events), "--k", "5", "--baselines", "--ablation", "--json")
+    assert code == 0
+    document = orjson.loads(out)
+    assert list(document) == ["streamrec", "baselines", "ablation"]
+    assert list(document["streamrec"]) == METRICS
+    assert list(document["baselines"]) == [
+        "popularity",
+        "decayed_popularity",
+        "covisitation",
+        "isgd",
+        "river_biasedmf",
+    ]
+    assert list(document["ablation"]) == ["fixed_blend", "no_drift_adaptation"]
+    for metrics in [document["streamrec"], *document["baselines"].values()]:
+        assert list(metrics) == METRICS
+        assert metrics["targets"] == document["streamrec"]["targets"] > 0
+        assert 0.0 <= metrics["hr@5"] <= 1.0
+    assert "skipped 1 invalid lines" in err
+
+
+def test_emitted_lists_are_scored_instead_of_the_engine(
+    events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recs = tmp_path / "recs.jsonl"
+    later = 1_800_000_000_000
+    write_jsonl(
+        recs,
+        [
+            b'{"user_id":"u0","items":[{"item_id":"y0","score":1.0}],"as_of":1,"version":1,'
+            b'"model":"streamrec"}',
+            b'{"user_id":"u0","items":null,"as_of":%d,"version":2,"model":"streamrec"}' % later,
+        ],
+    )
+    code, out, _ = run(capsys, str(events), "--recs", str(recs), "--json")
+    assert code == 0
+    document = orjson.loads(out)
+    assert list(document) == ["streamrec"]
+    assert document["streamrec"]["hr@10"] > 0
+    assert document["streamrec"]["events_per_s"] is None
+
+
+def test_table_and_plot(events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "hr.png"
+    code, out, _ = run(capsys, str(events), "--baselines", "--plot", str(plot))
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "model",
+        "hr@10",
+        "ndcg@10",
+        "mrr@10",
+        "coverage",
+        "targets",
+        "events/s",
+    ]
+    assert any(line.startswith("baselines/covisitation ") for line in out.splitlines())
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_without_matplotlib_is_one_readable_line(
+    events: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out, err = run(capsys, str(events), "--plot", str(tmp_path / "hr.png"))
+    assert code == 2
+    assert out == ""
+    assert err.strip() == (
+        "streamrec evaluate: --plot needs matplotlib: pip install 'streamrec[plot]' "
+        "(or leave out --plot)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing.jsonl"], "no such file or directory: missing.jsonl"),
+        (["EVENTS", "--k", "0"], "--k must be at least 1, got 0"),
+        (["EVENTS", "--recs", "missing.jsonl"], "no such file or directory: missing.jsonl"),
+    ],
+)
+def test_user_errors_are_one_line(
+    events: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    argv = [str(events) if arg == "EVENTS" else arg for arg in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.strip().endswith(message)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_broken_recs_file_names_the_line(
+    events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recs = tmp_path / "recs.jsonl"
+    recs.write_bytes(b'{"user_id":"u0","items":[],"as_of":1,"version":1}\nnot json\n')
+    code, _, err = run(capsys, str(events), "--recs", str(recs))
+    assert code == 2
+    assert "line 2 is not a recommendation record" in err
