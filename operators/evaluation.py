@@ -208,9 +208,9 @@ class _Live:
     def advance(self, ts: int) -> None:
         """Live lists need no catching up."""
 
-    def list_for(self, user_id: str) -> list[str] | None:
+    def list_for(self, user_id: str, returning: bool) -> list[str] | None:
         if self._at_basket:
-            return self._recommend(user_id)
+            return self._recommend(user_id) if returning else None
         return self._lists.get(user_id)
 
     def learn(self, event: Event) -> None:
@@ -250,7 +250,7 @@ class _Emitted:
         self._apply_until(ts)
         self._scored_until = ts
 
-    def list_for(self, user_id: str) -> tuple[str, ...] | None:
+    def list_for(self, user_id: str, returning: bool) -> tuple[str, ...] | None:
         held = self._lists.get(user_id)
         return None if held is None else held.items
 
@@ -296,9 +296,9 @@ def prequential(
     """Score every model (and the ``emitted`` lists, if given) in one pass; reports by name.
 
     ``at_basket=True`` asks each model for its list right before the basket instead of right
-    after the user's previous one (it then also has learned other users' events in between,
-    and users are asked before their first basket). ``progress(done, total)`` is called about
-    every ``progress_every`` events.
+    after the user's previous one, so the list also reflects other users' events in between
+    (a user's first basket still has no list; the shared data sets' README used this protocol).
+    ``progress(done, total)`` is called about every ``progress_every`` events.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -330,11 +330,12 @@ def prequential(
             user = event.user_id
             basket = baskets.pop(user, None)
             if basket is not None:
-                known = seen.get(user, ())
-                targets = [item for item in basket if item not in known]
+                known = seen.get(user)
+                targets = [item for item in basket if known is None or item not in known]
                 if targets:
                     for driver in drivers:
-                        driver.scorer.score(ts, targets, driver.list_for(user))
+                        ranked = driver.list_for(user, returning=known is not None)
+                        driver.scorer.score(ts, targets, ranked)
             if event.is_forget:
                 seen.pop(user, None)
             else:

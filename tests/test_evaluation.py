@@ -128,10 +128,22 @@ def test_events_are_replayed_in_time_order_keeping_ties_in_input_order() -> None
 
 
 def test_at_basket_asks_for_the_list_right_before_the_basket() -> None:
+    stream = [buy("ann", "x", 1), buy("bob", "a", 2), buy("ann", "a", 3), buy("ann", "b", 3)]
+    models = [Popularity(), Popularity(name="at_basket")]
+    after = prequential(stream, models[:1], k=1)["popularity"]
+    before = prequential(stream, models[1:], k=1, at_basket=True)["at_basket"]
+    # After her first basket ann's list is empty (x is all there is); right before her second
+    # basket it holds a, which bob bought in between. Her first basket has no list either way.
+    assert (after.targets, after.hits) == (before.targets, before.hits - 1) == (4, 0)
+
+
+def test_at_basket_asks_only_when_the_basket_is_scored() -> None:
     model = Recorder(["a"])
-    report = prequential([buy("ann", "a", 1), buy("ann", "b", 1)], [model], at_basket=True)
-    assert model.calls[0] == ("recommend", "ann")
-    assert (report["recorder"].targets, report["recorder"].hits) == (2, 1)
+    prequential(
+        [buy("ann", "a", 1), buy("ann", "b", 2), buy("ann", "b", 3)], [model], at_basket=True
+    )
+    assert [call for call in model.calls if call[0] == "recommend"] == [("recommend", "ann")]
+    assert model.calls.index(("recommend", "ann")) == 1  # after a, before b
 
 
 def test_every_model_gets_the_same_calls_in_one_pass() -> None:
