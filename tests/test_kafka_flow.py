@@ -1,7 +1,9 @@
-"""The live job through real Kafka: events in, lists out, bad input dead-lettered, job alive."""
+"""The live job through real Kafka: events in, lists out, bad input dead-lettered, job alive,
+Prometheus metrics served."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from kafka_job import (
     GroupReader,
     Record,
     event,
+    free_ports,
     lists_by_user,
     produce,
     start_job,
@@ -36,8 +39,9 @@ def test_lists_come_out_and_bad_input_is_dead_lettered_while_the_job_keeps_runni
     events, out, dead = kafka_topic(partitions=2), kafka_topic(), kafka_topic()
     config = write_config(tmp_path / "config.yaml", kafka_bootstrap, events, out, dead, tail=True)
     log = tmp_path / "job.log"
+    (port,) = free_ports(1)
     job = start_job(
-        config, log, "--recovery-dir", str(tmp_path / "recovery"), "--metrics-port", "0"
+        config, log, "--recovery-dir", str(tmp_path / "recovery"), "--metrics-port", str(port)
     )
     lists = GroupReader(kafka_bootstrap, out)
     letters = GroupReader(kafka_bootstrap, dead)
@@ -50,6 +54,9 @@ def test_lists_come_out_and_bad_input_is_dead_lettered_while_the_job_keeps_runni
         ]
         produce(kafka_bootstrap, events, first)
         lists.read_until(_has_versions({"alice": 2, "bob": 2}), TIMEOUT_S, "lists for alice, bob")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'step_id="streamrec.admit' in metrics, "no Prometheus metrics of the flow's steps"
 
         malformed = [b'{"user_id": "carol", "ts": 1700000000000, "type": "click"}', b"not json"]
         produce(kafka_bootstrap, events, malformed)
