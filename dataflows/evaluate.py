@@ -10,8 +10,9 @@ Reads a recorded event file, replays it once through every model asked for (see
                    "isgd": {...}, "river_biasedmf": {...}},
      "ablation": {...}}
 
-``--recs`` scores lists the dataflow emitted (``streamrec replay --out``) instead of running
-the engine; ``--plot`` draws every model's sliding-window hit rate over time.
+The engine runs with the config's ``engine`` section and gate (``-c``), its lists made ``--k``
+long. ``--recs`` scores lists the dataflow emitted (``streamrec replay --out``) instead of
+running the engine; ``--plot`` draws every model's sliding-window hit rate over time.
 """
 
 from __future__ import annotations
@@ -206,8 +207,8 @@ def main(args: argparse.Namespace) -> int:
     engines = _engines(config, args.k, args.ablation, live=emitted is None)
     models: list[OnlineRecommender] = list(engines.values())
     if args.baselines:
-        streamrec = engines.get("streamrec")
-        models += make_baselines(None if streamrec is None else streamrec.candidate_items)
+        engine = engines.get("streamrec")
+        models += make_baselines(None if engine is None else engine.candidate_items)
 
     started = time.perf_counter()
     try:
@@ -216,7 +217,7 @@ def main(args: argparse.Namespace) -> int:
             models,
             args.k,
             emitted=emitted,
-            emitted_name="streamrec",
+            emitted_name=config.engine.model_name,
             at_basket=args.at_basket,
             curve=CURVE,
             progress=_progress(started),
@@ -224,18 +225,21 @@ def main(args: argparse.Namespace) -> int:
     except EmittedFormatError as error:
         raise UsageError(f"{args.recs}: {error}") from None
     print(f"evaluate: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    late = reports["streamrec"].late_lists if emitted is not None else 0
-    if late:
-        print(f"evaluate: {late:,} emitted lists were out of as_of order", file=sys.stderr)
+    streamrec = reports[config.engine.model_name]
+    if streamrec.late_lists:
+        print(
+            f"evaluate: {streamrec.late_lists:,} emitted lists were out of as_of order",
+            file=sys.stderr,
+        )
 
-    sections: dict[str, dict[str, Report]] = {"streamrec": {"streamrec": reports["streamrec"]}}
+    sections: dict[str, dict[str, Report]] = {"streamrec": {"streamrec": streamrec}}
     if args.baselines:
         sections["baselines"] = {name: reports[name] for name in BASELINE_NAMES}
     if args.ablation:
         sections["ablation"] = {variant: reports[engines[variant].name] for variant in ABLATIONS}
 
     if args.json:
-        document: dict[str, object] = {"streamrec": reports["streamrec"].metrics()}
+        document: dict[str, object] = {"streamrec": streamrec.metrics()}
         for section in ("baselines", "ablation"):
             if section in sections:
                 document[section] = {

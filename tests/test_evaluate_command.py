@@ -140,3 +140,15 @@ def test_a_broken_recs_file_names_the_line(
     code, _, err = run(capsys, str(events), "--recs", str(recs))
     assert code == 2
     assert "line 2 is not a recommendation record" in err
+
+
+def test_a_renamed_model_is_still_reported_as_streamrec(
+    events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("engine:\n  model_name: shop-v2\n")
+    code, out, _ = run(capsys, str(events), "-c", str(config), "--ablation", "--json")
+    assert code == 0
+    document = orjson.loads(out)
+    assert document["streamrec"]["targets"] > 0
+    assert list(document["ablation"]) == ["fixed_blend", "no_drift_adaptation"]
