@@ -41,12 +41,9 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dataflows.cli import UsageError
-
-if TYPE_CHECKING:
-    from operators.config import Config
+from operators.config import Config, ConfigError, load_config
 
 #: Where the dataflow lives, as ``bytewax.run`` imports it.
 FLOW = "dataflows.recommend:flow"
@@ -255,8 +252,6 @@ def wait_for_address(address: str, timeout_s: float) -> None:
 
 
 def _load(config_path: Path) -> Config:
-    from operators.config import ConfigError, load_config
-
     try:
         return load_config(config_path)
     except ConfigError as error:
@@ -319,6 +314,10 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
         "BYTEWAX_WORKERS_PER_PROCESS",
         "BYTEWAX_PROCESS_ID",
         "BYTEWAX_ADDRESSES",
+        # bytewax.run's own StatefulSet convention, which would derive -i/-a behind our back.
+        "BYTEWAX_POD_NAME",
+        "BYTEWAX_STATEFULSET_NAME",
+        "BYTEWAX_HOSTFILE_PATH",
     ):
         env.pop(name, None)
     return Launch(argv, env, recovery, cluster)
@@ -326,6 +325,8 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
 
 def main(args: argparse.Namespace) -> int:
     launch = plan(args, dict(os.environ))
+    if args.metrics_port:
+        check_port_free(args.metrics_port)
     if launch.recovery is not None:
         check_layout(launch.recovery.base, launch.cluster)
         created = ensure_partitions(
@@ -337,8 +338,6 @@ def main(args: argparse.Namespace) -> int:
                 f"in {launch.recovery.directory}",
                 file=sys.stderr,
             )
-    if args.metrics_port:
-        check_port_free(args.metrics_port)
     if launch.cluster is not None:
         wait_for_address(launch.cluster.addresses[launch.cluster.process_id], DNS_WAIT_S)
     sys.stderr.flush()

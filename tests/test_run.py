@@ -75,7 +75,12 @@ def test_plan_runs_the_flow_with_recovery_and_the_config_in_the_environment(
     tmp_path: Path,
 ) -> None:
     config = _config(tmp_path)
-    stale = {"BYTEWAX_PROCESS_ID": "7", "BYTEWAX_RECOVERY_DIRECTORY": "/elsewhere", "KEEP": "1"}
+    stale = {
+        "BYTEWAX_PROCESS_ID": "7",
+        "BYTEWAX_RECOVERY_DIRECTORY": "/elsewhere",
+        "BYTEWAX_POD_NAME": "streamrec-1",
+        "KEEP": "1",
+    }
     launch = run.plan(
         _args("-c", str(config), "-w", "3", "--recovery-dir", str(tmp_path / "rec")), stale
     )
@@ -98,6 +103,7 @@ def test_plan_runs_the_flow_with_recovery_and_the_config_in_the_environment(
     assert launch.env["KEEP"] == "1"
     assert "BYTEWAX_PROCESS_ID" not in launch.env
     assert "BYTEWAX_RECOVERY_DIRECTORY" not in launch.env
+    assert "BYTEWAX_POD_NAME" not in launch.env
 
 
 def test_each_process_of_a_cluster_gets_its_own_recovery_directory(tmp_path: Path) -> None:
