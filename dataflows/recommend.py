@@ -271,18 +271,17 @@ class _Gather:
 #: A gather: the request with the ``seq`` of its window (a forgotten user's versions restart,
 #: so the request id alone may repeat).
 GatherKey = tuple[int, RequestId]
+Ranked = Recommendation | Tombstone
 
-#: (rank state, gathers and forgets in header order, the replies gathered so far).
+#: (rank state, requests and forgets in header order, the replies gathered so far).
 RankLogicSnapshot = tuple[
     dict[str, object],
-    tuple[GatherKey | ForgetUser, ...],
+    tuple[Sequenced[RequestId | ForgetUser], ...],
     tuple[tuple[GatherKey, RankHeader | None, tuple[RankPart, ...]], ...],
 ]
 
 
-class RankLogic(
-    StatefulBatchLogic[Sequenced["RankInput"], Recommendation | Tombstone, RankLogicSnapshot]
-):
+class RankLogic(StatefulBatchLogic[Sequenced["RankInput"], Sequenced[Ranked], RankLogicSnapshot]):
     """The rank step of one shard: gathers each request's header and replies, and ranks the
     requests strictly in the order of their headers.
 
@@ -295,7 +294,7 @@ class RankLogic(
     def __init__(self, engine: EngineConfig, resume: RankLogicSnapshot | None) -> None:
         self._engine = engine
         self.state = RankState(engine)
-        self._queue: deque[GatherKey | ForgetUser] = deque()
+        self._queue: deque[Sequenced[RequestId | ForgetUser]] = deque()
         self._gathers: dict[GatherKey, _Gather] = {}
         if resume is not None:
             state, queue, gathers = resume
@@ -306,11 +305,11 @@ class RankLogic(
 
     def on_batch(
         self, values: list[Sequenced[RankInput]]
-    ) -> tuple[Iterable[Recommendation | Tombstone], bool]:
+    ) -> tuple[Iterable[Sequenced[Ranked]], bool]:
         values.sort(key=itemgetter(0))
         for seq, message in values:
             if isinstance(message, ForgetUser):
-                self._queue.append(message)
+                self._queue.append((seq, message))
                 continue
             key = (seq, message.request)
             gather = self._gathers.get(key)
@@ -323,28 +322,28 @@ class RankLogic(
                 gather.parts.append(message)
         return self._release(), False
 
-    def on_eof(self) -> tuple[Iterable[Recommendation | Tombstone], bool]:
+    def on_eof(self) -> tuple[Iterable[Sequenced[Ranked]], bool]:
         if self._queue:
             # Every request gets all its replies before the end of the input; a request still
             # waiting is a bug that would otherwise silently hold back the whole shard.
             raise RuntimeError(f"rank step: {len(self._queue)} requests never completed")
         return [], False
 
-    def _release(self) -> list[Recommendation | Tombstone]:
-        out: list[Recommendation | Tombstone] = []
+    def _release(self) -> list[Sequenced[Ranked]]:
+        out: list[Sequenced[Ranked]] = []
         queue = self._queue
         while queue:
-            head = queue[0]
+            seq, head = queue[0]
             if isinstance(head, ForgetUser):
-                tombstone = self.state.on_message(head, self._engine)
-                out.append(cast(Tombstone, tombstone))
+                out.append((seq, cast(Tombstone, self.state.on_message(head, self._engine))))
             else:
-                gather = self._gathers[head]
+                gather = self._gathers[(seq, head)]
                 if not gather.complete:
                     break
-                del self._gathers[head]
+                del self._gathers[(seq, head)]
                 header = cast(RankHeader, gather.header)
-                out.append(self.state.rank(header, gather.parts, self._engine).recommendation)
+                ranked = self.state.rank(header, gather.parts, self._engine)
+                out.append((seq, ranked.recommendation))
             queue.popleft()
         return out
 
@@ -397,12 +396,19 @@ def _count(field_name: str, batch: list[Any]) -> list[Tally]:
     return [Tally(**{field_name: len(batch)})]
 
 
-def _count_outputs(batch: list[tuple[str, Recommendation | Tombstone]]) -> list[Tally]:
+def _in_input_order(batch: list[tuple[str, Sequenced[Ranked]]]) -> list[tuple[str, Ranked]]:
+    """The outputs of one activation by input position, keyed by user (the shards release
+    their lists one shard after the other)."""
+    batch.sort(key=lambda keyed: keyed[1][0])
+    return [(output.user_id, output) for _shard, (_seq, output) in batch]
+
+
+def _count_outputs(batch: list[tuple[str, Ranked]]) -> list[Tally]:
     tombstones = sum(isinstance(value, Tombstone) for _key, value in batch)
     return [Tally(lists_out=len(batch) - tombstones, tombstones=tombstones)]
 
 
-def file_line(output: Recommendation | Tombstone) -> bytes:
+def file_line(output: Ranked) -> bytes:
     """The JSON Lines form of one output; a forgotten user is ``{"user_id", "tombstone": true,
     "as_of"}`` (Kafka has a null value under the user's key instead)."""
     if isinstance(output, Tombstone):
@@ -410,7 +416,7 @@ def file_line(output: Recommendation | Tombstone) -> bytes:
     return output.to_json()
 
 
-def kafka_message(output: Recommendation | Tombstone) -> KafkaSinkMessage[bytes, bytes | None]:
+def kafka_message(output: Ranked) -> KafkaSinkMessage[bytes, bytes | None]:
     """Key = user_id; value = the list's JSON, or null for a forgotten user (compaction)."""
     value = None if isinstance(output, Tombstone) else output.to_json()
     return KafkaSinkMessage(output.user_id.encode(), value)
@@ -517,7 +523,11 @@ def build_flow(config: Config, report: Callable[[Tally], None] | None = None) ->
         op.map("item_parts", item_parts, _to_shard),
         op.map("trend_parts", trend_parts, _to_shard),
     )
-    ranked = op.stateful_batch("rank", rank_in, lambda resume: RankLogic(engine, resume))
+    ranked = op.flat_map_batch(
+        "in_input_order",
+        op.stateful_batch("rank", rank_in, lambda resume: RankLogic(engine, resume)),
+        _in_input_order,
+    )
     tallies.append(op.flat_map_batch("count_out", ranked, _count_outputs))
     _write("output", ranked, config.output, config, kafka_message, file_line)
 
