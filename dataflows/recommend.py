@@ -89,7 +89,7 @@ class UserOutput:
 
 
 @dataclass(frozen=True, slots=True)
-class _Timers:
+class Timers:
     """Processing-time timers of the live job (None: off)."""
 
     close_after_idle: timedelta | None
@@ -97,7 +97,7 @@ class _Timers:
     item_expire: timedelta | None
 
     @classmethod
-    def from_config(cls, config: Config) -> _Timers:
+    def from_config(cls, config: Config) -> Timers:
         def span(seconds: float | None) -> timedelta | None:
             return None if seconds is None else timedelta(seconds=seconds)
 
@@ -131,7 +131,7 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         self,
         engine: EngineConfig,
         gate_settings: GateSettings,
-        timers: _Timers,
+        timers: Timers,
         resume: UserLogicSnapshot | None,
     ) -> None:
         self._engine = engine
@@ -484,7 +484,7 @@ def build_flow(config: Config, report: Callable[[Tally], None] | None = None) ->
     """The whole job for ``config``; ``report`` sees each new running :class:`Tally`."""
     flow = Dataflow("streamrec")
     engine = config.engine
-    timers = _Timers.from_config(config)
+    timers = Timers.from_config(config)
     gate_settings = config.gate_settings()
 
     raw, input_errors = _input(flow, config)
