@@ -13,6 +13,11 @@ Reads a recorded event file, replays it once through every model asked for (see
 The engine runs with the config's ``engine`` section and gate (``-c``), its lists made ``--k``
 long. ``--recs`` scores lists the dataflow emitted (``streamrec replay --out``) instead of
 running the engine; ``--plot`` draws every model's sliding-window hit rate over time.
+
+>>> [model.name for model in make_baselines()] == list(BASELINE_NAMES)
+True
+>>> [name for name in ABLATIONS]
+['fixed_blend', 'no_drift_adaptation']
 """
 
 from __future__ import annotations
