@@ -119,7 +119,9 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class DedupeConfig:
-    ids_per_user: int = field(default=1000, metadata=_at_least(0))
+    #: Recent event ids remembered per user; a duplicate further back is not caught. Each id is
+    #: in every snapshot of the user, so this is the gate's memory and snapshot size.
+    ids_per_user: int = field(default=100, metadata=_at_least(0))
 
 
 @dataclass(frozen=True)
