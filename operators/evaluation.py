@@ -20,7 +20,8 @@ Metrics, with ``rank`` the 1-based position of a target in the top ``k`` of the 
 * ``mrr@k``: the mean over targets of ``1 / rank`` (0 when not in the top ``k``).
 * ``ndcg@k``: binary relevance, averaged over baskets with at least one target:
   ``sum(1 / log2(rank + 1) for hits) / sum(1 / log2(r + 1) for r in 1..min(targets, k))``.
-* ``coverage``: distinct items in the lists handed out / distinct items in the events.
+* ``coverage``: distinct items in the lists handed out / distinct items in the events (of
+  emitted lists, the last one per user and timestamp, which is the one a live model is asked for).
 * ``targets``: the number of targets.
 * ``events_per_s``: events / seconds the model spent in its own ``learn`` and ``recommend``
   (None for emitted lists, whose cost is not seen here).
@@ -262,6 +263,8 @@ class _Emitted:
 
     def finish(self) -> None:
         self._apply_until(None)
+        for held in self._lists.values():
+            self._count(held)
 
     def _apply_until(self, ts: int | None) -> None:
         while self._next is not None and (ts is None or self._next.as_of < ts):
@@ -274,9 +277,20 @@ class _Emitted:
         # The dataflow keeps each user's outputs in order, so the later record wins; only one
         # that is older than the list held (a file not in time order) is ignored.
         held = self._lists.get(emitted.user_id)
-        if held is not None and emitted.as_of < held.as_of:
-            return
+        if held is not None:
+            if emitted.as_of < held.as_of:
+                return
+            if emitted.as_of > held.as_of:
+                self._count(held)
         self._lists[emitted.user_id] = emitted
+
+    def _count(self, emitted: EmittedList) -> None:
+        """Count a list for coverage once it is the user's last with its ``as_of``.
+
+        The dataflow emits a list after every event, the evaluator asks a live model after a
+        user's last event of one timestamp; counting only the last list of each timestamp
+        makes the two coverages equal.
+        """
         if emitted.items is not None:
             self.scorer.handed_out(emitted.items)
 
