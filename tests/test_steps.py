@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dataflows import recommend
-from dataflows.recommend import ItemLogic, RankLogic, Timers, UserLogic, UserOutput
+from dataflows import steps
+from dataflows.steps import ItemLogic, RankLogic, Timers, UserLogic, UserOutput
 from operators.engine_config import EngineConfig
 from operators.events import FORGET_USER, Event
 from operators.intake import Admitted, Origin
@@ -32,7 +32,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(recommend, "_now", fake)
+    monkeypatch.setattr(steps, "_now", fake)
     return fake
 
 
@@ -63,7 +63,7 @@ def test_replay_user_step_has_no_timers_and_closes_windows_at_the_end(clock: Clo
     logic.on_batch([admitted(0, "a", 0)])
     assert logic.notify_at() is None
     (closed,), _ = logic.on_eof()
-    assert closed.seq == recommend.EOF_SEQ
+    assert closed.seq == steps.EOF_SEQ
     assert closed.processed == 1
 
 
