@@ -26,7 +26,7 @@ from operators.engine_config import EngineConfig
 from operators.events import Event
 from operators.item_state import ItemState
 from operators.messages import RankPart, Recommendation
-from operators.ranking import RankState
+from operators.ranking import Ranked, RankState
 from operators.trend import TrendState
 from operators.user_state import UserState, forget_user
 from operators.windows import Forget, GateSettings, UserGate, Window
@@ -53,8 +53,7 @@ class Engine:
         self.items: dict[str, ItemState] = {}
         self.trend = TrendState()
         self.shards = [RankState(self.config) for _ in range(self.config.shards)]
-        self.lists: dict[str, Recommendation] = {}
-        self.candidates: dict[str, list[str]] = {}
+        self.ranked: dict[str, Ranked] = {}
         self.learning = True
 
     def freeze(self) -> None:
@@ -74,7 +73,7 @@ class Engine:
                 self._window(output.events)
             elif isinstance(output, Forget):
                 self._forget(output.event)
-        if gate.is_empty():
+        if gate.is_empty:
             del self.gates[event.user_id]
 
     def flush(self) -> None:
@@ -85,15 +84,17 @@ class Engine:
 
     def recommend(self, user_id: str, k: int) -> list[str]:
         """The first ``k`` items of the list served after the user's latest window."""
-        latest = self.lists.get(user_id)
-        return [] if latest is None else [item for item, _ in latest.items[:k]]
+        ranked = self.ranked.get(user_id)
+        return [] if ranked is None else [item for item, _ in ranked.recommendation.items[:k]]
 
     def latest(self, user_id: str) -> Recommendation | None:
-        return self.lists.get(user_id)
+        ranked = self.ranked.get(user_id)
+        return None if ranked is None else ranked.recommendation
 
     def candidate_items(self, user_id: str) -> list[str]:
         """The candidates the user's latest list was chosen from (empty before any event)."""
-        return self.candidates.get(user_id, [])
+        ranked = self.ranked.get(user_id)
+        return [] if ranked is None else ranked.candidate_items()
 
     def _window(self, events: list[Event]) -> None:
         config = self.config
@@ -117,12 +118,10 @@ class Engine:
         if learning:
             self.trend.apply(step.trend, config)
         ranked = self.shards[step.header.shard].rank(step.header, parts, config, learning)
-        self.lists[user_id] = ranked.recommendation
-        self.candidates[user_id] = ranked.candidates
+        self.ranked[user_id] = ranked
 
     def _forget(self, event: Event) -> None:
         message = forget_user(event, self.config)
         self.users.pop(event.user_id, None)
         self.shards[message.shard].on_message(message, self.config)
-        self.lists.pop(event.user_id, None)
-        self.candidates.pop(event.user_id, None)
+        self.ranked.pop(event.user_id, None)
