@@ -303,6 +303,9 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
     if args.metrics_port:
         env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
         env["BYTEWAX_DATAFLOW_API_PORT"] = str(args.metrics_port)
+        # The API server writes dataflow.json there before the flow starts and fails the start
+        # if it cannot (default: the working directory, read-only in a hardened container).
+        env.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH", tempfile.gettempdir())
     else:
         env.pop("BYTEWAX_DATAFLOW_API_ENABLED", None)
     # bytewax.run reads these as defaults for its own options; the command line above is the

@@ -56,6 +56,11 @@ def _config_file(tmp_path: Path) -> Path:
     return path
 
 
+def _pod_env() -> dict[str, str]:
+    """The container's literal environment variables."""
+    return {item["name"]: item["value"] for item in CONTAINER["env"] if "value" in item}
+
+
 def _pod_args(ordinal: int, config_path: Path) -> list[str]:
     """The container's args for pod ``ordinal`` as the kubelet expands them."""
     values = {
@@ -63,7 +68,9 @@ def _pod_args(ordinal: int, config_path: Path) -> list[str]:
         "metadata.namespace": NAMESPACE,
     }
     env = {
-        item["name"]: values[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        item["name"]: item["value"]
+        if "value" in item
+        else values[item["valueFrom"]["fieldRef"]["fieldPath"]]
         for item in CONTAINER["env"]
     }
     expanded = [
@@ -107,7 +114,7 @@ def test_each_pod_is_one_process_of_a_cluster_as_large_as_the_replica_count(
 ) -> None:
     replicas = STATEFULSET["spec"]["replicas"]
     args = cli.build_parser().parse_args(_pod_args(ordinal, _config_file(tmp_path)))
-    launch = run.plan(args, {})
+    launch = run.plan(args, _pod_env())
 
     assert launch.cluster is not None
     assert launch.cluster.process_id == ordinal
@@ -131,7 +138,8 @@ def test_each_pod_is_one_process_of_a_cluster_as_large_as_the_replica_count(
 def test_metrics_port_agrees_between_the_job_the_pod_the_service_and_prometheus(
     tmp_path: Path,
 ) -> None:
-    launch = run.plan(cli.build_parser().parse_args(_pod_args(0, _config_file(tmp_path))), {})
+    args = cli.build_parser().parse_args(_pod_args(0, _config_file(tmp_path)))
+    launch = run.plan(args, _pod_env())
     port = int(launch.env["BYTEWAX_DATAFLOW_API_PORT"])
     assert launch.env["BYTEWAX_DATAFLOW_API_ENABLED"]
     assert _port(CONTAINER["ports"], "metrics", "containerPort") == port
@@ -167,3 +175,18 @@ def test_the_image_runs_streamrec_as_the_user_the_pod_expects() -> None:
     assert exposed is not None
     ports = {port["containerPort"] for port in CONTAINER["ports"]}
     assert {int(port) for port in exposed[1].split()} == ports
+
+
+def test_everything_the_job_writes_lands_on_a_writable_volume(tmp_path: Path) -> None:
+    """The root file system is read-only: the recovery store and Bytewax's dataflow.json must
+    go to mounted volumes, or the pod cannot start."""
+    assert CONTAINER["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = {
+        mount["mountPath"] for mount in CONTAINER["volumeMounts"] if not mount.get("readOnly")
+    }
+    args = cli.build_parser().parse_args(_pod_args(0, _config_file(tmp_path)))
+    launch = run.plan(args, _pod_env())
+    assert launch.recovery is not None
+    written = [launch.recovery.directory, Path(launch.env["BYTEWAX_DATAFLOW_API_CACHE_PATH"])]
+    for path in written:
+        assert any(path.is_relative_to(mount) for mount in writable), path

@@ -6,6 +6,7 @@ import doctest
 import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def test_plan_runs_the_flow_with_recovery_and_the_config_in_the_environment(
     assert launch.env["STREAMREC_CONFIG"] == str(config)
     assert launch.env["BYTEWAX_DATAFLOW_API_ENABLED"]
     assert launch.env["BYTEWAX_DATAFLOW_API_PORT"] == "3030"
+    assert launch.env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] == tempfile.gettempdir()
     assert launch.env["KEEP"] == "1"
     assert "BYTEWAX_PROCESS_ID" not in launch.env
     assert "BYTEWAX_RECOVERY_DIRECTORY" not in launch.env
