@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other; each prints its own figures (nothing here asserts).
+# Needs the shared data sets at ../shared (they are not part of a user's clone).
+#   bash tests/benchmarks/all.sh [WORK_DIR]        (about an hour on a 2-core machine)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+work=${1:-$(mktemp -d)}
+python=.venv/bin/python
+retail=../shared/datasets/online-retail/online_retail.csv.gz
+events=$work/retail.jsonl.gz
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "import speed (Online Retail)"
+$python tests/benchmarks/import_speed.py "$retail"
+[ -f "$events" ] || $python -m dataflows import online-retail "$retail" "$events"
+
+step "synthetic generator at 1M users x 100k items x 2M events"
+$python tests/benchmarks/generator_speed.py
+
+step "quality and speed of the engine and the baselines (prequential, K=10)"
+$python -m dataflows evaluate "$events" --baselines --ablation --json
+
+step "replay speed, one process, and where the time goes"
+$python tests/benchmarks/replay_speed.py "$events" --profile
+
+step "one process vs two processes vs two workers"
+$python tests/benchmarks/multiprocess.py "$events" --setups 1x1 2x1 1x2
+
+step "recovery after a concept drift (synthetic)"
+$python tests/benchmarks/drift_recovery.py
