@@ -148,7 +148,7 @@ def _input(flow: Dataflow, config: Config) -> tuple[Stream[Raw], Stream[DeadLett
     """The raw input, and the consumer errors of a Kafka input as dead letters."""
     source = config.input
     if isinstance(source, FileEndpoint):
-        return op.input("input", flow, JsonLinesSource(Path(source.path))), None
+        return op.input("input", flow, JsonLinesSource(Path(source.path), source.batch_size)), None
     assert isinstance(source, KafkaInput)
     kafka = kop.input(
         "input",

@@ -13,6 +13,7 @@ dataflow itself; ``events_in == processed + dead_lettered`` is checked before it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import sys
 import tempfile
@@ -32,9 +33,14 @@ from operators.tally import Tally
 #: The recorded stream replayed when no events file is given.
 BUNDLED_EVENTS = Path(__file__).resolve().parent / "data" / "online_retail_sample.jsonl.gz"
 
-# One epoch for the whole replay: no recovery is kept, and epoch boundaries fall at wall-clock
-# moments, so more of them could only make the batching (and the output order) vary between runs.
+# One worker: one epoch for the whole replay. No recovery is kept, and epoch boundaries fall at
+# wall-clock moments, so more of them could only make the batching vary between runs.
 _ONE_EPOCH = timedelta(days=365)
+# Several workers: Bytewax's keyed steps take epochs in order but the open epoch's messages in
+# whatever order they reach each worker, so a step could apply a later event's update before
+# answering an earlier request. An epoch per small input batch keeps that window to a few events.
+_EVERY_BATCH = timedelta(0)
+_MULTI_WORKER_BATCH = 5
 
 
 class Progress:
@@ -127,6 +133,10 @@ def _replay(config: Config, workers: int) -> tuple[Tally, float]:
         if isinstance(endpoint, FileEndpoint):
             Path(endpoint.path).parent.mkdir(parents=True, exist_ok=True)
             Path(endpoint.path).write_bytes(b"")
+    if workers > 1 and isinstance(config.input, FileEndpoint):
+        config = dataclasses.replace(
+            config, input=dataclasses.replace(config.input, batch_size=_MULTI_WORKER_BATCH)
+        )
     progress = Progress(sys.stderr, interval_s=0.5 if sys.stderr.isatty() else 30.0)
     flow = build_flow(config, report=progress)
     # A replay allocates millions of short-lived objects and few cycles: with the default
@@ -138,7 +148,7 @@ def _replay(config: Config, workers: int) -> tuple[Tally, float]:
         if workers == 1:
             run_main(flow, epoch_interval=_ONE_EPOCH)
         else:
-            cluster_main(flow, [], 0, epoch_interval=_ONE_EPOCH, worker_count_per_proc=workers)
+            cluster_main(flow, [], 0, epoch_interval=_EVERY_BATCH, worker_count_per_proc=workers)
     finally:
         gc.set_threshold(*thresholds)
     seconds = time.perf_counter() - started
