@@ -27,14 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, compress
 
 import numpy as np
 
 from operators.engine_config import EngineConfig
 from operators.messages import TREND_KEY, RankHeader, RankPart
-
-_NOT_FOUND = repeat(-1)
 
 
 @dataclass(slots=True)
@@ -51,8 +49,8 @@ class Candidates:
     trend_long: np.ndarray
     #: ``1 / (1 + position)`` in the trending list (0 when not trending).
     trend_rank: np.ndarray
-    #: Each candidate's category where a reply named it, else None.
-    categories: list[str | None]
+    #: Each candidate's category where a reply named it (None: no reply named any).
+    categories: list[str | None] | None
     #: True for the window's new items: the training positives, never served.
     labels: np.ndarray
 
@@ -66,38 +64,53 @@ def gather_candidates(
     rows = [by_source[entry[0]] for entry in header.history]
     # The window's new items stay candidates (as training positives) though already seen.
     labels = frozenset(header.labels)
-    seen = header.seen - labels
-    # Every neighbour id in row order then the trending ones: dict.fromkeys keeps the first
-    # occurrence, so candidate order (and tie-breaking) is deterministic.
-    every = [item for part in rows for item in part.items]
-    unique = [item for item in dict.fromkeys([*every, *trend.items]) if item not in seen]
-    position = {item: index for index, item in enumerate(unique)}
-    count = len(unique)
+    excluded = header.seen - labels
+    # Every neighbour id in row order, then the trending ones. ``first`` maps each id to its
+    # first occurrence, so candidate order (and tie-breaking) is deterministic; the loops over
+    # ids run in C.
+    lengths = [len(part.items) for part in rows]
+    ids = list(chain.from_iterable(part.items for part in rows))
+    linked = len(ids)
+    ids.extend(trend.items)
+    size = len(ids)
+    first = dict(zip(reversed(ids), range(size - 1, -1, -1), strict=True))
+    occurrence = np.fromiter(map(first.__getitem__, ids), np.intp, size)
+    starts = np.flatnonzero(occurrence == np.arange(size))
+    unique = [ids[index] for index in starts.tolist()]
+    kept = np.fromiter(map(excluded.__contains__, unique), bool, len(unique))
+    np.logical_not(kept, out=kept)
+    count = int(kept.sum())
+    # Column of each entry among the kept candidates, -1 for an excluded one.
+    column_of_start = np.full(size, -1, np.intp)
+    column_of_start[starts[kept]] = np.arange(count)
+    columns = column_of_start[occurrence]
+    unique = list(compress(unique, kept.tolist()))
     links = np.zeros((len(rows), count))
-    for row, part in enumerate(rows):
-        if part.items:
-            columns = np.fromiter(map(position.get, part.items, _NOT_FOUND), float, len(part.items))
-            keep = columns >= 0
-            links[row, columns[keep].astype(np.intp)] = np.asarray(part.weights)[keep] * part.scale
-    sources = np.fromiter((part.popularity for part in rows), float, len(rows))
+    if linked:
+        weights = np.fromiter(chain.from_iterable(part.weights for part in rows), float, linked)
+        weights *= np.repeat([part.scale for part in rows], lengths)
+        row_of = np.repeat(np.arange(len(rows)), lengths)
+        keep = columns[:linked] >= 0
+        links[row_of[keep], columns[:linked][keep]] = weights[keep]
+    sources = np.array([part.popularity for part in rows])
     trend_short = np.zeros(count)
     trend_long = np.zeros(count)
     trend_rank = np.zeros(count)
     if trend.items:
-        columns = np.fromiter(map(position.get, trend.items, _NOT_FOUND), float, len(trend.items))
+        columns = columns[linked:]
         keep = columns >= 0
-        at = columns[keep].astype(np.intp)
-        short = np.asarray(trend.weights)
-        long = np.asarray(trend.long_weights)
-        trend_short[at] = (short / short.max())[keep]
+        at = columns[keep]
+        short = np.array(trend.weights)
+        long = np.array(trend.long_weights)
+        trend_short[at] = (short / short[0])[keep]
         trend_long[at] = (long / long.max())[keep]
         trend_rank[at] = (1.0 / np.arange(1, len(trend.items) + 1))[keep]
-    categories: dict[str, str | None] = {}
-    for part in rows:
-        if part.categories:
-            categories.update(
-                (item, category) for item, category in zip(part.items, part.categories, strict=True)
-            )
+    categorised = [part for part in rows if part.categories]
+    categories: list[str | None] | None = None
+    if categorised:
+        pairs = (zip(part.items, part.categories, strict=True) for part in categorised)
+        known = dict(chain.from_iterable(pairs))
+        categories = list(map(known.get, unique))
     candidates = Candidates(
         unique,
         links,
@@ -105,8 +118,8 @@ def gather_candidates(
         trend_short,
         trend_long,
         trend_rank,
-        list(map(categories.get, unique)) if categories else [None] * count,
-        np.fromiter((item in labels for item in unique), bool, count),
+        categories,
+        np.fromiter(map(labels.__contains__, unique), bool, count),
     )
     if count > config.candidates:
         candidates = _strongest(candidates, config.candidates)
@@ -116,6 +129,7 @@ def gather_candidates(
 def _strongest(candidates: Candidates, keep: int) -> Candidates:
     """The ``keep`` candidates with the most co-occurrence evidence, trending ones next."""
     links = candidates.links
+    categories = candidates.categories
     peak = links.max() if links.size else 0.0
     strength = links.sum(axis=0) / (peak or 1.0) + candidates.trend_rank + candidates.labels
     chosen = np.sort(np.argpartition(-strength, keep)[:keep])
@@ -126,6 +140,6 @@ def _strongest(candidates: Candidates, keep: int) -> Candidates:
         candidates.trend_short[chosen],
         candidates.trend_long[chosen],
         candidates.trend_rank[chosen],
-        [candidates.categories[index] for index in chosen],
+        None if categories is None else [categories[index] for index in chosen],
         candidates.labels[chosen],
     )

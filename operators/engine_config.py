@@ -34,9 +34,17 @@ class EngineConfig:
     #: Distinct recent items of a user queried (and linked to the new item) per event; each is
     #: one message to an item key, so this is the main cost knob.
     query_recent: int = 8
+    #: Of those, at least this many (when the user has them) are from before the current
+    #: basket: the history the ranker's training list is built from.
+    query_before: int = 4
     #: Neighbours kept per item: an item's links are pruned to the strongest ``neighbours``
     #: whenever they exceed ``2 * neighbours``.
     neighbours: int = 40
+    #: Strongest links an item sends per reply (so a request gathers at most
+    #: ``query_recent * reply_neighbours + trend_top`` candidates), re-sorted by the item after
+    #: every ``reply_refresh`` updates.
+    reply_neighbours: int = 20
+    reply_refresh: int = 8
     #: Half-life of co-occurrence links and item popularity in event time.
     link_half_life_ms: int = 60 * _DAY_MS
     #: A link between two events of a user is weighted down by the time between them.
@@ -47,7 +55,7 @@ class EngineConfig:
     #: Items the trend step tracks (pruned to this many by long popularity above twice as many).
     trend_capacity: int = 2_000
     #: Trending items sent with each request (cold-start fallback and popularity features).
-    trend_top: int = 100
+    trend_top: int = 50
     #: The trend step re-sorts its top list after this many updates.
     trend_refresh: int = 50
     #: Half-life of a history item's weight in the features (the drift monitor may shorten it).
@@ -62,13 +70,11 @@ class EngineConfig:
     k: int = 10
     #: Rank shards (the rank step's keys); independent of the number of workers.
     shards: int = 8
-    #: "river": a River logistic regression learned online on pairs (positive, hard negative),
-    #: starting from the fixed blend; "fixed": the fixed hand-set blend of the same features.
+    #: "river": linear weights learned online by a River SGD optimiser on a listwise softmax
+    #: loss, starting from the fixed blend; "fixed": the hand-set blend of the same features.
     ranker: Literal["river", "fixed"] = "river"
     #: SGD learning rate of the River ranker.
     learning_rate: float = 0.02
-    #: Hard negatives (the best-scored wrong candidates) paired with each positive.
-    negatives: int = 4
     #: Whether drift detected on the stream of hits shortens the recency half-life.
     drift_adaptation: bool = True
     #: ADWIN confidence parameter (smaller detects fewer, surer changes).

@@ -1,9 +1,9 @@
-"""Per-candidate features, computed with numpy for both lists of a request at once.
+"""Per-candidate features of one list, computed with numpy over the candidates at once.
 
-Each history row ``h`` gets a recency weight ``r[h] = weight * 0.5 ** (age / half_life)``. The
-training list uses only the rows before the window (``header.before``), the served list all
-rows; both come out of one matrix product over the candidates' link matrix. The columns, in
-the fixed order :data:`FEATURES`:
+A list is built from the first ``rows`` history rows of a request: the training list from the
+rows before the window's basket (``header.before``), the served list from all of them. Each row
+``h`` gets a recency weight ``r[h] = weight * 0.5 ** (age / half_life)``, the age counted from
+the newest row of the list. The columns, in the fixed order :data:`FEATURES`:
 
 * ``co_sum``: log(1 + sum over rows of r[h] * link[h, c]), the recency-weighted co-occurrence;
 * ``co_conditional``: the same average of link[h, c] / popularity[h] (how often c follows h);
@@ -24,10 +24,11 @@ the fixed order :data:`FEATURES`:
 ...          RankPart(("u1", 2), 0, "b", ("c", "d"), (1.0, 1.0), popularity=2.0),
 ...          RankPart(("u1", 2), 0, TREND_KEY, (), ())]
 >>> candidates = gather_candidates(header, parts, EngineConfig())
->>> before, after = feature_matrices(header, candidates, half_life=14 * day)
->>> candidates.items, before[:, FEATURES.index("co_sum")].round(3).tolist()
-(['c', 'd'], [0.916, 0.0])
->>> after[:, FEATURES.index("co_count")].tolist()
+>>> training = feature_matrix(header, candidates, header.before, half_life=14 * day)
+>>> candidates.items, training[:, FEATURES.index("co_sum")].round(3).tolist()
+(['c', 'd'], [1.386, 0.0])
+>>> served = feature_matrix(header, candidates, len(header.history), half_life=14 * day)
+>>> served[:, FEATURES.index("co_count")].tolist()
 [1.0, 0.5]
 """
 
@@ -52,73 +53,55 @@ FEATURES: tuple[str, ...] = (
 
 #: The hand-set blend (the "fixed" ranker, and where the learned ranker starts).
 FIXED_WEIGHTS: dict[str, float] = {
-    "co_sum": 1.0,
-    "co_conditional": 1.0,
-    "co_max": 0.5,
-    "co_count": 0.5,
-    "co_last": 0.5,
-    "pop_short": 0.3,
-    "pop_long": 0.2,
-    "trend_rank": 0.1,
-    "category": 0.5,
+    "co_sum": 2.0,
+    "co_conditional": 2.0,
+    "co_max": 0.0,
+    "co_count": 0.25,
+    "co_last": 0.0,
+    "pop_short": 0.075,
+    "pop_long": 0.05,
+    "trend_rank": 0.025,
+    "category": 1.0,
 }
 
 
-def feature_matrices(
-    header: RankHeader, candidates: Candidates, half_life: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (candidates, features) matrices of the training list and of the served list."""
-    history = header.history
-    rows = len(history)
-    before = header.before
-    count = len(candidates.items)
-    ages = header.as_of - np.fromiter((entry[1] for entry in history), float, rows)
-    recency = np.fromiter((entry[2] for entry in history), float, rows)
-    recency *= np.exp2(-np.maximum(ages, 0.0) / half_life)
-    views = np.zeros((2, rows))
-    views[0, :before] = recency[:before]
-    views[1] = recency
-    links = candidates.links
-    present = links > 0.0
-    conditional = links / np.maximum(candidates.sources, 1e-9)[:, None]
-    weighted = recency[:, None] * links
-    matrices = np.empty((2, count, len(FEATURES)))
-    matrices[:, :, 0] = np.log1p(views @ links)
-    matrices[:, :, 1] = (views @ np.minimum(conditional, 1.0)) / np.maximum(
-        views.sum(axis=1, keepdims=True), 1e-9
-    )
-    for view, used in enumerate((before, rows)):
-        if used:
-            matrices[view, :, 2] = np.log1p(weighted[:used].max(axis=0))
-            matrices[view, :, 3] = present[:used].sum(axis=0) / used
-            matrices[view, :, 4] = np.log1p(links[used - 1])
-        else:
-            matrices[view, :, 2:5] = 0.0
-    matrices[:, :, 5] = candidates.trend_short
-    matrices[:, :, 6] = candidates.trend_long
-    matrices[:, :, 7] = candidates.trend_rank
-    matrices[:, :, 8] = _category_affinity(header, candidates)
-    return matrices[0], matrices[1]
+def feature_matrix(
+    header: RankHeader, candidates: Candidates, rows: int, half_life: float
+) -> np.ndarray:
+    """The (candidates, features) matrix of the list built from the first ``rows`` rows."""
+    matrix = np.zeros((len(candidates.items), len(FEATURES)))
+    if rows:
+        history = header.history[:rows]
+        stamps = np.fromiter((entry[1] for entry in history), float, rows)
+        recency = np.fromiter((entry[2] for entry in history), float, rows)
+        # Ages count from the list's newest row, so the training list weighs its rows like
+        # the served list however long ago the basket before the window was.
+        recency *= np.exp2((stamps - stamps.max()) / half_life)
+        links = candidates.links[:rows]
+        conditional = np.minimum(links / np.maximum(candidates.sources[:rows], 1e-9)[:, None], 1.0)
+        matrix[:, 0] = np.log1p(recency @ links)
+        matrix[:, 1] = (recency @ conditional) / recency.sum()
+        matrix[:, 2] = np.log1p((recency[:, None] * links).max(axis=0))
+        matrix[:, 3] = np.count_nonzero(links, axis=0) / rows
+        matrix[:, 4] = np.log1p(links[rows - 1])
+    matrix[:, 5] = candidates.trend_short
+    matrix[:, 6] = candidates.trend_long
+    matrix[:, 7] = candidates.trend_rank
+    if candidates.categories is not None:
+        matrix[:, 8] = _category_affinity(header, candidates.categories, rows)
+    return matrix
 
 
-def _category_affinity(header: RankHeader, candidates: Candidates) -> np.ndarray:
-    """(2, candidates): the share of interest in each candidate's category, before the window
-    and with the window's items added."""
-    affinity = np.zeros((2, len(candidates.items)))
-    if not any(category is not None for category in candidates.categories):
-        return affinity
-    profiles = [dict(header.profile)]
-    after = dict(profiles[0])
+def _category_affinity(header: RankHeader, categories: list[str | None], rows: int) -> list[float]:
+    """The share of the user's interest in each candidate's category: the profile before the
+    window, plus the window's items when the list includes them."""
+    profile = dict(header.profile)
     labels = header.labels
-    for item_id, _, weight, category in header.history[header.before :]:
+    for item_id, _, weight, category in header.history[header.before : rows]:
         if category is not None and item_id in labels:
-            after[category] = after.get(category, 0.0) + weight
-    profiles.append(after)
-    for view, profile in enumerate(profiles):
-        total = sum(profile.values())
-        if total > 0.0:
-            affinity[view] = [
-                profile.get(category, 0.0) / total if category is not None else 0.0
-                for category in candidates.categories
-            ]
-    return affinity
+            profile[category] = profile.get(category, 0.0) + weight
+    total = sum(profile.values()) or 1.0
+    return [
+        profile.get(category, 0.0) / total if category is not None else 0.0
+        for category in categories
+    ]

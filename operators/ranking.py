@@ -33,12 +33,12 @@ import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import linear_model, optim
+from river import optim
 
 from operators.candidates import Candidates, gather_candidates
 from operators.drift import DriftMonitor
 from operators.engine_config import EngineConfig
-from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrices
+from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrix
 from operators.messages import (
     ForgetUser,
     RankHeader,
@@ -52,40 +52,46 @@ RankMessage = RankHeader | RankPart | ForgetUser
 
 
 class Ranker:
-    """Linear scores ``X @ weights``; the "river" kind learns the weights online."""
+    """Linear scores ``X @ weights``; the "river" kind learns the weights online.
 
-    __slots__ = ("model", "weights")
+    Learning minimises the softmax cross-entropy of the positive over its list (the
+    probability the scores give the positive among all candidates), a listwise loss whose
+    gradient ``softmax(X @ w) @ X - x_positive`` a River optimiser applies to the weights. Unlike
+    pairs with hard negatives it is calibrated: a positive drawn at random among equally good
+    candidates leaves their weights alone instead of pushing them down.
+    """
+
+    __slots__ = ("optimizer", "weights")
 
     def __init__(self, config: EngineConfig) -> None:
         self.weights = np.array([FIXED_WEIGHTS[name] for name in FEATURES])
-        self.model: linear_model.LogisticRegression | None = None
+        self.optimizer: optim.base.Optimizer | None = None
         if config.ranker == "river":
-            self.model = linear_model.LogisticRegression(
-                optimizer=optim.SGD(config.learning_rate), intercept_lr=0.0
-            )
-            for name, weight in FIXED_WEIGHTS.items():
-                self.model._weights[name] = weight
+            self.optimizer = optim.SGD(config.learning_rate)
 
-    def learn_pairs(self, positive: np.ndarray, negatives: np.ndarray) -> None:
-        """Prefer ``positive`` (features) over each row of ``negatives``."""
-        model = self.model
-        if model is None:
+    def learn_list(self, features: np.ndarray, positives: np.ndarray) -> None:
+        """One step on the list ``features`` (candidates, features) whose rows ``positives``
+        were chosen."""
+        if self.optimizer is None:
             return
-        for difference in (positive - negatives).tolist():
-            model.learn_one(dict(zip(FEATURES, difference, strict=True)), True)
-        weights = model.weights
-        self.weights = np.array([weights.get(name, 0.0) for name in FEATURES])
+        scores = features @ self.weights
+        chances = np.exp(scores - scores.max())
+        chances /= chances.sum()
+        gradient = chances @ features - features[positives].mean(axis=0)
+        weights = dict(zip(FEATURES, self.weights.tolist(), strict=True))
+        self.optimizer.step(weights, dict(zip(FEATURES, gradient.tolist(), strict=True)))
+        self.weights = np.array([weights[name] for name in FEATURES])
 
-    def snapshot(self) -> bytes | None:
-        return None if self.model is None else pickle.dumps(self.model)
+    def snapshot(self) -> tuple[list[float], bytes | None]:
+        optimizer = None if self.optimizer is None else pickle.dumps(self.optimizer)
+        return self.weights.tolist(), optimizer
 
     @classmethod
-    def restore(cls, snapshot: bytes | None, config: EngineConfig) -> Ranker:
+    def restore(cls, snapshot: tuple[list[float], bytes | None], config: EngineConfig) -> Ranker:
         ranker = cls(config)
-        if snapshot is not None:
-            ranker.model = pickle.loads(snapshot)
-            weights = ranker.model.weights
-            ranker.weights = np.array([weights.get(name, 0.0) for name in FEATURES])
+        weights, optimizer = snapshot
+        ranker.weights = np.array(weights)
+        ranker.optimizer = None if optimizer is None else pickle.loads(optimizer)
         return ranker
 
 
@@ -97,10 +103,15 @@ class _Pending:
 
 @dataclass(slots=True)
 class Ranked:
-    """A served list and the candidate items it was chosen from (best first up to ``k``)."""
+    """A served list and the candidates it was chosen from."""
 
     recommendation: Recommendation
-    candidates: list[str]
+    candidates: Candidates
+
+    def candidate_items(self) -> list[str]:
+        """The candidates that could be served (the window's own items left out)."""
+        items = self.candidates.items
+        return [items[index] for index in np.flatnonzero(~self.candidates.labels)]
 
 
 class RankState:
@@ -142,9 +153,12 @@ class RankState:
         """Test-then-train on one complete request; ``learn=False`` only serves."""
         candidates = gather_candidates(header, parts, config)
         half_life = config.recency_half_life_ms * self.drift.factor
-        training, served = feature_matrices(header, candidates, half_life)
-        if learn and header.labels:
+        # Without history before the basket the training list is the trending items alone,
+        # which says nothing about how to weigh co-occurrence against popularity.
+        if learn and header.labels and header.before:
+            training = feature_matrix(header, candidates, header.before, half_life)
             self._learn(header, candidates, training, config)
+        served = feature_matrix(header, candidates, len(header.history), half_life)
         scores = served @ self.ranker.weights
         scores[candidates.labels] = -np.inf
         eligible = len(scores) - int(candidates.labels.sum())
@@ -152,28 +166,24 @@ class RankState:
         items = [(candidates.items[index], round(float(scores[index]), 6)) for index in top]
         user_id, version = header.request
         recommendation = Recommendation(user_id, items, header.as_of, version, config.model_name)
-        served_items = [candidates.items[index] for index in np.flatnonzero(~candidates.labels)]
-        return Ranked(recommendation, served_items)
+        return Ranked(recommendation, candidates)
 
     def _learn(
         self, header: RankHeader, candidates: Candidates, training: np.ndarray, config: EngineConfig
     ) -> None:
-        # Only candidates the pre-basket history (or the trend) proposes: what the list before
-        # the window could have held.
+        # Only candidates the history before the basket (or the trend) proposes: what the list
+        # served before the window could have held.
         reachable = candidates.links[: header.before].any(axis=0) | (candidates.trend_rank > 0)
         positives = np.flatnonzero(reachable & candidates.labels)
+        if not positives.size:
+            self.drift.update(False)
+            return
+        listed = np.flatnonzero(reachable)
+        training = training[listed]
+        chosen = np.flatnonzero(candidates.labels[listed])
         scores = training @ self.ranker.weights
-        wrong = reachable & ~candidates.labels
-        scores_wrong = np.where(wrong, scores, -np.inf)
-        negatives = _top(scores_wrong, min(config.negatives, int(wrong.sum())))
-        hit = False
-        if positives.size:
-            threshold = _kth(scores_wrong, config.k, int(wrong.sum()))
-            hit = bool((scores[positives] > threshold).any())
-        self.drift.update(hit)
-        if positives.size and negatives.size:
-            for positive in positives:
-                self.ranker.learn_pairs(training[positive], training[negatives])
+        self.drift.update(bool((_rank_of(scores, chosen) < config.k).any()))
+        self.ranker.learn_list(training, chosen)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -207,8 +217,7 @@ def _top(scores: np.ndarray, count: int) -> np.ndarray:
     return chosen[np.argsort(-scores[chosen], kind="stable")]
 
 
-def _kth(scores: np.ndarray, k: int, eligible: int) -> float:
-    """The score a positive must beat to enter the top ``k`` of ``eligible`` candidates."""
-    if eligible < k:
-        return -np.inf
-    return float(np.partition(scores, len(scores) - k)[len(scores) - k])
+def _rank_of(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The 0-based rank of each chosen row among the others (other chosen rows left out)."""
+    others = np.delete(scores, chosen)
+    return (others[None, :] >= scores[chosen][:, None]).sum(axis=1)

@@ -23,9 +23,9 @@ True
 from __future__ import annotations
 
 import zlib
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 from operators.engine_config import EngineConfig
 from operators.events import Event
@@ -34,6 +34,8 @@ from operators.messages import ForgetUser, ItemMessage, RankHeader, TrendMessage
 UserSnapshot = dict[str, object]
 #: One history entry: (item_id, ts, weight, category).
 Entry = tuple[str, int, float, str | None]
+#: A link to add at an item: (other item_id, weight, its category).
+Link = tuple[str, float, str | None]
 
 
 def rank_shard(user_id: str, shards: int) -> int:
@@ -66,8 +68,9 @@ class UserState:
     __slots__ = ("history", "last_ts", "profile", "profile_ts", "seen", "version")
 
     def __init__(self) -> None:
-        #: (item_id, ts, weight, category), oldest first, at most ``history_cap`` long.
-        self.history: deque[Entry] = deque()
+        #: Item -> its latest (item_id, ts, weight, category), least recent first, at most
+        #: ``history_cap`` items.
+        self.history: dict[str, Entry] = {}
         #: Items to exclude, in first-seen order (a dict as an ordered set).
         self.seen: dict[str, None] = {}
         #: Category -> decayed interest as of ``profile_ts``.
@@ -92,34 +95,50 @@ class UserState:
             window[event.item_id] = (event.item_id, event.ts, weight, event.category)
         labels = tuple(item_id for item_id in window if item_id not in self.seen)
         profile = self._decayed_profile(as_of, config)
-        budget = max(0, config.query_recent - len(window))
-        others = _distinct_recent(self.history, budget, window)
         # Items recorded at the window's moment form one basket with it: the training list is
-        # built only from what the user had before the basket.
-        before = [entry for entry in others if entry[1] < basket_start]
-        queried = [*before, *(e for e in others if e[1] >= basket_start), *window.values()]
+        # built only from what the user had before the basket, so at least ``query_before`` of
+        # the queried items come from there even late in a large basket.
+        budget = max(0, config.query_recent - len(window))
+        before, basket = _distinct_recent(self.history, budget, window, basket_start)
+        keep = min(len(before), max(config.query_before, budget - len(basket)))
+        before = before[len(before) - keep :]
+        basket = basket[len(basket) - min(len(basket), budget - keep) :]
+        others = [*before, *basket]
+        queried = [*others, *window.values()]
         self._record(window.values(), config)
 
         shard = rank_shard(user_id, config.shards)
         request = (user_id, self.version)
+        # Each pair of a window item and another queried item is linked both ways, with the
+        # weaker event's weight halved per ``link_gap_half_life_ms`` between the two.
+        links: dict[str, list[Link]] = {entry[0]: [] for entry in queried}
+        half_life = config.link_gap_half_life_ms
+        news = list(window.values())
+        for index, new in enumerate(news):
+            new_id, new_ts, new_weight, new_category = new
+            new_links = links[new_id]
+            for other in chain(others, news[index + 1 :]):
+                weight = min(new_weight, other[2]) * 0.5 ** (abs(new_ts - other[1]) / half_life)
+                new_links.append((other[0], weight, other[3]))
+                links[other[0]].append((new_id, weight, new_category))
         titles = {event.item_id: event.title for event in events}
-        messages = []
-        for entry in queried:
-            if entry[0] in window:
-                links = tuple(
-                    (other[0], _link_weight(entry, other, config), other[3])
-                    for other in queried
-                    if other[0] != entry[0]
-                )
-                message = ItemMessage(
-                    entry[0], as_of, request, shard, links, entry[2], titles[entry[0]], entry[3]
-                )
-            else:
-                links = tuple(
-                    (new[0], _link_weight(new, entry, config), new[3]) for new in window.values()
-                )
-                message = ItemMessage(entry[0], as_of, request, shard, links)
-            messages.append(message)
+        messages = [
+            ItemMessage(item_id, as_of, request, shard, tuple(links[item_id]))
+            for item_id, _, _, _ in others
+        ]
+        messages.extend(
+            ItemMessage(
+                item_id,
+                as_of,
+                request,
+                shard,
+                tuple(links[item_id]),
+                weight,
+                titles[item_id],
+                category,
+            )
+            for item_id, _, weight, category in news
+        )
         trend = TrendMessage(as_of, request, shard, tuple((e[0], e[2]) for e in window.values()))
         header = RankHeader(
             request=request,
@@ -138,9 +157,10 @@ class UserState:
         history = self.history
         seen = self.seen
         for entry in window:
-            history.append(entry)
+            history.pop(entry[0], None)
+            history[entry[0]] = entry
             if len(history) > config.history_cap:
-                history.popleft()
+                del history[next(iter(history))]
             seen.pop(entry[0], None)
             seen[entry[0]] = None
             if len(seen) > config.seen_cap:
@@ -166,7 +186,7 @@ class UserState:
 
     def snapshot(self) -> UserSnapshot:
         return {
-            "history": [list(entry) for entry in self.history],
+            "history": [list(entry) for entry in self.history.values()],
             "seen": list(self.seen),
             "profile": dict(self.profile),
             "profile_ts": self.profile_ts,
@@ -177,7 +197,8 @@ class UserState:
     @classmethod
     def restore(cls, snapshot: UserSnapshot) -> UserState:
         state = cls()
-        state.history = deque(tuple(entry) for entry in snapshot["history"])  # type: ignore[attr-defined]
+        entries = snapshot["history"]
+        state.history = {entry[0]: tuple(entry) for entry in entries}  # type: ignore[attr-defined, misc]
         state.seen = dict.fromkeys(snapshot["seen"])  # type: ignore[arg-type]
         state.profile = dict(snapshot["profile"])  # type: ignore[call-overload]
         state.profile_ts = int(snapshot["profile_ts"])  # type: ignore[call-overload]
@@ -186,21 +207,22 @@ class UserState:
         return state
 
 
-def _distinct_recent(history: deque[Entry], count: int, exclude: dict[str, Entry]) -> list[Entry]:
-    """The latest entries of the ``count`` most recent distinct items not in ``exclude``,
-    oldest first."""
-    found: dict[str, Entry] = {}
+def _distinct_recent(
+    history: dict[str, Entry], count: int, exclude: dict[str, Entry], basket_start: int
+) -> tuple[list[Entry], list[Entry]]:
+    """The ``count`` most recent items not in ``exclude`` from before ``basket_start``, and
+    those from the basket (at or after it), each oldest first."""
+    before: list[Entry] = []
+    basket: list[Entry] = []
     if count:
-        for entry in reversed(history):
-            if entry[0] not in found and entry[0] not in exclude:
-                found[entry[0]] = entry
-                if len(found) == count:
-                    break
-    return list(reversed(found.values()))
-
-
-def _link_weight(new: Entry, other: Entry, config: EngineConfig) -> float:
-    """Co-occurrence evidence between two of a user's events: the weaker event's weight,
-    halved per ``link_gap_half_life_ms`` between them."""
-    gap = abs(new[1] - other[1])
-    return min(new[2], other[2]) * 0.5 ** (gap / config.link_gap_half_life_ms)
+        for entry in reversed(history.values()):
+            if entry[0] in exclude:
+                continue
+            found = basket if entry[1] >= basket_start else before
+            if len(found) < count:
+                found.append(entry)
+            elif len(before) == count:
+                break
+    before.reverse()
+    basket.reverse()
+    return before, basket
