@@ -15,7 +15,7 @@ Each logic holds one key's state from ``operators`` and adds only what the runti
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -84,6 +84,16 @@ class Timers:
             span(config.state.user_idle_expire_s),
             span(config.state.item_idle_expire_s),
         )
+
+
+def _answer_in_input_order(
+    values: list[Sequenced[M]],
+    answer: Callable[[M, EngineConfig], RankPart | None],
+    engine: EngineConfig,
+) -> list[Sequenced[RankPart]]:
+    """Apply ``answer`` to a batch in input order (Bytewax hands it over grouped by key)."""
+    values.sort(key=itemgetter(0))
+    return [(seq, part) for seq, message in values if (part := answer(message, engine)) is not None]
 
 
 def _now() -> datetime:
@@ -193,12 +203,7 @@ class ItemLogic(StatefulBatchLogic[Sequenced[ItemMessage], Sequenced[RankPart], 
     def on_batch(
         self, values: list[Sequenced[ItemMessage]]
     ) -> tuple[Iterable[Sequenced[RankPart]], bool]:
-        values.sort(key=itemgetter(0))
-        out = []
-        for seq, message in values:
-            part = self.state.on_message(message, self._engine)
-            if part is not None:
-                out.append((seq, part))
+        out = _answer_in_input_order(values, self.state.on_message, self._engine)
         if self._expire is not None:
             self._touched = _now()
         return out, False
@@ -224,13 +229,7 @@ class TrendLogic(StatefulBatchLogic[Sequenced[TrendMessage], Sequenced[RankPart]
     def on_batch(
         self, values: list[Sequenced[TrendMessage]]
     ) -> tuple[Iterable[Sequenced[RankPart]], bool]:
-        values.sort(key=itemgetter(0))
-        out = []
-        for seq, message in values:
-            part = self.state.on_message(message, self._engine)
-            if part is not None:
-                out.append((seq, part))
-        return out, False
+        return _answer_in_input_order(values, self.state.on_message, self._engine), False
 
     def snapshot(self) -> TrendSnapshot:
         return self.state.snapshot()

@@ -75,14 +75,7 @@ def main() -> None:
     parser.add_argument("--drift-share", type=float, default=0.5)
     args = parser.parse_args()
 
-    config = synthetic.GeneratorConfig(
-        users=args.users,
-        items=args.items,
-        events=args.events,
-        seed=args.seed,
-        drift_at=args.drift_at,
-        drift_share=args.drift_share,
-    )
+    config = synthetic.GeneratorConfig(**vars(args))  # the options are named as its fields
     events = [event_from_record(orjson.loads(line)) for line in synthetic.iter_lines(config)]
     drift_ts = synthetic.drift_timestamp(config)
     start_ts = drift_ts - round(0.2 * (drift_ts - events[0].ts))
