@@ -32,7 +32,8 @@ from kafka_job import (
     write_config,
 )
 
-EVENTS = 6_000
+# Enough input that the job is still running a few snapshots in, however fast the engine gets.
+EVENTS = 30_000
 USERS = 300
 ITEMS = 400
 RUN_TIMEOUT_S = 300.0
