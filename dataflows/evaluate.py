@@ -17,7 +17,7 @@ running the engine; ``--plot`` draws every model's sliding-window hit rate over 
 >>> [model.name for model in make_baselines()] == list(BASELINE_NAMES)
 True
 >>> [name for name in ABLATIONS]
-['fixed_blend', 'no_drift_adaptation']
+['fixed_blend']
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ BASELINE_NAMES = ("popularity", "decayed_popularity", "covisitation", "isgd", "r
 #: streamrec without one of its parts, as changes to its engine config.
 ABLATIONS: dict[str, dict[str, object]] = {
     "fixed_blend": {"ranker": "fixed"},
-    "no_drift_adaptation": {"drift_adaptation": False},
 }
 
 
@@ -223,7 +222,6 @@ def main(args: argparse.Namespace) -> int:
             args.k,
             emitted=emitted,
             emitted_name=config.engine.model_name,
-            at_basket=args.at_basket,
             curve=CURVE,
             progress=_progress(started),
         )
@@ -233,7 +231,8 @@ def main(args: argparse.Namespace) -> int:
     streamrec = reports[config.engine.model_name]
     if streamrec.late_lists:
         print(
-            f"evaluate: {streamrec.late_lists:,} emitted lists were out of as_of order",
+            f"evaluate: {streamrec.late_lists:,} emitted lists came after a later basket of "
+            "their user had been scored (the file is out of order)",
             file=sys.stderr,
         )
 

@@ -82,11 +82,11 @@ def _trend_message(keyed: tuple[str, UserOutput]) -> list[tuple[str, Sequenced[T
     return [(TREND_KEY, (output.seq, output.step.trend))]
 
 
-def _rank_message(keyed: tuple[str, UserOutput]) -> tuple[str, Sequenced[RankInput]]:
+def _rank_message(keyed: tuple[str, UserOutput]) -> list[tuple[str, Sequenced[RankInput]]]:
     output = keyed[1]
     step, forget = output.step, output.forget
     message = step.header if step is not None else cast(ForgetUser, forget)
-    return str(message.shard), (output.seq, message)
+    return [] if message is None else [(str(message.shard), (output.seq, message))]
 
 
 def _to_shard(keyed: tuple[str, Sequenced[RankPart]]) -> tuple[str, Sequenced[RankInput]]:
@@ -230,7 +230,7 @@ def build_flow(config: Config, report: Callable[[Tally], None] | None = None) ->
     trend_parts = op.stateful_batch("trend", trend, lambda resume: TrendLogic(engine, resume))
     rank_in = op.merge(
         "rank_in",
-        op.map("headers", outputs, _rank_message),
+        op.flat_map("headers", outputs, _rank_message),
         op.map("item_parts", item_parts, _to_shard),
         op.map("trend_parts", trend_parts, _to_shard),
     )

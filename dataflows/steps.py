@@ -40,7 +40,7 @@ from operators.messages import (
 from operators.ranking import RankState
 from operators.trend import TrendSnapshot, TrendState
 from operators.user_state import UserSnapshot, UserState, UserStep, forget_user
-from operators.windows import Dropped, Forget, GateSettings, GateSnapshot, UserGate, Window
+from operators.windows import Dropped, Forget, GateSettings, GateSnapshot, Learn, Serve, UserGate
 
 #: ``seq`` of windows closed at the end of the input or by a timer: after every input position.
 #: Bytewax closes them in user-key order, which the stable sorts downstream keep.
@@ -57,7 +57,7 @@ Ranked = Recommendation | Tombstone
 
 @dataclass(frozen=True, slots=True)
 class UserOutput:
-    """What one closed window (or a ``forget_user``) of a user sends on."""
+    """What one event, closed window or ``forget_user`` of a user sends on."""
 
     seq: int
     step: UserStep | None
@@ -146,14 +146,18 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
             self._touched = _now()
         return out, self._is_empty()
 
-    def _process(self, seq: int, result: Window | Forget) -> UserOutput:
+    def _process(self, seq: int, result: Learn | Serve | Forget) -> UserOutput:
         if isinstance(result, Forget):
             self.state = None
             return UserOutput(seq, None, forget_user(result.event, self._engine), 1, 0)
+        if isinstance(result, Serve):
+            assert self.state is not None, "a window closes only after an event opened it"
+            return UserOutput(seq, self.state.serve(self._engine), None, 0, 0)
+        event = result.event
         if self.state is None:
-            self.state = UserState()
-        step = self.state.on_events(result.events, self._engine)
-        return UserOutput(seq, step, None, len(result.events), result.late)
+            self.state = UserState(event.user_id)
+        step = self.state.on_event(event, self._engine, train=result.train, serve=result.serve)
+        return UserOutput(seq, step, None, 1, int(result.late))
 
     def _is_empty(self) -> bool:
         return self.state is None and self.gate.is_empty
@@ -319,7 +323,8 @@ class RankLogic(StatefulBatchLogic[Sequenced[RankInput], Sequenced[Ranked], Rank
                 del self._gathers[(seq, head)]
                 header = cast(RankHeader, gather.header)
                 ranked = self.state.rank(header, gather.parts, self._engine)
-                out.append((seq, ranked.recommendation))
+                if ranked is not None:
+                    out.append((seq, ranked.recommendation))
             queue.popleft()
         return out
 

@@ -28,15 +28,16 @@ from operators.item_state import ItemState
 from operators.messages import RankPart, Recommendation
 from operators.ranking import Ranked, RankState
 from operators.trend import TrendState
-from operators.user_state import UserState, forget_user
-from operators.windows import Forget, GateSettings, UserGate, Window
+from operators.user_state import UserState, UserStep, forget_user
+from operators.windows import Forget, GateSettings, Learn, Serve, UserGate
 
 
 class Engine:
     """The streamrec recommender as one object (the evaluation protocol's ``OnlineRecommender``).
 
     With ``gate`` settings, events pass the same per-user gate as in the dataflow
-    (de-duplication, lateness, windows); without, every event is its own window.
+    (de-duplication, lateness, windows); without, every event is its own window: learned,
+    trained on and served in one request.
     ``freeze()`` stops all learning from then on: item and trend states still answer but no
     longer update, the rankers no longer train; users' histories (the serving context) still
     grow, so a frozen engine keeps serving with a model that stopped learning.
@@ -65,22 +66,32 @@ class Engine:
             if event.is_forget:
                 self._forget(event)
             else:
-                self._window([event])
+                self._learn(Learn(event))
             return
         gate = self.gates.setdefault(event.user_id, UserGate())
         for output in gate.offer(event, self.gate):
-            if isinstance(output, Window):
-                self._window(output.events)
+            if isinstance(output, Learn):
+                self._learn(output)
+            elif isinstance(output, Serve):
+                self._serve(event.user_id)
             elif isinstance(output, Forget):
                 self._forget(output.event)
         if gate.is_empty:
             del self.gates[event.user_id]
 
+    def catch_up(self, user_id: str, ts: int) -> None:
+        """Close the user's window if it ended by ``ts``, so the user's list is the one the
+        dataflow holds for them at ``ts`` (called by the evaluator before asking for a list)."""
+        gate = self.gates.get(user_id)
+        if gate is not None and self.gate is not None and self.gate.length_ms:
+            for _ in gate.close_before(ts, self.gate):
+                self._serve(user_id)
+
     def flush(self) -> None:
         """Close every open window (end of input)."""
-        for gate in self.gates.values():
-            for window in gate.flush():
-                self._window(window.events)
+        for user_id, gate in self.gates.items():
+            for _ in gate.flush():
+                self._serve(user_id)
 
     def recommend(self, user_id: str, k: int) -> list[str]:
         """The first ``k`` items of the list served after the user's latest window."""
@@ -96,29 +107,40 @@ class Engine:
         ranked = self.ranked.get(user_id)
         return [] if ranked is None else ranked.candidate_items()
 
-    def _window(self, events: list[Event]) -> None:
-        config = self.config
-        user_id = events[0].user_id
+    def _learn(self, learn: Learn) -> None:
+        user_id = learn.event.user_id
         user = self.users.get(user_id)
         if user is None:
-            user = self.users[user_id] = UserState()
-        step = user.on_events(events, config)
+            user = self.users[user_id] = UserState(user_id)
+        self._scatter(user.on_event(learn.event, self.config, train=learn.train, serve=learn.serve))
+
+    def _serve(self, user_id: str) -> None:
+        self._scatter(self.users[user_id].serve(self.config))
+
+    def _scatter(self, step: UserStep) -> None:
+        config = self.config
         items = self.items
         learning = self.learning
         # Reply, then update (unless frozen): exactly ItemState/TrendState.on_message.
         parts: list[RankPart] = []
+        asked = step.header is not None
         for message in step.items:
             item = items.get(message.item_id)
             if item is None:
                 item = items[message.item_id] = ItemState()
-            parts.append(item.reply(message, config))
+            if asked:
+                parts.append(item.reply(message, config))
             if learning:
                 item.apply(message, config)
-        parts.append(self.trend.reply(step.trend))
+        if asked:
+            parts.append(self.trend.reply(step.trend))
         if learning:
             self.trend.apply(step.trend, config)
-        ranked = self.shards[step.header.shard].rank(step.header, parts, config, learning)
-        self.ranked[user_id] = ranked
+        header = step.header
+        if header is not None:
+            ranked = self.shards[header.shard].rank(header, parts, config, learning)
+            if ranked is not None:
+                self.ranked[header.request[0]] = ranked
 
     def _forget(self, event: Event) -> None:
         message = forget_user(event, self.config)

@@ -2,13 +2,14 @@
 
 Events are replayed in timestamp order (a stable sort, so ties keep their file order). All events
 of one user with one timestamp form a *basket*. Each distinct item of a basket that the user has
-not interacted with before is one *target*; it is a hit when it is in the list the user was
-holding when the basket began. By default that list is the one the model returned when asked
-``recommend(user, k)`` right after it learned the last event of the user's *previous* basket,
-which is the moment a streaming system emits it; a user without a list yet misses every target.
-Only then are the basket's events learned, in stream order, so a model never sees a target
-before it is scored. ``forget_user`` events are learned too (the model drops the user) and the
-evaluator forgets the user's interactions and list.
+not interacted with before is one *target*; it is a hit when it is in the list the user holds
+when the basket begins: what the model answers to ``recommend(user, k)`` right then, having
+learned every earlier event (a model may define ``catch_up(user, ts)``, called first: the engine
+closes the user's finished window there, as the dataflow does when the user's next event
+arrives). A user's first basket has no list and misses every target. Only then are the basket's
+events learned, in stream order, so a model never sees a target before it is scored.
+``forget_user`` events are learned too (the model drops the user) and the evaluator forgets the
+user's interactions and list.
 
 The same protocol scores *emitted* lists (the dataflow's output, see :func:`read_emitted`): each
 basket is scored against the user's latest list with ``as_of`` strictly before the basket's
@@ -20,8 +21,8 @@ Metrics, with ``rank`` the 1-based position of a target in the top ``k`` of the 
 * ``mrr@k``: the mean over targets of ``1 / rank`` (0 when not in the top ``k``).
 * ``ndcg@k``: binary relevance, averaged over baskets with at least one target:
   ``sum(1 / log2(rank + 1) for hits) / sum(1 / log2(r + 1) for r in 1..min(targets, k))``.
-* ``coverage``: distinct items in the lists handed out / distinct items in the events (of
-  emitted lists, the last one per user and timestamp, which is the one a live model is asked for).
+* ``coverage``: distinct items in the lists the baskets were scored against / distinct items in
+  the events.
 * ``targets``: the number of targets.
 * ``events_per_s``: events / seconds the model spent in its own ``learn`` and ``recommend``
   (None for emitted lists, whose cost is not seen here).
@@ -110,8 +111,8 @@ class Report:
     catalog: int = 0
     recommended: set[str] = field(default_factory=set)
     seconds: float | None = 0.0
-    #: Emitted lists read only after a basket later than their ``as_of`` had been scored (the
-    #: file is not in ``as_of`` order), so they were applied late.
+    #: Emitted lists read only after a basket of their user later than their ``as_of`` had been
+    #: scored (the file holds them out of order), so that basket missed them.
     late_lists: int = 0
     #: ``(ts, hit rate of the last window targets)`` points.
     curve: list[tuple[int, float]] = field(default_factory=list)
@@ -196,44 +197,36 @@ class _Scorer:
 
 
 class _Live:
-    """Drives one model: times its calls and keeps the list it handed out to each user."""
+    """Drives one model: times its calls and asks it for a list at each returning user's basket."""
 
-    def __init__(self, model: OnlineRecommender, scorer: _Scorer, at_basket: bool) -> None:
+    def __init__(self, model: OnlineRecommender, scorer: _Scorer) -> None:
         self.model = model
         self.scorer = scorer
         self._k = scorer.report.k
-        self._at_basket = at_basket
-        self._lists: dict[str, list[str]] = {}
         self._seconds = 0.0
+        self._catch_up: Callable[[str, int], None] | None = getattr(model, "catch_up", None)
 
     def advance(self, ts: int) -> None:
         """Live lists need no catching up."""
 
-    def list_for(self, user_id: str, returning: bool) -> list[str] | None:
-        if self._at_basket:
-            return self._recommend(user_id) if returning else None
-        return self._lists.get(user_id)
+    def list_for(self, user_id: str, ts: int, returning: bool) -> list[str] | None:
+        if not returning:
+            return None
+        started = time.perf_counter()
+        if self._catch_up is not None:
+            self._catch_up(user_id, ts)
+        ranked = self.model.recommend(user_id, self._k)
+        self._seconds += time.perf_counter() - started
+        self.scorer.handed_out(ranked)
+        return ranked
 
     def learn(self, event: Event) -> None:
         started = time.perf_counter()
         self.model.learn(event)
         self._seconds += time.perf_counter() - started
-        if event.is_forget:
-            self._lists.pop(event.user_id, None)
-
-    def basket_done(self, user_id: str) -> None:
-        if not self._at_basket:
-            self._lists[user_id] = self._recommend(user_id)
 
     def finish(self) -> None:
         self.scorer.report.seconds = self._seconds
-
-    def _recommend(self, user_id: str) -> list[str]:
-        started = time.perf_counter()
-        ranked = self.model.recommend(user_id, self._k)
-        self._seconds += time.perf_counter() - started
-        self.scorer.handed_out(ranked)
-        return ranked
 
 
 class _Emitted:
@@ -245,26 +238,26 @@ class _Emitted:
         self._pending: Iterator[EmittedList] = iter(lists)
         self._next: EmittedList | None = next(self._pending, None)
         self._lists: dict[str, EmittedList] = {}
-        self._scored_until: int | None = None
+        #: Each user's last scored basket, to tell a list that came too late for one.
+        self._scored: dict[str, int] = {}
 
     def advance(self, ts: int) -> None:
         self._apply_until(ts)
-        self._scored_until = ts
 
-    def list_for(self, user_id: str, returning: bool) -> tuple[str, ...] | None:
+    def list_for(self, user_id: str, ts: int, returning: bool) -> tuple[str, ...] | None:
+        self._scored[user_id] = ts
         held = self._lists.get(user_id)
-        return None if held is None else held.items
+        if held is None or held.items is None:
+            return None
+        # Coverage counts the lists a basket met, as a live model is asked for them.
+        self.scorer.handed_out(held.items)
+        return held.items
 
     def learn(self, event: Event) -> None:
         """The emitted lists already reflect the events (a forget arrives as a tombstone)."""
 
-    def basket_done(self, user_id: str) -> None:
-        """Emitted lists are not asked for."""
-
     def finish(self) -> None:
         self._apply_until(None)
-        for held in self._lists.values():
-            self._count(held)
 
     def _apply_until(self, ts: int | None) -> None:
         while self._next is not None and (ts is None or self._next.as_of < ts):
@@ -272,27 +265,14 @@ class _Emitted:
             self._next = next(self._pending, None)
 
     def _apply(self, emitted: EmittedList) -> None:
-        if self._scored_until is not None and emitted.as_of < self._scored_until:
+        scored = self._scored.get(emitted.user_id)
+        if scored is not None and emitted.as_of < scored:
             self.scorer.report.late_lists += 1
         # The dataflow keeps each user's outputs in order, so the later record wins; only one
         # that is older than the list held (a file not in time order) is ignored.
         held = self._lists.get(emitted.user_id)
-        if held is not None:
-            if emitted.as_of < held.as_of:
-                return
-            if emitted.as_of > held.as_of:
-                self._count(held)
-        self._lists[emitted.user_id] = emitted
-
-    def _count(self, emitted: EmittedList) -> None:
-        """Count a list for coverage once it is the user's last with its ``as_of``.
-
-        The dataflow emits a list after every event, the evaluator asks a live model after a
-        user's last event of one timestamp; counting only the last list of each timestamp
-        makes the two coverages equal.
-        """
-        if emitted.items is not None:
-            self.scorer.handed_out(emitted.items)
+        if held is None or emitted.as_of >= held.as_of:
+            self._lists[emitted.user_id] = emitted
 
 
 def prequential(
@@ -302,16 +282,12 @@ def prequential(
     *,
     emitted: Iterable[EmittedList] | None = None,
     emitted_name: str = "emitted",
-    at_basket: bool = False,
     curve: Curve | None = None,
     progress: Callable[[int, int], None] | None = None,
     progress_every: int = 50_000,
 ) -> dict[str, Report]:
     """Score every model (and the ``emitted`` lists, if given) in one pass; reports by name.
 
-    ``at_basket=True`` asks each model for its list right before the basket instead of right
-    after the user's previous one, so the list also reflects other users' events in between
-    (a user's first basket still has no list; the shared data sets' README used this protocol).
     ``progress(done, total)`` is called about every ``progress_every`` events.
     """
     if k < 1:
@@ -322,7 +298,7 @@ def prequential(
     for model in models:
         if any(driver.scorer.report.name == model.name for driver in drivers):
             raise ValueError(f"two models are named {model.name!r}")
-        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve), at_basket))
+        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve)))
     if emitted is not None:
         drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
 
@@ -330,17 +306,15 @@ def prequential(
     done = 0
     for ts, same_time in groupby(ordered, key=attrgetter("ts")):
         group = list(same_time)
-        # Each user's distinct items at this ts (a dict keeps their order) and last position.
+        # Each user's distinct items at this ts (a dict keeps their order).
         baskets: dict[str, dict[str, None]] = {}
-        last: dict[str, int] = {}
-        for position, event in enumerate(group):
+        for event in group:
             items = baskets.setdefault(event.user_id, {})
             if event.item_id is not None:
                 items[event.item_id] = None
-            last[event.user_id] = position
         for driver in drivers:
             driver.advance(ts)
-        for position, event in enumerate(group):
+        for event in group:
             user = event.user_id
             basket = baskets.pop(user, None)
             if basket is not None:
@@ -348,7 +322,7 @@ def prequential(
                 targets = [item for item in basket if known is None or item not in known]
                 if targets:
                     for driver in drivers:
-                        ranked = driver.list_for(user, returning=known is not None)
+                        ranked = driver.list_for(user, ts, returning=known is not None)
                         driver.scorer.score(ts, targets, ranked)
             if event.is_forget:
                 seen.pop(user, None)
@@ -356,9 +330,6 @@ def prequential(
                 seen.setdefault(user, set()).add(event.item_id)
             for driver in drivers:
                 driver.learn(event)
-            if last[user] == position and not event.is_forget:
-                for driver in drivers:
-                    driver.basket_done(user)
         done += len(group)
         if progress is not None and done // progress_every != (done - len(group)) // progress_every:
             progress(done, len(ordered))

@@ -53,12 +53,12 @@ FEATURES: tuple[str, ...] = (
 
 #: The hand-set blend (the "fixed" ranker, and where the learned ranker starts).
 FIXED_WEIGHTS: dict[str, float] = {
-    "co_sum": 2.0,
-    "co_conditional": 2.0,
+    "co_sum": 0.25,
+    "co_conditional": 0.25,
     "co_max": 0.0,
-    "co_count": 0.25,
+    "co_count": 0.05,
     "co_last": 0.0,
-    "pop_short": 0.075,
+    "pop_short": 1.0,
     "pop_long": 0.05,
     "trend_rank": 0.025,
     "category": 1.0,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-#: Identifies one gather at the rank step: ``(user_id, version)`` of the window that caused it.
+#: Identifies one gather at the rank step: ``(user_id, n)`` for the user's ``n``-th request.
 RequestId = tuple[str, int]
 
 #: The key of the single trend step.
@@ -63,13 +63,14 @@ class TrendMessage:
 class RankHeader:
     """To the rank shard: everything the ranker needs from the user for one request.
 
-    ``history`` holds ``(item_id, ts, weight, category)`` of the queried distinct items; its
-    first ``before`` entries (oldest first) are what the user had before the window's basket
-    (the training list is built from them), the rest are the basket's items recorded earlier
-    and the window's own items. ``labels`` are the window's items the user had not seen
-    before (training positives). ``seen`` are the items to exclude from the served list (the
-    labels included). ``profile`` is the category interest *before* the window. ``parts`` is
-    how many :class:`RankPart` replies complete the request.
+    ``history`` holds ``(item_id, ts, weight, category)`` of the queried distinct items, oldest
+    first; its first ``before`` entries are what the user had before the event that caused the
+    request (the training list is built from them), the rest is that event's item. ``labels``
+    are the items of that event the user had not seen before (training positives; empty when
+    the request only serves). ``seen`` are the items to exclude from the served list (the
+    labels included). ``profile`` is the category interest before the event. ``parts`` is how
+    many :class:`RankPart` replies complete the request. ``version`` is the version of the list
+    to serve, or None when the request only trains the ranker.
     """
 
     request: RequestId
@@ -81,6 +82,7 @@ class RankHeader:
     seen: frozenset[str]
     parts: int
     profile: tuple[tuple[str, float], ...] = ()
+    version: int | None = None
 
 
 @dataclass(slots=True)

@@ -1,28 +1,27 @@
-"""The rank step: gather one request's replies, learn test-then-train, emit the user's list.
+"""The rank step: gather one request's replies, learn test-then-train, serve the user's list.
 
 Keyed by the rank shard (``rank_shard(user_id, shards)``). Its long-lived state is one
-:class:`Ranker` (linear weights over :data:`~operators.features.FEATURES`) and one
-:class:`~operators.drift.DriftMonitor`; requests waiting for their replies are transient.
+:class:`Ranker` (linear weights over :data:`~operators.features.FEATURES`); requests waiting
+for their replies are transient.
 
-For a complete request the step builds the candidates once and two feature matrices: the
-*training* list from the history before the window's basket, and the *served* list from the
-whole history. It first scores the training list with the current weights (a hit when a
-positive makes the top ``k``, fed to the drift monitor), learns from pairs of each positive
-and the best-scored wrong candidates (River logistic regression on the difference of their
-features, i.e. a pairwise ranking loss, so scores stay ``X @ w``), and only then scores the
-served list. Replies come from the items' state before the window, so neither list saw it.
+For a complete request the step builds the candidates once. A request that trains (it carries
+the event's new item as a label) builds the *training* list from the history rows before the
+event and takes one step of the ranker's listwise loss with the label as the positive; a
+request that serves (it carries a version) then builds the *served* list from all rows and
+returns its top ``k``. Replies come from the items' state before the event, so the training
+list is the list the user's history gave just before the event judged it.
 
 >>> from operators.messages import RankHeader, RankPart, TREND_KEY
 >>> config = EngineConfig(k=2)
 >>> state = RankState(config)
 >>> header = RankHeader(("u1", 2), 0, 10, (("a", 5, 5.0, None), ("b", 10, 5.0, None)),
-...                     before=1, labels=("b",), seen=frozenset({"a", "b"}), parts=3)
+...                     before=1, labels=("b",), seen=frozenset({"a", "b"}), parts=3, version=2)
 >>> state.on_message(RankPart(("u1", 2), 0, "a", ("b", "c"), (3.0, 1.0)), config)
 >>> state.on_message(RankPart(("u1", 2), 0, TREND_KEY, ("d",), (1.0,), long_weights=(1.0,)), config)
 >>> state.on_message(header, config)
 >>> recommendation = state.on_message(RankPart(("u1", 2), 0, "b", ("c", "e"), (4.0, 1.0)), config)
 >>> [item for item, _ in recommendation.items], recommendation.version
-(['c', 'e'], 2)
+(['c', 'd'], 2)
 >>> bool(state.ranker.weights[0] > FIXED_WEIGHTS["co_sum"])  # "b": a positive with a high co_sum
 True
 """
@@ -36,7 +35,6 @@ import numpy as np
 from river import optim
 
 from operators.candidates import Candidates, gather_candidates
-from operators.drift import DriftMonitor
 from operators.engine_config import EngineConfig
 from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrix
 from operators.messages import (
@@ -115,13 +113,12 @@ class Ranked:
 
 
 class RankState:
-    """One rank shard: the ranker, its drift monitor and the requests being gathered."""
+    """One rank shard: the ranker and the requests being gathered."""
 
-    __slots__ = ("drift", "pending", "ranker")
+    __slots__ = ("pending", "ranker")
 
     def __init__(self, config: EngineConfig) -> None:
         self.ranker = Ranker(config)
-        self.drift = DriftMonitor(config)
         self.pending: dict[RequestId, _Pending] = {}
 
     def is_idle(self) -> bool:
@@ -145,27 +142,33 @@ class RankState:
         if header is None or len(pending.parts) < header.parts:
             return None
         del self.pending[message.request]
-        return self.rank(header, pending.parts, config).recommendation
+        ranked = self.rank(header, pending.parts, config)
+        return None if ranked is None else ranked.recommendation
 
     def rank(
         self, header: RankHeader, parts: list[RankPart], config: EngineConfig, learn: bool = True
-    ) -> Ranked:
-        """Test-then-train on one complete request; ``learn=False`` only serves."""
+    ) -> Ranked | None:
+        """Test-then-train on one complete request (``learn=False``: no training); the served
+        list when the request asks for one."""
         candidates = gather_candidates(header, parts, config)
-        half_life = config.recency_half_life_ms * self.drift.factor
+        half_life = config.recency_half_life_ms
         # Without history before the basket the training list is the trending items alone,
         # which says nothing about how to weigh co-occurrence against popularity.
         if learn and header.labels and header.before:
             training = feature_matrix(header, candidates, header.before, half_life)
             self._learn(header, candidates, training, config)
+        if header.version is None:
+            return None
         served = feature_matrix(header, candidates, len(header.history), half_life)
         scores = served @ self.ranker.weights
         scores[candidates.labels] = -np.inf
         eligible = len(scores) - int(candidates.labels.sum())
         top = _top(scores, min(config.k, eligible))
         items = [(candidates.items[index], round(float(scores[index]), 6)) for index in top]
-        user_id, version = header.request
-        recommendation = Recommendation(user_id, items, header.as_of, version, config.model_name)
+        user_id = header.request[0]
+        recommendation = Recommendation(
+            user_id, items, header.as_of, header.version, config.model_name
+        )
         return Ranked(recommendation, candidates)
 
     def _learn(
@@ -176,19 +179,15 @@ class RankState:
         reachable = candidates.links[: header.before].any(axis=0) | (candidates.trend_rank > 0)
         positives = np.flatnonzero(reachable & candidates.labels)
         if not positives.size:
-            self.drift.update(False)
             return
         listed = np.flatnonzero(reachable)
         training = training[listed]
         chosen = np.flatnonzero(candidates.labels[listed])
-        scores = training @ self.ranker.weights
-        self.drift.update(bool((_rank_of(scores, chosen) < config.k).any()))
         self.ranker.learn_list(training, chosen)
 
     def snapshot(self) -> dict[str, object]:
         return {
             "ranker": self.ranker.snapshot(),
-            "drift": self.drift.snapshot(),
             "pending": [
                 (request, pending.header, list(pending.parts))
                 for request, pending in self.pending.items()
@@ -199,7 +198,6 @@ class RankState:
     def restore(cls, snapshot: dict[str, object], config: EngineConfig) -> RankState:
         state = cls(config)
         state.ranker = Ranker.restore(snapshot["ranker"], config)  # type: ignore[arg-type]
-        state.drift = DriftMonitor.restore(snapshot["drift"], config)  # type: ignore[arg-type]
         for request, header, parts in snapshot["pending"]:  # type: ignore[attr-defined]
             state.pending[request] = _Pending(header, list(parts))
         return state
@@ -215,9 +213,3 @@ def _top(scores: np.ndarray, count: int) -> np.ndarray:
     else:
         chosen = np.arange(len(scores))
     return chosen[np.argsort(-scores[chosen], kind="stable")]
-
-
-def _rank_of(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """The 0-based rank of each chosen row among the others (other chosen rows left out)."""
-    others = np.delete(scores, chosen)
-    return (others[None, :] >= scores[chosen][:, None]).sum(axis=1)

@@ -2,8 +2,9 @@
 
 Each step counts what it handles and the counts are summed in one place, so the totals are the
 dataflow's own, not a re-reading of its files. Once the input is exhausted and every window
-closed, ``events_in == processed + dead_lettered``: an event is either processed (in a closed
-window, ``late`` ones included, or a ``forget_user``) or dead-lettered, never both or neither.
+closed, ``events_in == processed + dead_lettered``: an event is either processed (learned by
+the user step, ``late`` ones included, or a ``forget_user``) or dead-lettered, never both or
+neither.
 
 >>> total = Tally(events_in=3) + Tally(processed=2, late=1) + Tally(dead_lettered=1)
 >>> total.balanced, total.pending
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 class Tally:
     #: Input messages read (valid or not).
     events_in: int = 0
-    #: Events that reached the user step in a closed window (late ones included).
+    #: Events the user step learned (late ones included) or forgot users by.
     processed: int = 0
     #: Messages written to the dead letter (unparseable, invalid, duplicate, too late).
     dead_lettered: int = 0
@@ -44,7 +45,7 @@ class Tally:
 
     @property
     def pending(self) -> int:
-        """Events admitted but still in an open window (0 at the end of a replay)."""
+        """Events read but not yet processed or dead-lettered (0 at the end of a replay)."""
         return self.events_in - self.processed - self.dead_lettered
 
     @property

@@ -1,21 +1,26 @@
 """The user step: a user's recent history, seen items and interest profile.
 
-Keyed by ``user_id``. For each closed window of the user's events, :meth:`UserState.on_events`
-records them and emits one scatter: one :class:`ItemMessage` per distinct recent item (each
-both asks for the item's neighbours and links it to the window's items), one
-:class:`TrendMessage`, then the :class:`RankHeader` for the user's rank shard.
+Keyed by ``user_id``. Each event is learned at once: :meth:`UserState.on_event` records it and
+emits one scatter, one :class:`ItemMessage` per distinct recent item (linking it to the event's
+item) plus one for the event's item (its links, popularity and metadata), and one
+:class:`TrendMessage`. When the event trains the ranker or serves a list, every message also
+asks for a reply and a :class:`RankHeader` for the user's rank shard completes the scatter.
+:meth:`UserState.serve` asks for a fresh list without an event (a window closed later).
 
 >>> from operators.events import Event
 >>> config = EngineConfig()
->>> state = UserState()
->>> step = state.on_events([Event("u1", "i1", 1_700_000_000_000, "purchase")], config)
+>>> state = UserState("u1")
+>>> step = state.on_event(Event("u1", "i1", 1_700_000_000_000, "purchase"), config)
 >>> [message.item_id for message in step.items], step.header.labels, step.header.before
 (['i1'], ('i1',), 0)
->>> step = state.on_events([Event("u1", "i2", 1_700_000_060_000, "view")], config)
+>>> step = state.on_event(Event("u1", "i2", 1_700_000_060_000, "view"), config)
 >>> [(message.item_id, message.links) for message in step.items]
 [('i1', (('i2', 0.9999..., None),)), ('i2', (('i1', 0.9999..., None),))]
->>> step.header.request, sorted(step.header.seen)
-(('u1', 2), ['i1', 'i2'])
+>>> step.header.request, step.header.version, sorted(step.header.seen)
+(('u1', 2), 2, ['i1', 'i2'])
+>>> step = state.on_event(Event("u1", "i3", 1_700_000_070_000, "view"), config, serve=False)
+>>> step.header.version, state.serve(config).header.version
+(None, 3)
 >>> UserState.restore(state.snapshot()).snapshot() == state.snapshot()
 True
 """
@@ -23,13 +28,11 @@ True
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 from operators.engine_config import EngineConfig
 from operators.events import Event
-from operators.messages import ForgetUser, ItemMessage, RankHeader, TrendMessage
+from operators.messages import ForgetUser, ItemMessage, RankHeader, RequestId, TrendMessage
 
 UserSnapshot = dict[str, object]
 #: One history entry: (item_id, ts, weight, category).
@@ -55,19 +58,30 @@ def forget_user(event: Event, config: EngineConfig) -> ForgetUser:
 
 @dataclass(slots=True)
 class UserStep:
-    """What one window of a user's events sends, in this order: items, trend, header."""
+    """What one event (or a closed window) sends, in this order: items, trend, header (None
+    when nothing is asked of the rank step)."""
 
     items: list[ItemMessage]
     trend: TrendMessage
-    header: RankHeader
+    header: RankHeader | None
 
 
 class UserState:
     """A user's bounded recent history, seen items, category profile and version."""
 
-    __slots__ = ("history", "last_ts", "profile", "profile_ts", "seen", "version")
+    __slots__ = (
+        "history",
+        "last_ts",
+        "profile",
+        "profile_ts",
+        "requests",
+        "seen",
+        "user_id",
+        "version",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
         #: Item -> its latest (item_id, ts, weight, category), least recent first, at most
         #: ``history_cap`` items.
         self.history: dict[str, Entry] = {}
@@ -76,99 +90,110 @@ class UserState:
         #: Category -> decayed interest as of ``profile_ts``.
         self.profile: dict[str, float] = {}
         self.profile_ts = 0
+        #: Lists served and requests sent so far (a request serves, trains, or both).
         self.version = 0
+        self.requests = 0
         self.last_ts = 0
 
     def is_idle(self, now: int, config: EngineConfig) -> bool:
         """True when the user had no event for ``idle_ms`` (the state may be dropped)."""
         return now - self.last_ts > config.idle_ms
 
-    def on_events(self, events: Sequence[Event], config: EngineConfig) -> UserStep:
-        """Record one window of this user's events and build its scatter."""
-        user_id = events[0].user_id
-        as_of = max(event.ts for event in events)
-        basket_start = min(event.ts for event in events)
-        window: dict[str, Entry] = {}
-        for event in events:
-            assert event.item_id is not None, "forget_user events never reach a user step"
-            weight = config.type_weight(event.type, event.value)
-            window[event.item_id] = (event.item_id, event.ts, weight, event.category)
-        labels = tuple(item_id for item_id in window if item_id not in self.seen)
-        profile = self._decayed_profile(as_of, config)
-        # Items recorded at the window's moment form one basket with it: the training list is
-        # built only from what the user had before the basket, so at least ``query_before`` of
-        # the queried items come from there even late in a large basket.
-        budget = max(0, config.query_recent - len(window))
-        before, basket = _distinct_recent(self.history, budget, window, basket_start)
-        keep = min(len(before), max(config.query_before, budget - len(basket)))
-        before = before[len(before) - keep :]
-        basket = basket[len(basket) - min(len(basket), budget - keep) :]
-        others = [*before, *basket]
-        queried = [*others, *window.values()]
-        self._record(window.values(), config)
-
-        shard = rank_shard(user_id, config.shards)
-        request = (user_id, self.version)
-        # Each pair of a window item and another queried item is linked both ways, with the
-        # weaker event's weight halved per ``link_gap_half_life_ms`` between the two.
-        links: dict[str, list[Link]] = {entry[0]: [] for entry in queried}
+    def on_event(
+        self, event: Event, config: EngineConfig, *, train: bool = True, serve: bool = True
+    ) -> UserStep:
+        """Record one event and build its scatter; with ``train`` or ``serve``, a request."""
+        assert event.item_id is not None, "forget_user events never reach a user step"
+        item_id = event.item_id
+        weight = config.type_weight(event.type, event.value)
+        new: Entry = (item_id, event.ts, weight, event.category)
+        request = self._next_request() if train or serve else None
+        # The items to link are the most recent of those to query, so one message each does both.
+        queried = _recent(self.history, config.query_recent if request else 0, item_id)
+        linked = _recent(self.history, config.link_recent, item_id)
+        labels = (item_id,) if train and item_id not in self.seen else ()
+        profile = self._decayed_profile(event.ts, config)
+        self._record(new, config)
+        shard = rank_shard(event.user_id, config.shards)
+        # The event's item and each recent one are linked both ways, the weaker event's
+        # weight halved per ``link_gap_half_life_ms`` between the two.
         half_life = config.link_gap_half_life_ms
-        news = list(window.values())
-        for index, new in enumerate(news):
-            new_id, new_ts, new_weight, new_category = new
-            new_links = links[new_id]
-            for other in chain(others, news[index + 1 :]):
-                weight = min(new_weight, other[2]) * 0.5 ** (abs(new_ts - other[1]) / half_life)
-                new_links.append((other[0], weight, other[3]))
-                links[other[0]].append((new_id, weight, new_category))
-        titles = {event.item_id: event.title for event in events}
+        ts, category = event.ts, event.category
+        links: list[Link] = []
         messages = [
-            ItemMessage(item_id, as_of, request, shard, tuple(links[item_id]))
-            for item_id, _, _, _ in others
+            ItemMessage(entry[0], ts, request, shard) for entry in queried[: -len(linked) or None]
         ]
-        messages.extend(
-            ItemMessage(
-                item_id,
-                as_of,
-                request,
-                shard,
-                tuple(links[item_id]),
-                weight,
-                titles[item_id],
-                category,
-            )
-            for item_id, _, weight, category in news
+        for other_id, other_ts, other_weight, other_category in linked:
+            link = min(weight, other_weight) * 0.5 ** (abs(ts - other_ts) / half_life)
+            links.append((other_id, link, other_category))
+            messages.append(ItemMessage(other_id, ts, request, shard, ((item_id, link, category),)))
+        messages.append(
+            ItemMessage(item_id, ts, request, shard, tuple(links), weight, event.title, category)
         )
-        trend = TrendMessage(as_of, request, shard, tuple((e[0], e[2]) for e in window.values()))
-        header = RankHeader(
-            request=request,
-            shard=shard,
-            as_of=as_of,
-            history=tuple(queried),
-            before=len(before),
-            labels=labels,
-            seen=frozenset(self.seen),
-            parts=len(messages) + 1,
-            profile=profile,
-        )
+        trend = TrendMessage(ts, request, shard, ((item_id, weight),))
+        header = None
+        if request is not None:
+            rows = (*queried[: -len(linked) or None], *linked, new)
+            header = self._header(request, shard, rows, len(rows) - 1, labels, profile)
+            header.version = self._next_version() if serve else None
         return UserStep(messages, trend, header)
 
-    def _record(self, window: Iterable[Entry], config: EngineConfig) -> None:
+    def serve(self, config: EngineConfig) -> UserStep:
+        """A request for a fresh list from the recent history, learning nothing."""
+        request = self._next_request()
+        shard = rank_shard(request[0], config.shards)
+        rows = _recent(self.history, config.query_recent, None)
+        messages = [ItemMessage(entry[0], self.last_ts, request, shard) for entry in rows]
+        trend = TrendMessage(self.last_ts, request, shard)
+        profile = self._decayed_profile(self.last_ts, config)
+        header = self._header(request, shard, rows, len(rows), (), profile)
+        header.version = self._next_version()
+        return UserStep(messages, trend, header)
+
+    def _header(
+        self,
+        request: RequestId,
+        shard: int,
+        history: tuple[Entry, ...],
+        before: int,
+        labels: tuple[str, ...],
+        profile: tuple[tuple[str, float], ...],
+    ) -> RankHeader:
+        return RankHeader(
+            request=request,
+            shard=shard,
+            as_of=self.last_ts,
+            history=history,
+            before=before,
+            labels=labels,
+            seen=frozenset(self.seen),
+            parts=len(history) + 1,
+            profile=profile,
+        )
+
+    def _next_request(self) -> RequestId:
+        self.requests += 1
+        return (self.user_id, self.requests)
+
+    def _next_version(self) -> int:
+        self.version += 1
+        return self.version
+
+    def _record(self, entry: Entry, config: EngineConfig) -> None:
         history = self.history
         seen = self.seen
-        for entry in window:
-            history.pop(entry[0], None)
-            history[entry[0]] = entry
-            if len(history) > config.history_cap:
-                del history[next(iter(history))]
-            seen.pop(entry[0], None)
-            seen[entry[0]] = None
-            if len(seen) > config.seen_cap:
-                del seen[next(iter(seen))]
-            if entry[3] is not None:
-                self._add_interest(entry[3], entry[1], entry[2], config)
-            self.last_ts = max(self.last_ts, entry[1])
-        self.version += 1
+        item_id, ts, weight, category = entry
+        history.pop(item_id, None)
+        history[item_id] = entry
+        if len(history) > config.history_cap:
+            del history[next(iter(history))]
+        seen.pop(item_id, None)
+        seen[item_id] = None
+        if len(seen) > config.seen_cap:
+            del seen[next(iter(seen))]
+        if category is not None:
+            self._add_interest(category, ts, weight, config)
+        self.last_ts = max(self.last_ts, ts)
 
     def _add_interest(self, category: str, ts: int, weight: float, config: EngineConfig) -> None:
         if ts > self.profile_ts:
@@ -190,39 +215,34 @@ class UserState:
             "seen": list(self.seen),
             "profile": dict(self.profile),
             "profile_ts": self.profile_ts,
+            "user_id": self.user_id,
             "version": self.version,
+            "requests": self.requests,
             "last_ts": self.last_ts,
         }
 
     @classmethod
     def restore(cls, snapshot: UserSnapshot) -> UserState:
-        state = cls()
+        state = cls(str(snapshot["user_id"]))
         entries = snapshot["history"]
         state.history = {entry[0]: tuple(entry) for entry in entries}  # type: ignore[attr-defined, misc]
         state.seen = dict.fromkeys(snapshot["seen"])  # type: ignore[arg-type]
         state.profile = dict(snapshot["profile"])  # type: ignore[call-overload]
         state.profile_ts = int(snapshot["profile_ts"])  # type: ignore[call-overload]
         state.version = int(snapshot["version"])  # type: ignore[call-overload]
+        state.requests = int(snapshot["requests"])  # type: ignore[call-overload]
         state.last_ts = int(snapshot["last_ts"])  # type: ignore[call-overload]
         return state
 
 
-def _distinct_recent(
-    history: dict[str, Entry], count: int, exclude: dict[str, Entry], basket_start: int
-) -> tuple[list[Entry], list[Entry]]:
-    """The ``count`` most recent items not in ``exclude`` from before ``basket_start``, and
-    those from the basket (at or after it), each oldest first."""
-    before: list[Entry] = []
-    basket: list[Entry] = []
-    if count:
+def _recent(history: dict[str, Entry], count: int, exclude: str | None) -> tuple[Entry, ...]:
+    """The ``count`` most recent items of ``history`` other than ``exclude``, oldest first."""
+    recent: list[Entry] = []
+    if count > 0:
         for entry in reversed(history.values()):
-            if entry[0] in exclude:
-                continue
-            found = basket if entry[1] >= basket_start else before
-            if len(found) < count:
-                found.append(entry)
-            elif len(before) == count:
-                break
-    before.reverse()
-    basket.reverse()
-    return before, basket
+            if entry[0] != exclude:
+                recent.append(entry)
+                if len(recent) == count:
+                    break
+    recent.reverse()
+    return tuple(recent)

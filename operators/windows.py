@@ -6,37 +6,40 @@ Every event of one user passes through that user's :class:`UserGate`, in arrival
    ids is dropped with the reason ``duplicate event_id X`` (memory per user is bounded by that
    count; events without an id are never duplicates).
 2. **Lateness.** An event older than the newest timestamp accepted for the user is *late*. Late
-   by at most ``allowed_lateness_ms`` it is accepted and counted in :attr:`Window.late`; later
+   by at most ``allowed_lateness_ms`` it is accepted and flagged (:attr:`Learn.late`); later
    than that it is dropped with the reason ``late by N s (allowed M s)``.
-3. **Windows.** With ``length_ms == 0`` every accepted event is a window of its own and leaves
-   at once. Otherwise windows are tumbling, aligned to the epoch (``[n * length, (n + 1) *
-   length)``) and per user: the open window closes when an event of the same user arrives at or
-   after its end, or when the caller calls :meth:`UserGate.flush` (end of input; in live mode
-   also after some processing time without events, see below). A late event joins the open
-   window (or opens one if none is open), so late events are never held beyond the window that
-   is open when they arrive.
-4. **forget_user** closes the open window, then yields a :class:`Forget` and resets the gate:
-   nothing about the user, not even the ids seen, is kept.
+3. **Learning.** Every accepted event leaves at once as a :class:`Learn`: the models learn from
+   each event as it arrives, whatever the window length.
+4. **Windows** decide when the user gets a fresh list. With ``length_ms == 0`` every event is a
+   window of its own, learned and served in one request. Otherwise windows are tumbling,
+   aligned to the epoch (``[n * length, (n + 1) * length)``) and per user: the event opening a
+   window trains the ranker, and the window closes with a :class:`Serve` when an event of the
+   same user arrives at or after its end, when :meth:`UserGate.close_before` is asked about a
+   later moment, or on :meth:`UserGate.flush` (end of input; in live mode also after some
+   processing time without events, see below). A late event joins the open window (or opens
+   one), so it is never held back.
+5. **forget_user** yields a :class:`Forget` and resets the gate: nothing about the user, not
+   even the ids seen, is kept.
 
-Closing only on the user's next event keeps the result a function of the event stream alone, so
-a replay is reproducible and equals the sequential engine. Its cost is latency: a user who stops
-interacting would never get the list for their last window. The live dataflow therefore also
-flushes a window after ``window.close_after_idle_s`` of processing time without events of that
-user, which trades reproducibility (the split now depends on arrival timing) for a bounded delay;
-replays leave it off.
+Closing on the user's next event keeps the result a function of the event stream alone, so a
+replay is reproducible and equals the sequential engine, and the list is as fresh as possible
+when the user is back. A live user who stops interacting would however wait for their list, so
+the live dataflow also closes a window after ``window.close_after_idle_s`` of processing time
+without events of that user; replays leave that off.
 
 >>> from operators.events import Event
->>> settings = GateSettings(length_ms=0, allowed_lateness_ms=60_000, ids_per_user=100)
+>>> settings = GateSettings(length_ms=60_000, allowed_lateness_ms=60_000, ids_per_user=100)
 >>> gate = UserGate()
->>> (window,) = gate.offer(Event("u1", "i1", 1_000_000, "view", event_id="a"), settings)
->>> [event.item_id for event in window.events], window.late
-(['i1'], 0)
+>>> gate.offer(Event("u1", "i1", 1_000_000, "view", event_id="a"), settings)[0].train
+True
 >>> gate.offer(Event("u1", "i2", 1_000_500, "view", event_id="a"), settings)[0].reason
 'duplicate event_id a'
 >>> gate.offer(Event("u1", "i3", 1_000_000 - 90_000, "view"), settings)[0].reason
 'late by 90 s (allowed 60 s)'
 >>> gate.offer(Event("u1", "i4", 1_000_000 - 30_000, "view"), settings)[0].late
-1
+True
+>>> gate.close_before(1_010_000, settings), gate.close_before(1_020_000, settings)
+([], [Serve()])
 """
 
 from __future__ import annotations
@@ -46,9 +49,9 @@ from dataclasses import dataclass
 
 from operators.events import Event
 
-#: What :meth:`UserGate.snapshot` returns: (open window index, late events in it, its events,
-#: newest accepted ts, recent event ids oldest first).
-GateSnapshot = tuple[int | None, int, tuple[Event, ...], int | None, tuple[str, ...]]
+#: What :meth:`UserGate.snapshot` returns: (open window index, newest accepted ts, recent event
+#: ids oldest first).
+GateSnapshot = tuple[int | None, int | None, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +67,23 @@ class GateSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
-    """A closed window: the user's accepted events in arrival order, ``late`` of them late."""
+class Learn:
+    """An accepted event, to be learned at once.
 
-    events: tuple[Event, ...]
-    late: int = 0
+    ``train``: it opens a window, so the ranker is trained on it (its item against the list the
+    user's history would have given just before). ``serve``: its window closes with it (length
+    0), so the same request also serves the user's new list.
+    """
+
+    event: Event
+    late: bool = False
+    train: bool = True
+    serve: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """The user's open window closed: serve a fresh list from everything learned so far."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +101,7 @@ class Dropped:
     reason: str
 
 
-GateOutput = Window | Forget | Dropped
+GateOutput = Learn | Serve | Forget | Dropped
 
 
 def _seconds(ms: int) -> str:
@@ -97,15 +112,13 @@ def _seconds(ms: int) -> str:
 class UserGate:
     """One user's gate state; feed it the user's events with :meth:`offer`."""
 
-    __slots__ = ("_id_set", "_ids", "_late", "_latest", "_pending", "_window")
+    __slots__ = ("_id_set", "_ids", "_latest", "_window")
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
         self._window: int | None = None
-        self._late = 0
-        self._pending: list[Event] = []
         self._latest: int | None = None
         self._ids: deque[str] = deque()
         self._id_set: set[str] = set()
@@ -122,9 +135,9 @@ class UserGate:
     def offer(self, event: Event, settings: GateSettings) -> list[GateOutput]:
         """Admit one event; returns what leaves the gate because of it, in order."""
         if event.is_forget:
-            closed = self.flush()
+            # Everything the user did is already learned; a list for them would be dropped.
             self._reset()
-            return [*closed, Forget(event)]
+            return [Forget(event)]
         if event.event_id is not None and event.event_id in self._id_set:
             return [Dropped(event, f"duplicate event_id {event.event_id}")]
         late = self._latest is not None and event.ts < self._latest
@@ -137,26 +150,26 @@ class UserGate:
             self._latest = event.ts
         self._remember(event.event_id, settings.ids_per_user)
         if settings.length_ms == 0:
-            return [Window((event,), int(late))]
-        closed: list[GateOutput] = []
-        index = event.ts // settings.length_ms
-        if self._window is not None and index > self._window and not late:
-            closed.extend(self.flush())
-        if self._window is None:
-            self._window = index
-        self._pending.append(event)
-        self._late += late
-        return closed
+            return [Learn(event, late)]
+        closed: list[GateOutput] = [] if late else list(self.close_before(event.ts, settings))
+        opens = self._window is None
+        if opens:
+            self._window = event.ts // settings.length_ms
+        return [*closed, Learn(event, late, train=opens, serve=False)]
 
-    def flush(self) -> list[Window]:
+    def close_before(self, ts: int, settings: GateSettings) -> list[Serve]:
+        """Close the open window if it ended at or before ``ts`` (what an event at ``ts``
+        would do first; the evaluator asks for a user's list this way at a basket's start)."""
+        if self._window is None or ts // settings.length_ms <= self._window:
+            return []
+        return self.flush()
+
+    def flush(self) -> list[Serve]:
         """Close the open window, if any (end of input, or idle in live mode)."""
         if self._window is None:
             return []
-        window = Window(tuple(self._pending), self._late)
         self._window = None
-        self._late = 0
-        self._pending = []
-        return [window]
+        return [Serve()]
 
     def _remember(self, event_id: str | None, capacity: int) -> None:
         if event_id is None or capacity == 0:
@@ -168,15 +181,13 @@ class UserGate:
 
     def snapshot(self) -> GateSnapshot:
         """An immutable, compact copy of the state (events are immutable)."""
-        return (self._window, self._late, tuple(self._pending), self._latest, tuple(self._ids))
+        return self._window, self._latest, tuple(self._ids)
 
     @classmethod
     def restore(cls, snapshot: GateSnapshot) -> UserGate:
         gate = cls()
-        window, late, pending, latest, ids = snapshot
+        window, latest, ids = snapshot
         gate._window = window
-        gate._late = late
-        gate._pending = list(pending)
         gate._latest = latest
         gate._ids = deque(ids)
         gate._id_set = set(ids)

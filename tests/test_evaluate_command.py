@@ -52,7 +52,7 @@ def test_json_holds_streamrec_baselines_and_ablation(
         "isgd",
         "river_biasedmf",
     ]
-    assert list(document["ablation"]) == ["fixed_blend", "no_drift_adaptation"]
+    assert list(document["ablation"]) == ["fixed_blend"]
     for metrics in [document["streamrec"], *document["baselines"].values()]:
         assert list(metrics) == METRICS
         assert metrics["targets"] == document["streamrec"]["targets"] > 0
@@ -151,4 +151,4 @@ def test_a_renamed_model_is_still_reported_as_streamrec(
     assert code == 0
     document = orjson.loads(out)
     assert document["streamrec"]["targets"] > 0
-    assert list(document["ablation"]) == ["fixed_blend", "no_drift_adaptation"]
+    assert list(document["ablation"]) == ["fixed_blend"]

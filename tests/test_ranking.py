@@ -4,7 +4,7 @@ import doctest
 
 import numpy as np
 
-from operators import candidates, drift, features, ranking
+from operators import candidates, features, ranking
 from operators.engine_config import EngineConfig
 from operators.features import FEATURES, FIXED_WEIGHTS
 from operators.messages import TREND_KEY, ForgetUser, RankHeader, RankPart, Tombstone
@@ -12,7 +12,7 @@ from operators.ranking import Ranker, RankState
 
 
 def test_doctests() -> None:
-    for module in (candidates, features, ranking, drift):
+    for module in (candidates, features, ranking):
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 
 
@@ -45,8 +45,9 @@ def test_the_fixed_ranker_never_changes() -> None:
     assert ranker.weights.tolist() == [FIXED_WEIGHTS[name] for name in FEATURES]
 
 
-def _request(version: int) -> tuple[RankHeader, list[RankPart]]:
-    request = ("u1", version)
+def _request(version: int | None, number: int = 1) -> tuple[RankHeader, list[RankPart]]:
+    """A request that trains (label "b") and, with a ``version``, serves."""
+    request = ("u1", number)
     header = RankHeader(
         request,
         0,
@@ -56,6 +57,7 @@ def _request(version: int) -> tuple[RankHeader, list[RankPart]]:
         labels=("b",),
         seen=frozenset({"a", "b"}),
         parts=3,
+        version=version,
     )
     parts = [
         RankPart(request, 0, "a", ("b", "c", "x"), (3.0, 1.0, 0.5)),
@@ -95,7 +97,19 @@ def test_learning_uses_the_pre_window_list_and_restore_continues_identically() -
     state.rank(header, parts, config)
     copy = RankState.restore(state.snapshot(), config)
     for version in range(2, 6):
-        header, parts = _request(version)
+        header, parts = _request(version, number=version)
         ours, theirs = copy.rank(header, parts, config), state.rank(header, parts, config)
+        assert ours is not None and theirs is not None
         assert ours.recommendation == theirs.recommendation
     assert copy.ranker.weights.tolist() == state.ranker.weights.tolist()
+
+
+def test_a_request_without_version_trains_and_serves_nothing() -> None:
+    config = EngineConfig()
+    state = RankState(config)
+    header, parts = _request(None)
+    start = state.ranker.weights.copy()
+    outputs = [state.on_message(message, config) for message in [header, *parts]]
+    assert outputs == [None] * 4
+    assert state.is_idle()
+    assert not np.allclose(state.ranker.weights, start), "the label taught the ranker"

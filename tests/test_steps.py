@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dataflows import steps
-from dataflows.steps import ItemLogic, RankLogic, Timers, UserLogic, UserOutput
+from dataflows.steps import ItemLogic, RankLogic, Timers, UserLogic
 from operators.engine_config import EngineConfig
 from operators.events import FORGET_USER, Event
 from operators.intake import Admitted, Origin
@@ -41,16 +41,35 @@ def admitted(seq: int, item: str | None, minute: int, kind: str = "view") -> Adm
     return Admitted(seq, event, Origin("events.jsonl", seq + 1), event.to_json())
 
 
-def test_live_user_step_closes_an_idle_window_then_expires(clock: Clock) -> None:
+def kinds(outputs: object) -> list[tuple[int, str]]:
+    """(events processed, what the step asks: "train", "serve", "train+serve" or "learn")."""
+    described = []
+    for output in outputs:  # type: ignore[attr-defined]
+        header = output.step.header
+        if header is None:
+            asked = "learn"
+        else:
+            asked = "+".join(
+                name
+                for name, flag in (("train", bool(header.labels)), ("serve", header.version))
+                if flag
+            )
+        described.append((output.processed, asked))
+    return described
+
+
+def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
+    clock: Clock,
+) -> None:
     logic = UserLogic(ENGINE, GateSettings(length_ms=600_000), LIVE, None)
     out, discard = logic.on_batch([admitted(0, "a", 0), admitted(1, "b", 1)])
-    assert (list(out), discard) == ([], False)
+    assert kinds(out) == [(1, "train"), (1, "learn")] and not discard
     assert logic.notify_at() == START + timedelta(seconds=60)
 
     clock.now = START + timedelta(seconds=61)
     (closed,), discard = logic.on_notify()
-    assert isinstance(closed, UserOutput) and closed.processed == 2 and not discard
-    assert closed.step is not None and closed.step.header.labels == ("a", "b")
+    assert kinds([closed]) == [(0, "serve")] and not discard
+    assert [entry[0] for entry in closed.step.header.history] == ["a", "b"]
     assert logic.notify_at() == START + timedelta(days=30), "then only the expiry remains"
 
     clock.now = START + timedelta(days=30, seconds=1)
@@ -58,13 +77,13 @@ def test_live_user_step_closes_an_idle_window_then_expires(clock: Clock) -> None
     assert (list(out), discard) == ([], True)
 
 
-def test_replay_user_step_has_no_timers_and_closes_windows_at_the_end(clock: Clock) -> None:
+def test_replay_user_step_has_no_timers_and_serves_open_windows_at_the_end(clock: Clock) -> None:
     logic = UserLogic(ENGINE, GateSettings(length_ms=600_000), REPLAY, None)
     logic.on_batch([admitted(0, "a", 0)])
     assert logic.notify_at() is None
     (closed,), _ = logic.on_eof()
     assert closed.seq == steps.EOF_SEQ
-    assert closed.processed == 1
+    assert kinds([closed]) == [(0, "serve")]
 
 
 def test_user_step_snapshot_restores_gate_state_and_timer(clock: Clock) -> None:
@@ -73,8 +92,9 @@ def test_user_step_snapshot_restores_gate_state_and_timer(clock: Clock) -> None:
     logic.on_batch([admitted(0, "a", 0)])
     restored = UserLogic(ENGINE, settings, LIVE, logic.snapshot())
     assert restored.notify_at() == logic.notify_at()
-    (closed,), _ = restored.on_batch([admitted(1, "b", 11)])
-    assert closed.step is not None and closed.step.header.labels == ("a",)
+    closed, opened = restored.on_batch([admitted(1, "b", 11)])[0]
+    assert kinds([closed, opened]) == [(0, "serve"), (1, "train")]
+    assert closed.step.header.version == 1 and closed.step.header.history[0][0] == "a"
 
 
 def test_forget_user_deletes_the_state_and_lets_the_key_go(clock: Clock) -> None:
@@ -99,8 +119,17 @@ def test_live_item_step_expires_after_idle_processing_time(clock: Clock) -> None
 
 
 def header(user: str, version: int, parts: int) -> RankHeader:
+    """A request that serves list ``version`` of ``user``."""
     return RankHeader(
-        (user, version), 0, T0, (("a", T0, 1.0, None),), 0, ("a",), frozenset({"a"}), parts
+        (user, version),
+        0,
+        T0,
+        (("a", T0, 1.0, None),),
+        0,
+        ("a",),
+        frozenset({"a"}),
+        parts,
+        version=version,
     )
 
 

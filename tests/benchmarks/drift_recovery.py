@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dataflows.evaluate import make_baselines
 from operators import synthetic
+from operators.config import load_config
 from operators.engine import Engine
 from operators.evaluation import Curve, Report, prequential
 from operators.events import Event, event_from_record
@@ -43,6 +44,9 @@ class FrozenAt:
         if self.engine.learning and event.ts >= self.ts:
             self.engine.freeze()
         self.engine.learn(event)
+
+    def catch_up(self, user_id: str, ts: int) -> None:
+        self.engine.catch_up(user_id, ts)
 
     def recommend(self, user_id: str, k: int) -> list[str]:
         return self.engine.recommend(user_id, k)
@@ -80,8 +84,11 @@ def main() -> None:
     drift_ts = synthetic.drift_timestamp(config)
     start_ts = drift_ts - round(0.2 * (drift_ts - events[0].ts))
 
-    live = Engine()
-    frozen = FrozenAt(Engine(), drift_ts, "streamrec_frozen_at_drift")
+    defaults = load_config(None)
+    live = Engine(defaults.engine, defaults.gate_settings())
+    frozen = FrozenAt(
+        Engine(defaults.engine, defaults.gate_settings()), drift_ts, "streamrec_frozen_at_drift"
+    )
     curve = Curve(window=max(1_000, args.events // 100), every=max(200, args.events // 500))
     started = time.perf_counter()
     reports = prequential(

@@ -30,8 +30,8 @@ RETAIL = ROOT.parent / "shared" / "datasets" / "online-retail" / "online_retail.
 #: Component of a profiled function, by the file it is defined in (first match wins).
 COMPONENTS = [
     (
-        "rank step (ranking, candidates, features, drift, River)",
-        ("ranking.py", "candidates.py", "features.py", "drift.py", "/river/", "numpy"),
+        "rank step (ranking, candidates, features, River)",
+        ("ranking.py", "candidates.py", "features.py", "/river/", "numpy"),
     ),
     ("item step (item_state)", ("item_state.py",)),
     ("user step (user_state)", ("user_state.py",)),
