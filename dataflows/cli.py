@@ -120,11 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--ablation", action="store_true", help="also run the ablations")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_argument("--plot", help="write the sliding-window HR curve to this PNG")
-    sub.add_argument(
-        "--at-basket",
-        action="store_true",
-        help="ask for each list right before the basket, not after the user's previous one",
-    )
 
     sub = command("replay", _replay, "Run the dataflow over a recorded event file.")
     sub.add_argument("events", nargs="?", help="JSON Lines file or directory (default: bundled)")
@@ -133,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "-c", "--config", help="YAML config; its input/output are replaced (default: built-in)"
     )
-    sub.add_argument("-w", "--workers", type=int, default=1, help="worker threads")
+    sub.add_argument("-w", "--workers", type=int, default=1, help="worker threads per process")
+    sub.add_argument(
+        "--processes", type=int, default=1, help="run as a local cluster of this many processes"
+    )
     sub.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sub.add_argument("--evaluate", action="store_true", help="score the lists after the replay")
 

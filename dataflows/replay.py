@@ -8,6 +8,11 @@ dataflow itself; ``events_in == processed + dead_lettered`` is checked before it
 
     streamrec replay                                   # the bundled sample, summary only
     streamrec replay events.jsonl.gz --out recs.jsonl --dead-letter dead.jsonl -w 2 --json
+    streamrec replay events.jsonl.gz --processes 2     # a local cluster of two processes
+
+``--processes N`` runs the flow as a Bytewax cluster of ``N`` local processes (this one and
+``N - 1`` it starts), as ``python -m bytewax.run -i I -a ...`` would, but with an epoch per
+small input batch (``bytewax.run`` takes whole seconds only).
 """
 
 from __future__ import annotations
@@ -15,10 +20,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import multiprocessing
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TextIO
 
@@ -94,6 +103,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"no such events file or directory: {events}{hint}")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.processes < 1:
+        raise UsageError(f"--processes must be at least 1, got {args.processes}")
     try:
         config = load_config(args.config)
     except ConfigError as error:
@@ -103,7 +114,9 @@ def main(args: argparse.Namespace) -> int:
         if out is None and args.evaluate:
             out = Path(scratch) / "recommendations.jsonl"
         dead_letter = Path(args.dead_letter) if args.dead_letter else None
-        total, seconds = _replay(config.for_replay(events, out, dead_letter), args.workers)
+        total, seconds = _replay(
+            config.for_replay(events, out, dead_letter), args.workers, args.processes
+        )
         figures = summary(total, seconds)
         if args.json:
             print(orjson.dumps(figures).decode())
@@ -125,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(config: Config, workers: int) -> tuple[Tally, float]:
+def _replay(config: Config, workers: int, processes: int = 1) -> tuple[Tally, float]:
     """Run the dataflow to the end of the input; returns its final counts and the wall time."""
     for endpoint in (config.output, config.dead_letter):
         # The sinks open their file only when the first record comes: start from an empty one so
@@ -133,27 +146,109 @@ def _replay(config: Config, workers: int) -> tuple[Tally, float]:
         if isinstance(endpoint, FileEndpoint):
             Path(endpoint.path).parent.mkdir(parents=True, exist_ok=True)
             Path(endpoint.path).write_bytes(b"")
-    if workers > 1 and isinstance(config.input, FileEndpoint):
+    if workers * processes > 1 and isinstance(config.input, FileEndpoint):
         config = dataclasses.replace(
             config, input=dataclasses.replace(config.input, batch_size=_MULTI_WORKER_BATCH)
         )
     progress = Progress(sys.stderr, interval_s=0.5 if sys.stderr.isatty() else 30.0)
-    flow = build_flow(config, report=progress)
+    started = time.perf_counter()
+    if processes == 1:
+        _run_process(config, workers, None, 0, progress)
+    else:
+        _run_cluster(config, workers, processes, progress)
+    seconds = time.perf_counter() - started
+    progress.finish()
+    return progress.total, seconds
+
+
+def _run_process(
+    config: Config,
+    workers: int,
+    addresses: list[str] | None,
+    process_id: int,
+    report: Callable[[Tally], None],
+) -> None:
+    """Run this process's share of the flow (all of it without ``addresses``)."""
+    flow = build_flow(config, report=report)
     # A replay allocates millions of short-lived objects and few cycles: with the default
     # thresholds the cyclic garbage collector took about a third of the run.
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 20, 100)
-    started = time.perf_counter()
     try:
-        if workers == 1:
+        if addresses is None and workers == 1:
             run_main(flow, epoch_interval=_ONE_EPOCH)
         else:
-            cluster_main(flow, [], 0, epoch_interval=_EVERY_BATCH, worker_count_per_proc=workers)
+            cluster_main(
+                flow,
+                addresses or [],
+                process_id,
+                epoch_interval=_EVERY_BATCH,
+                worker_count_per_proc=workers,
+            )
     finally:
         gc.set_threshold(*thresholds)
-    seconds = time.perf_counter() - started
-    progress.finish()
-    return progress.total, seconds
+
+
+def _run_cluster(config: Config, workers: int, processes: int, progress: Progress) -> None:
+    """This process is process 0 of a local cluster; the others are started here.
+
+    The counts are summed in one partition, which Bytewax may place in any process: each other
+    process hands its last total back through a pipe, and the one that saw any counts wins.
+    """
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(processes)]
+    spawn = multiprocessing.get_context("spawn")
+    pipes = [spawn.Pipe(duplex=False) for _ in range(1, processes)]
+    children = [
+        spawn.Process(
+            target=_cluster_member,
+            args=(config, workers, addresses, process_id, sender),
+            name=f"streamrec-replay-{process_id}",
+        )
+        for process_id, (_, sender) in enumerate(pipes, start=1)
+    ]
+    for child in children:
+        child.start()
+    try:
+        _run_process(config, workers, addresses, 0, progress)
+        totals = [receiver.recv() for receiver, _ in pipes]
+    finally:
+        for child in children:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.terminate()
+    failed = [child.name for child in children if child.exitcode != 0]
+    if failed:
+        raise UsageError(f"replay: cluster process(es) {', '.join(failed)} failed (see above)")
+    for total in totals:
+        if total.events_in:
+            progress.total = total
+
+
+def _cluster_member(
+    config: Config, workers: int, addresses: list[str], process_id: int, sender: Connection
+) -> None:
+    last = _LastTotal()
+    _run_process(config, workers, addresses, process_id, last)
+    sender.send(last.total)
+
+
+class _LastTotal:
+    def __init__(self) -> None:
+        self.total = Tally()
+
+    def __call__(self, total: Tally) -> None:
+        self.total = total
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _evaluate(events: Path, recs: Path | None, args: argparse.Namespace) -> int:

@@ -44,14 +44,16 @@ def write_config(
     tail: bool,
     snapshot_interval_s: int = 1,
     batch_size: int = 1000,
+    close_after_idle_s: float | None = None,
 ) -> Path:
-    """A job config for one test: its own topics, live timers off so runs are comparable."""
+    """A job config for one test: its own topics, live timers off so runs are comparable
+    (unless ``close_after_idle_s`` closes idle windows, as a live job does)."""
     config = {
         "kafka": {"brokers": [bootstrap]},
         "input": {"kafka": {"topic": events, "tail": tail, "batch_size": batch_size}},
         "output": {"kafka": {"topic": out}},
         "dead_letter": {"kafka": {"topic": dead}},
-        "window": {"close_after_idle_s": None},
+        "window": {"close_after_idle_s": close_after_idle_s},
         "state": {"user_idle_expire_s": None, "item_idle_expire_s": None},
         "recovery": {"snapshot_interval_s": snapshot_interval_s},
     }

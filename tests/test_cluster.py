@@ -2,8 +2,8 @@
 
 The throughput and HR@10 comparison on the full Online Retail stream is
 ``tests/benchmarks/multiprocess.py``; here a slice of the bundled sample checks that a
-two-process cluster handles every event once: the same lists per (user, version) are emitted,
-each exactly once, with the same event time, and the dead letters are the same.
+two-process cluster handles every event once: the same windows are served, one list per
+(user, version) exactly once with the same event time, and the dead letters are the same.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _run(tmp_path: Path, events: Path, processes: int) -> tuple[list[dict], list
     return lines, letters
 
 
-def test_two_processes_emit_one_list_per_event_like_one_process(tmp_path: Path) -> None:
+def test_two_processes_serve_the_windows_of_one_process(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     with gzip.open(SAMPLE, "rb") as sample:
         lines = list(islice(sample, EVENTS))
@@ -47,7 +47,8 @@ def test_two_processes_emit_one_list_per_event_like_one_process(tmp_path: Path) 
         assert len(keys) == len(lists), "a (user, version) list was emitted twice"
         return keys
 
-    assert len(single) == EVENTS
+    # A user's windows depend on their own events only, whichever process holds them.
+    assert 0 < len(single) < EVENTS
     assert keyed(pair) == keyed(single)
     assert all(len(value["items"]) <= 10 for value in pair)
     assert pair_dead == single_dead

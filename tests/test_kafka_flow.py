@@ -37,7 +37,16 @@ def test_lists_come_out_and_bad_input_is_dead_lettered_while_the_job_keeps_runni
     kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     events, out, dead = kafka_topic(partitions=2), kafka_topic(), kafka_topic()
-    config = write_config(tmp_path / "config.yaml", kafka_bootstrap, events, out, dead, tail=True)
+    # A user's one-minute window is served when their next event comes or after a second idle.
+    config = write_config(
+        tmp_path / "config.yaml",
+        kafka_bootstrap,
+        events,
+        out,
+        dead,
+        tail=True,
+        close_after_idle_s=1.0,
+    )
     log = tmp_path / "job.log"
     (port,) = free_ports(1)
     job = start_job(
