@@ -229,13 +229,6 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.recs}: {error}") from None
     print(f"evaluate: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     streamrec = reports[config.engine.model_name]
-    if streamrec.late_lists:
-        print(
-            f"evaluate: {streamrec.late_lists:,} emitted lists came after a later basket of "
-            "their user had been scored (the file is out of order)",
-            file=sys.stderr,
-        )
-
     sections: dict[str, dict[str, Report]] = {"streamrec": {"streamrec": streamrec}}
     if args.baselines:
         sections["baselines"] = {name: reports[name] for name in BASELINE_NAMES}

@@ -75,7 +75,7 @@ class EngineConfig:
     #: loss, starting from the fixed blend; "fixed": the hand-set blend of the same features.
     ranker: Literal["river", "fixed"] = "river"
     #: SGD learning rate of the River ranker.
-    learning_rate: float = 0.005
+    learning_rate: float = 0.001
     #: Users and items with no event for this long may be dropped (event time).
     idle_ms: int = 365 * _DAY_MS
     #: Weight of one event of each type (a rating's value scales its type weight).

@@ -111,9 +111,6 @@ class Report:
     catalog: int = 0
     recommended: set[str] = field(default_factory=set)
     seconds: float | None = 0.0
-    #: Emitted lists read only after a basket of their user later than their ``as_of`` had been
-    #: scored (the file holds them out of order), so that basket missed them.
-    late_lists: int = 0
     #: ``(ts, hit rate of the last window targets)`` points.
     curve: list[tuple[int, float]] = field(default_factory=list)
 
@@ -230,22 +227,26 @@ class _Live:
 
 
 class _Emitted:
-    """Replays emitted lists alongside the events: each basket sees the lists from before it."""
+    """Replays emitted lists alongside the events: each basket sees the lists from before it.
+
+    The dataflow serves a window when the user's next event arrives, so its output is in
+    serving order, not in ``as_of`` order: the records are applied sorted by ``as_of`` (ties in
+    file order, so a user's later record wins).
+    """
 
     def __init__(self, lists: Iterable[EmittedList], scorer: _Scorer) -> None:
         self.scorer = scorer
         scorer.report.seconds = None
-        self._pending: Iterator[EmittedList] = iter(lists)
+        self._pending: Iterator[EmittedList] = iter(sorted(lists, key=attrgetter("as_of")))
         self._next: EmittedList | None = next(self._pending, None)
         self._lists: dict[str, EmittedList] = {}
-        #: Each user's last scored basket, to tell a list that came too late for one.
-        self._scored: dict[str, int] = {}
 
     def advance(self, ts: int) -> None:
-        self._apply_until(ts)
+        while self._next is not None and self._next.as_of < ts:
+            self._lists[self._next.user_id] = self._next
+            self._next = next(self._pending, None)
 
     def list_for(self, user_id: str, ts: int, returning: bool) -> tuple[str, ...] | None:
-        self._scored[user_id] = ts
         held = self._lists.get(user_id)
         if held is None or held.items is None:
             return None
@@ -257,22 +258,7 @@ class _Emitted:
         """The emitted lists already reflect the events (a forget arrives as a tombstone)."""
 
     def finish(self) -> None:
-        self._apply_until(None)
-
-    def _apply_until(self, ts: int | None) -> None:
-        while self._next is not None and (ts is None or self._next.as_of < ts):
-            self._apply(self._next)
-            self._next = next(self._pending, None)
-
-    def _apply(self, emitted: EmittedList) -> None:
-        scored = self._scored.get(emitted.user_id)
-        if scored is not None and emitted.as_of < scored:
-            self.scorer.report.late_lists += 1
-        # The dataflow keeps each user's outputs in order, so the later record wins; only one
-        # that is older than the list held (a file not in time order) is ignored.
-        held = self._lists.get(emitted.user_id)
-        if held is None or emitted.as_of >= held.as_of:
-            self._lists[emitted.user_id] = emitted
+        """Lists after the last basket score nothing."""
 
 
 def prequential(

@@ -1,8 +1,7 @@
-"""Throughput and HR@10 of the job as one process and as a local multi-process cluster.
+"""Throughput and HR@10 of the replay as one process and as a local multi-process cluster.
 
-Runs ``streamrec run`` over an event file (file input and output, live timers off, no
-recovery) once per setup — processes x worker threads — with ``-i``/``-a`` for several
-processes, then scores each setup's emitted lists with ``streamrec evaluate --recs``::
+Runs ``streamrec replay --processes P -w W`` over an event file once per setup (processes x
+worker threads), then scores each setup's emitted lists with ``streamrec evaluate --recs``::
 
     .venv/bin/streamrec import online-retail online_retail.csv.gz /tmp/retail.jsonl.gz
     .venv/bin/python tests/benchmarks/multiprocess.py /tmp/retail.jsonl.gz --setups 1x1 2x1 1x2
@@ -16,14 +15,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import resource
+import subprocess
 import sys
 import tempfile
+import time
 from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kafka_job import hit_rate, run_cluster, write_file_config
+from kafka_job import ENTRY_POINT, ROOT, hit_rate
 
 
 def _children_cpu_s() -> float:
@@ -66,9 +67,18 @@ def main() -> None:
             directory = scratch / text
             directory.mkdir()
             recs = directory / "recs.jsonl"
-            config = write_file_config(directory / "config.yaml", events, recs, directory / "dead")
             cpu_before = _children_cpu_s()
-            seconds = run_cluster(config, processes, workers, directory, args.timeout_s)
+            started = time.perf_counter()
+            replay = ["replay", str(events), "--out", str(recs), "--json"]
+            setup = ["--processes", str(processes), "-w", str(workers)]
+            subprocess.run(
+                [sys.executable, "-c", ENTRY_POINT, *replay, *setup],
+                cwd=ROOT,
+                check=True,
+                timeout=args.timeout_s,
+                stdout=subprocess.DEVNULL,
+            )
+            seconds = time.perf_counter() - started
             cpu = _children_cpu_s() - cpu_before
             lists = sum(1 for _ in recs.open("rb"))
             hr = hit_rate(events, recs)
