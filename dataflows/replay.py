@@ -195,7 +195,7 @@ def _run_cluster(config: Config, workers: int, processes: int, progress: Progres
     The counts are summed in one partition, which Bytewax may place in any process: each other
     process hands its last total back through a pipe, and the one that saw any counts wins.
     """
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(processes)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(processes)]
     spawn = multiprocessing.get_context("spawn")
     pipes = [spawn.Pipe(duplex=False) for _ in range(1, processes)]
     children = [
@@ -240,7 +240,8 @@ class _LastTotal:
         self.total = total
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct local TCP ports nothing listens on right now."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:

@@ -4,7 +4,6 @@ downstream service would."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
+
+from dataflows.replay import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the installed ``streamrec`` console script runs.
@@ -100,18 +101,6 @@ def _user_key(value: bytes) -> bytes | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return user.encode() if isinstance(user, str) else None
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports nothing listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def write_file_config(path: Path, events: Path, out: Path, dead: Path) -> Path:

@@ -222,9 +222,9 @@ def engine_lists(events: Path, config: Config) -> dict[tuple[str, int], dict[str
     return lists
 
 
-# With windows (length_s > 0) equality also needs Engine.flush() to close windows in user-id
-# order, as Bytewax's on_eof does (requested from the engine owner).
-@pytest.mark.parametrize("window_s", [0])
+# With windows the end of input serves the open windows in another order than Engine.flush();
+# a list served then learns nothing, so the lists are the same.
+@pytest.mark.parametrize("window_s", [0, 60])
 def test_dataflow_lists_equal_the_sequential_engine(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, synthetic_events: Path, window_s: int
 ) -> None:
@@ -237,7 +237,7 @@ def test_dataflow_lists_equal_the_sequential_engine(
     expected = engine_lists(synthetic_events, config)
     assert emitted == expected
     if window_s:
-        assert len(lists) < 3_000
+        assert len(lists) < summary["processed"], "a list per closed window, not per event"
 
 
 def test_replay_reports_what_the_user_can_fix_in_one_line(

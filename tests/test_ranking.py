@@ -5,8 +5,9 @@ import doctest
 import numpy as np
 
 from operators import candidates, features, ranking
+from operators.candidates import gather_candidates
 from operators.engine_config import EngineConfig
-from operators.features import FEATURES, FIXED_WEIGHTS
+from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrix
 from operators.messages import TREND_KEY, ForgetUser, RankHeader, RankPart, Tombstone
 from operators.ranking import Ranker, RankState
 
@@ -95,6 +96,21 @@ def test_learning_uses_the_pre_window_list_and_restore_continues_identically() -
     state = RankState(config)
     header, parts = _request(1)
     state.rank(header, parts, config)
+
+    # The training list is the one the history before the event ("a", row 0) gave: a's
+    # neighbours b, c, x and the trending d, with features from row 0 only. "e", which only the
+    # event's own item proposes, is no part of it.
+    def learned_on(rows: int, listed: list[str]) -> list[float]:
+        gathered = gather_candidates(header, parts, config)
+        matrix = feature_matrix(header, gathered, rows, config.recency_half_life_ms)
+        index = [gathered.items.index(item) for item in listed]
+        ranker = Ranker(config)
+        ranker.learn_list(matrix[index], np.array([listed.index("b")]))
+        return ranker.weights.tolist()
+
+    assert state.ranker.weights.tolist() == learned_on(1, ["b", "c", "x", "d"])
+    assert state.ranker.weights.tolist() != learned_on(2, ["b", "c", "x", "d", "e"])
+
     copy = RankState.restore(state.snapshot(), config)
     for version in range(2, 6):
         header, parts = _request(version, number=version)
