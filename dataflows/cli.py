@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("-w", "--workers", type=int, default=1, help="worker threads per process")
     sub.add_argument(
-        "--processes", type=int, default=1, help="run as a local cluster of this many processes"
+        "--processes",
+        type=int,
+        default=1,
+        help="run as a local Bytewax cluster of this many processes, each with -w workers "
+        "(default 1: this process alone)",
     )
     sub.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sub.add_argument("--evaluate", action="store_true", help="score the lists after the replay")

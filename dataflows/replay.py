@@ -12,7 +12,8 @@ dataflow itself; ``events_in == processed + dead_lettered`` is checked before it
 
 ``--processes N`` runs the flow as a Bytewax cluster of ``N`` local processes (this one and
 ``N - 1`` it starts), as ``python -m bytewax.run -i I -a ...`` would, but with an epoch per
-small input batch (``bytewax.run`` takes whole seconds only).
+small input batch (``bytewax.run`` takes whole seconds only). If any process fails, the others
+are stopped and replay exits with an error naming it and its exit code.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import argparse
 import dataclasses
 import gc
 import multiprocessing
+import multiprocessing.connection
+import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TextIO
 
@@ -194,6 +199,7 @@ def _run_cluster(config: Config, workers: int, processes: int, progress: Progres
 
     The counts are summed in one partition, which Bytewax may place in any process: each other
     process hands its last total back through a pipe, and the one that saw any counts wins.
+    A process that fails is an error: the others are stopped and the exit codes reported.
     """
     addresses = [f"127.0.0.1:{port}" for port in free_ports(processes)]
     spawn = multiprocessing.get_context("spawn")
@@ -206,22 +212,89 @@ def _run_cluster(config: Config, workers: int, processes: int, progress: Progres
         )
         for process_id, (_, sender) in enumerate(pipes, start=1)
     ]
-    for child in children:
-        child.start()
+    done = threading.Event()
     try:
-        _run_process(config, workers, addresses, 0, progress)
-        totals = [receiver.recv() for receiver, _ in pipes]
-    finally:
         for child in children:
-            child.join(timeout=60)
-            if child.is_alive():
-                child.terminate()
-    failed = [child.name for child in children if child.exitcode != 0]
+            child.start()
+        for _, sender in pipes:
+            sender.close()  # the child has its copy: a child that dies unsent reads as EOF
+        threading.Thread(target=_watch, args=(children, done), daemon=True).start()
+        _run_process(config, workers, addresses, 0, progress)
+    except BaseException as error:
+        done.set()
+        # When a peer process dies, Bytewax raises pyo3's PanicException (a BaseException) here;
+        # any other error is this process's own, and the others then fail for want of it.
+        peer_died = type(error).__name__ == "PanicException"
+        for child in children:
+            child.join(timeout=2 if peer_died else 0)
+        failed = _failed(children)
+        _stop(children)
+        if peer_died and failed:
+            raise UsageError(f"cluster process(es) failed: {failed} (see above)") from error
+        raise
+    done.set()
+    for child in children:
+        child.join(timeout=60)
+    failed = _failed(children)
+    _stop(children)
     if failed:
-        raise UsageError(f"replay: cluster process(es) {', '.join(failed)} failed (see above)")
-    for total in totals:
+        raise UsageError(f"cluster process(es) failed: {failed} (see above)")
+    for process_id, (receiver, _) in enumerate(pipes, start=1):
+        try:
+            total = receiver.recv()
+        except EOFError:
+            raise UsageError(f"cluster process {process_id} ended without its counts") from None
         if total.events_in:
             progress.total = total
+
+
+def _failed(children: list[BaseProcess]) -> str:
+    """The children that ended with a non-zero exit code (or are still running), as text."""
+    return ", ".join(
+        f"{child.name} (exit code {child.exitcode})"
+        if child.exitcode is not None
+        else f"{child.name} (still running)"
+        for child in children
+        if child.exitcode != 0
+    )
+
+
+def _stop(children: list[BaseProcess]) -> None:
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+
+
+def _watch(children: list[BaseProcess], done: threading.Event, grace_s: float = 5.0) -> None:
+    """Exit if a child fails and this process stays stuck in the flow.
+
+    A peer that dies mid-run makes Bytewax raise here, but one that dies before it connected
+    leaves this process waiting for it in native code that no signal interrupts.
+    """
+    sentinels = [child.sentinel for child in children]
+    while not done.is_set():
+        ended = multiprocessing.connection.wait(sentinels, timeout=0.5)
+        if not ended or done.is_set():
+            continue
+        failed = [child for child in children if child.sentinel in ended and child.exitcode]
+        if not failed:
+            sentinels = [sentinel for sentinel in sentinels if sentinel not in ended]
+            if not sentinels:
+                return
+            continue
+        if done.wait(grace_s):
+            return
+        names = ", ".join(f"{child.name} (exit code {child.exitcode})" for child in failed)
+        print(
+            f"streamrec replay: cluster process(es) failed: {names}; stopping the cluster",
+            file=sys.stderr,
+            flush=True,
+        )
+        _stop(children)
+        os._exit(1)
 
 
 def _cluster_member(
