@@ -108,11 +108,13 @@ class UserState:
         weight = config.type_weight(event.type, event.value)
         new: Entry = (item_id, event.ts, weight, event.category)
         request = self._next_request() if train or serve else None
-        # The items to link are the most recent of those to query, so one message each does both.
-        queried = _recent(self.history, config.query_recent if request else 0, item_id)
-        linked = _recent(self.history, config.link_recent, item_id)
+        # One pass over the history: the items to link are the most recent of those to query,
+        # and one message to each does both.
+        count = max(config.query_recent, config.link_recent) if request else config.link_recent
+        recent = _recent(self.history, count, item_id)
+        split = len(recent) - min(config.link_recent, len(recent))
         labels = (item_id,) if train and item_id not in self.seen else ()
-        profile = self._decayed_profile(event.ts, config)
+        profile = self._decayed_profile(event.ts, config) if request else ()
         self._record(new, config)
         shard = rank_shard(event.user_id, config.shards)
         # The event's item and each recent one are linked both ways, the weaker event's
@@ -120,10 +122,8 @@ class UserState:
         half_life = config.link_gap_half_life_ms
         ts, category = event.ts, event.category
         links: list[Link] = []
-        messages = [
-            ItemMessage(entry[0], ts, request, shard) for entry in queried[: -len(linked) or None]
-        ]
-        for other_id, other_ts, other_weight, other_category in linked:
+        messages = [ItemMessage(entry[0], ts, request, shard) for entry in recent[:split]]
+        for other_id, other_ts, other_weight, other_category in recent[split:]:
             link = min(weight, other_weight) * 0.5 ** (abs(ts - other_ts) / half_life)
             links.append((other_id, link, other_category))
             messages.append(ItemMessage(other_id, ts, request, shard, ((item_id, link, category),)))
@@ -133,8 +133,7 @@ class UserState:
         trend = TrendMessage(ts, request, shard, ((item_id, weight),))
         header = None
         if request is not None:
-            rows = (*queried[: -len(linked) or None], *linked, new)
-            header = self._header(request, shard, rows, len(rows) - 1, labels, profile)
+            header = self._header(request, shard, (*recent, new), len(recent), labels, profile)
             header.version = self._next_version() if serve else None
         return UserStep(messages, trend, header)
 
