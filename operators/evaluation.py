@@ -6,7 +6,8 @@ not interacted with before is one *target*; it is a hit when it is in the list t
 when the basket begins: what the model answers to ``recommend(user, k)`` right then, having
 learned every earlier event (a model may define ``catch_up(user, ts)``, called first: the engine
 closes the user's finished window there, as the dataflow does when the user's next event
-arrives). A user's first basket has no list and misses every target. Only then are the basket's
+arrives), and, if the model defines ``candidate_items(user)``, the candidates that list was
+ranked from. A user's first basket has no list and misses every target. Only then are the basket's
 events learned, in stream order, so a model never sees a target before it is scored.
 ``forget_user`` events are learned too (the model drops the user) and the evaluator forgets the
 user's interactions and list.
@@ -21,9 +22,15 @@ Metrics, with ``rank`` the 1-based position of a target in the top ``k`` of the 
 * ``mrr@k``: the mean over targets of ``1 / rank`` (0 when not in the top ``k``).
 * ``ndcg@k``: binary relevance, averaged over baskets with at least one target:
   ``sum(1 / log2(rank + 1) for hits) / sum(1 / log2(r + 1) for r in 1..min(targets, k))``.
+* ``candidate_recall``: targets among the candidates of the list they are scored against /
+  targets; None for a model without ``candidate_items`` and for emitted lists.
 * ``coverage``: distinct items in the lists the baskets were scored against / distinct items in
   the events.
 * ``targets``: the number of targets.
+* ``hr@k_cold``, ``targets_cold``: HR and targets over the *cold* targets, those of users with
+  fewer than :data:`COLD_EVENTS` earlier events (the user's events learned before the basket,
+  counted from their last ``forget_user``); a user's first basket is cold.
+* ``hr@k_warm``, ``targets_warm``: the same over the other targets.
 * ``events_per_s``: events / seconds the model spent in its own ``learn`` and ``recommend``
   (None for emitted lists, whose cost is not seen here).
 
@@ -38,19 +45,32 @@ Plus a sliding-window curve: the hit rate of the last ``window`` targets, sample
 ...     def learn(self, event):
 ...         self.counts[event.item_id] = self.counts.get(event.item_id, 0) + 1
 ...         self.seen.setdefault(event.user_id, set()).add(event.item_id)
+...     def candidate_items(self, user_id):
+...         return [i for i in self.counts if i not in self.seen.get(user_id, ())]
 ...     def recommend(self, user_id, k):
-...         fresh = [i for i in self.counts if i not in self.seen.get(user_id, ())]
-...         return sorted(fresh, key=lambda i: -self.counts[i])[:k]
+...         return sorted(self.candidate_items(user_id), key=lambda i: -self.counts[i])[:k]
 >>> stream = [Event("ann", "tea", 1, "purchase"), Event("ann", "jam", 1, "purchase"),
 ...           Event("bob", "tea", 2, "purchase"), Event("bob", "jam", 3, "purchase"),
 ...           Event("bob", "tea", 4, "purchase")]
 >>> report = prequential(stream, [Popular()], k=1)["popular"]
->>> {name: round(value, 3) for name, value in report.metrics().items() if name != "events_per_s"}
-{'hr@1': 0.25, 'ndcg@1': 0.333, 'mrr@1': 0.25, 'coverage': 0.5, 'targets': 4}
+>>> for name, value in report.metrics().items():
+...     if name != "events_per_s":
+...         print(f"{name:<16} {round(value, 3)}")
+hr@1             0.25
+ndcg@1           0.333
+mrr@1            0.25
+candidate_recall 0.25
+coverage         0.5
+targets          4
+hr@1_cold        0.25
+targets_cold     4
+hr@1_warm        0.0
+targets_warm     0
 
 Ann's basket (tea and jam at ts 1) and Bob's tea are scored before they have a list: three
-misses. After his tea Bob is offered jam, a hit. His second tea is no target (already bought).
-NDCG averages the three baskets: (0 + 0 + 1) / 3.
+misses. After his tea Bob is offered jam, a hit; jam is also his only candidate. His second tea
+is no target (already bought). NDCG averages the three baskets: (0 + 0 + 1) / 3. Nobody has
+five earlier events, so every target is cold.
 """
 
 from __future__ import annotations
@@ -58,7 +78,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
@@ -68,9 +88,17 @@ import orjson
 
 from operators.events import Event
 
+#: Users with fewer earlier events than this are cold (``hr@k_cold``).
+COLD_EVENTS = 5
+
 
 class OnlineRecommender(Protocol):
-    """A model that learns one event at a time and hands out top-``k`` lists of item ids."""
+    """A model that learns one event at a time and hands out top-``k`` lists of item ids.
+
+    Optional, found by name: ``catch_up(user_id, ts)``, called before each list, and
+    ``candidate_items(user_id) -> list[str]``, the items the user's current list was ranked
+    from (for ``candidate_recall``).
+    """
 
     name: str
 
@@ -111,24 +139,44 @@ class Report:
     catalog: int = 0
     recommended: set[str] = field(default_factory=set)
     seconds: float | None = 0.0
+    cold_targets: int = 0
+    cold_hits: int = 0
+    #: Targets among the candidates; None for a model that exposes no candidates.
+    candidate_hits: int | None = None
     #: ``(ts, hit rate of the last window targets)`` points.
     curve: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def hr(self) -> float:
-        return self.hits / self.targets if self.targets else 0.0
+        return _share(self.hits, self.targets)
 
     @property
     def mrr(self) -> float:
-        return self.reciprocal_ranks / self.targets if self.targets else 0.0
+        return _share(self.reciprocal_ranks, self.targets)
 
     @property
     def ndcg(self) -> float:
-        return self.ndcg_sum / self.baskets if self.baskets else 0.0
+        return _share(self.ndcg_sum, self.baskets)
 
     @property
     def coverage(self) -> float:
-        return len(self.recommended) / self.catalog if self.catalog else 0.0
+        return _share(len(self.recommended), self.catalog)
+
+    @property
+    def candidate_recall(self) -> float | None:
+        return None if self.candidate_hits is None else _share(self.candidate_hits, self.targets)
+
+    @property
+    def warm_targets(self) -> int:
+        return self.targets - self.cold_targets
+
+    @property
+    def hr_cold(self) -> float:
+        return _share(self.cold_hits, self.cold_targets)
+
+    @property
+    def hr_warm(self) -> float:
+        return _share(self.hits - self.cold_hits, self.warm_targets)
 
     @property
     def events_per_s(self) -> float | None:
@@ -142,10 +190,19 @@ class Report:
             f"hr@{self.k}": self.hr,
             f"ndcg@{self.k}": self.ndcg,
             f"mrr@{self.k}": self.mrr,
+            "candidate_recall": self.candidate_recall,
             "coverage": self.coverage,
             "targets": self.targets,
+            f"hr@{self.k}_cold": self.hr_cold,
+            "targets_cold": self.cold_targets,
+            f"hr@{self.k}_warm": self.hr_warm,
+            "targets_warm": self.warm_targets,
             "events_per_s": self.events_per_s,
         }
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
 
 
 class _Scorer:
@@ -164,15 +221,27 @@ class _Scorer:
     def handed_out(self, items: Sequence[str]) -> None:
         self.report.recommended.update(items[: self.report.k])
 
-    def score(self, ts: int, targets: Sequence[str], ranked: Sequence[str] | None) -> None:
+    def score(
+        self,
+        ts: int,
+        targets: Sequence[str],
+        ranked: Sequence[str] | None,
+        candidates: Collection[str],
+        cold: bool,
+    ) -> None:
         report = self.report
         ranks = {item: rank for rank, item in enumerate(ranked[: report.k] if ranked else (), 1)}
         dcg = 0.0
         window = self._window
+        if cold:
+            report.cold_targets += len(targets)
+        if report.candidate_hits is not None:
+            report.candidate_hits += sum(target in candidates for target in targets)
         for target in targets:
             rank = ranks.get(target)
             if rank is not None:
                 report.hits += 1
+                report.cold_hits += cold
                 report.reciprocal_ranks += 1.0 / rank
                 dcg += 1.0 / math.log2(rank + 1)
             if len(window) == window.maxlen:
@@ -194,7 +263,11 @@ class _Scorer:
 
 
 class _Live:
-    """Drives one model: times its calls and asks it for a list at each returning user's basket."""
+    """Drives one model: times its calls and asks it for a list at each returning user's basket.
+
+    Its candidates are asked for after the list and left out of its time: only the evaluation
+    needs them.
+    """
 
     def __init__(self, model: OnlineRecommender, scorer: _Scorer) -> None:
         self.model = model
@@ -202,20 +275,29 @@ class _Live:
         self._k = scorer.report.k
         self._seconds = 0.0
         self._catch_up: Callable[[str, int], None] | None = getattr(model, "catch_up", None)
+        self._candidates: Callable[[str], list[str]] | None = getattr(
+            model, "candidate_items", None
+        )
+        if self._candidates is not None:
+            scorer.report.candidate_hits = 0
 
     def advance(self, ts: int) -> None:
         """Live lists need no catching up."""
 
-    def list_for(self, user_id: str, ts: int, returning: bool) -> list[str] | None:
+    def list_for(
+        self, user_id: str, ts: int, returning: bool
+    ) -> tuple[list[str] | None, Collection[str]]:
+        """The user's list and its candidates (none before the user's first basket)."""
         if not returning:
-            return None
+            return None, ()
         started = time.perf_counter()
         if self._catch_up is not None:
             self._catch_up(user_id, ts)
         ranked = self.model.recommend(user_id, self._k)
         self._seconds += time.perf_counter() - started
         self.scorer.handed_out(ranked)
-        return ranked
+        candidates = () if self._candidates is None else set(self._candidates(user_id))
+        return ranked, candidates
 
     def learn(self, event: Event) -> None:
         started = time.perf_counter()
@@ -246,13 +328,16 @@ class _Emitted:
             self._lists[self._next.user_id] = self._next
             self._next = next(self._pending, None)
 
-    def list_for(self, user_id: str, ts: int, returning: bool) -> tuple[str, ...] | None:
+    def list_for(
+        self, user_id: str, ts: int, returning: bool
+    ) -> tuple[tuple[str, ...] | None, Collection[str]]:
+        """The user's latest list; emitted records carry no candidates."""
         held = self._lists.get(user_id)
         if held is None or held.items is None:
-            return None
+            return None, ()
         # Coverage counts the lists a basket met, as a live model is asked for them.
         self.scorer.handed_out(held.items)
-        return held.items
+        return held.items, ()
 
     def learn(self, event: Event) -> None:
         """The emitted lists already reflect the events (a forget arrives as a tombstone)."""
@@ -289,6 +374,7 @@ def prequential(
         drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
 
     seen: dict[str, set[str]] = {}
+    history: dict[str, int] = {}
     done = 0
     for ts, same_time in groupby(ordered, key=attrgetter("ts")):
         group = list(same_time)
@@ -307,13 +393,16 @@ def prequential(
                 known = seen.get(user)
                 targets = [item for item in basket if known is None or item not in known]
                 if targets:
+                    cold = history.get(user, 0) < COLD_EVENTS
                     for driver in drivers:
-                        ranked = driver.list_for(user, ts, returning=known is not None)
-                        driver.scorer.score(ts, targets, ranked)
+                        ranked, candidates = driver.list_for(user, ts, returning=known is not None)
+                        driver.scorer.score(ts, targets, ranked, candidates, cold)
             if event.is_forget:
                 seen.pop(user, None)
+                history.pop(user, None)
             else:
                 seen.setdefault(user, set()).add(event.item_id)
+                history[user] = history.get(user, 0) + 1
             for driver in drivers:
                 driver.learn(event)
         done += len(group)

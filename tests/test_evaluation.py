@@ -67,8 +67,21 @@ def test_popularity_on_a_hand_checked_stream() -> None:
     assert report.ndcg == pytest.approx((1 + 1 + 1 / math.log2(3)) / 6)
     assert report.coverage == pytest.approx(1.0)  # bob got b and c, cat a and b
     metrics = report.metrics()
-    assert list(metrics) == ["hr@2", "ndcg@2", "mrr@2", "coverage", "targets", "events_per_s"]
+    assert list(metrics) == [
+        "hr@2",
+        "ndcg@2",
+        "mrr@2",
+        "candidate_recall",
+        "coverage",
+        "targets",
+        "hr@2_cold",
+        "targets_cold",
+        "hr@2_warm",
+        "targets_warm",
+        "events_per_s",
+    ]
     assert metrics["events_per_s"] > 0
+    assert metrics["candidate_recall"] is None  # popularity exposes no candidates
 
 
 def test_the_list_is_asked_when_a_returning_users_basket_begins() -> None:
@@ -102,6 +115,59 @@ def test_catch_up_comes_with_the_baskets_time_right_before_the_list() -> None:
         ("learn", "ann", "b"),
         ("learn", "ann", "b"),
     ]
+
+
+class WithCandidates(CatchingUp):
+    """Ranks ``ranked`` out of a fixed candidate set."""
+
+    def __init__(self, ranked: list[str], candidates: list[str]) -> None:
+        super().__init__(ranked)
+        self.candidates = candidates
+
+    def candidate_items(self, user_id: str) -> list[str]:
+        self.calls.append(("candidate_items", user_id))
+        return self.candidates
+
+
+def test_candidates_are_asked_with_the_list_and_not_timed() -> None:
+    model = WithCandidates(["b"], ["b", "c"])
+    prequential([buy("ann", "a", 1), buy("ann", "b", 7)], [model])
+    assert model.calls == [
+        ("learn", "ann", "a"),
+        ("catch_up", "ann", 7),
+        ("recommend", "ann"),
+        ("candidate_items", "ann"),
+        ("learn", "ann", "b"),
+    ]
+
+
+def test_candidate_recall_and_the_cold_warm_split_on_a_hand_checked_stream() -> None:
+    stream = [
+        buy("ann", "x", 1),  # cold (0 earlier events), no list and no candidates: miss
+        buy("ann", "y", 2),  # cold (1), list a, candidates a, b: miss, not a candidate
+        buy("ann", "z", 3),  # cold (2): the same
+        buy("ann", "w", 4),  # cold (3): the same
+        buy("ann", "x", 5),  # no target (bought at 1), but ann's 5th event
+        buy("ann", "a", 6),  # warm (5): a hits and is a candidate,
+        buy("ann", "b", 6),  # b is only a candidate
+        buy("bob", "b", 6),  # cold (0), bob's first basket: no list, no candidates
+        buy("bob", "a", 7),  # cold (1): hit, candidate
+        forget("ann", 8),
+        buy("ann", "c", 9),  # cold again (history forgotten), no list: miss
+    ]
+    reports = prequential(stream, [WithCandidates(["a"], ["a", "b"]), Popularity()], k=1)
+    metrics = reports["recorder"].metrics()
+    # 9 targets: ann's x, y, z, w, c, bob's b, a cold (1 hit: bob's a); ann's a, b warm (1 hit).
+    assert metrics["hr@1"] == pytest.approx(2 / 9)
+    assert (metrics["targets_cold"], metrics["targets_warm"]) == (7, 2)
+    assert metrics["hr@1_cold"] == pytest.approx(1 / 7)
+    assert metrics["hr@1_warm"] == pytest.approx(1 / 2)
+    # Candidate hits: ann's a and b at 6, bob's a at 7.
+    assert metrics["candidate_recall"] == pytest.approx(3 / 9)
+    # The split comes from the events, whatever the model.
+    baseline = reports["popularity"].metrics()
+    assert (baseline["targets_cold"], baseline["targets_warm"]) == (7, 2)
+    assert baseline["candidate_recall"] is None
 
 
 def test_a_basket_is_scored_against_the_list_from_before_it() -> None:
@@ -265,6 +331,24 @@ def test_scoring_emitted_lists_equals_scoring_the_live_model(stream: list[Event]
     replayed = prequential(stream, [], k=3, emitted=live.lists)["emitted"].metrics()
     del expected["events_per_s"], replayed["events_per_s"]
     assert replayed == expected
+
+
+def test_emitted_lists_give_the_live_cold_warm_split() -> None:
+    # Bob buys the run of items ann bought before him, so his lists can hold his next item.
+    stream = [
+        buy(user, item, ts + lag)
+        for ts, item in enumerate("abcdefgh", 1)
+        for user, lag in (("ann", 0), ("bob", 10))
+    ]
+    live = ListLog(Engine(EngineConfig(k=3), GateSettings(length_ms=5, allowed_lateness_ms=20)))
+    expected = prequential(stream, [live], k=3)["streamrec"].metrics()
+    replayed = prequential(stream, [], k=3, emitted=live.lists)["emitted"].metrics()
+    split = ["hr@3_cold", "targets_cold", "hr@3_warm", "targets_warm"]
+    assert [replayed[name] for name in split] == [expected[name] for name in split]
+    # Each user: the first 5 items (0 to 4 earlier events) are cold, the last 3 warm.
+    assert (expected["targets_cold"], expected["targets_warm"]) == (10, 6)
+    assert expected["hr@3_cold"] > 0
+    assert expected["hr@3_warm"] > 0
 
 
 def test_read_emitted_parses_lists_and_tombstones() -> None:
