@@ -4,8 +4,9 @@ Reads a recorded event file, replays it once through every model asked for (see
 :mod:`operators.evaluation` for the protocol and the metrics) and prints a table, or with
 ``--json`` one JSON object::
 
-    {"streamrec": {"hr@10": ..., "ndcg@10": ..., "mrr@10": ..., "coverage": ...,
-                   "targets": ..., "events_per_s": ...},
+    {"streamrec": {"hr@10": ..., "ndcg@10": ..., "mrr@10": ..., "candidate_recall": ...,
+                   "coverage": ..., "targets": ..., "hr@10_cold": ..., "targets_cold": ...,
+                   "hr@10_warm": ..., "targets_warm": ..., "events_per_s": ...},
      "baselines": {"popularity": {...}, "decayed_popularity": {...}, "covisitation": {...},
                    "isgd": {...}, "river_biasedmf": {...}},
      "ablation": {...}}
@@ -39,6 +40,7 @@ from operators import baselines
 from operators.config import Config, ConfigError, load_config
 from operators.engine import Engine
 from operators.evaluation import (
+    COLD_EVENTS,
     Curve,
     EmittedFormatError,
     OnlineRecommender,
@@ -122,18 +124,47 @@ def _progress(started: float) -> Callable[[int, int], None]:
     return report
 
 
+def _label(section: str, name: str) -> str:
+    return name if section == "streamrec" else f"{section}/{name}"
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _table(sections: dict[str, dict[str, Report]], k: int) -> str:
-    header = f"{'model':<28}{'hr@' + str(k):>9}{'ndcg@' + str(k):>9}{'mrr@' + str(k):>9}"
-    header += f"{'coverage':>10}{'targets':>10}{'events/s':>11}"
-    lines = [header]
+    """One row per report, each column as wide as its widest cell, and a legend of the split.
+
+    Every report of one pass has the same targets, so their cold/warm counts are said once.
+    """
+    header = ["model", f"hr@{k}", f"ndcg@{k}", f"mrr@{k}", "cand_recall"]
+    header += [f"hr@{k}_cold", f"hr@{k}_warm", "coverage", "targets", "events/s"]
+    rows = [header]
     for section, reports in sections.items():
         for name, report in reports.items():
-            label = name if section == "streamrec" else f"{section}/{name}"
-            speed = "-" if report.events_per_s is None else f"{report.events_per_s:,.0f}"
-            lines.append(
-                f"{label:<28}{report.hr:>9.4f}{report.ndcg:>9.4f}{report.mrr:>9.4f}"
-                f"{report.coverage:>10.3f}{report.targets:>10,}{speed:>11}"
+            rows.append(
+                [
+                    _label(section, name),
+                    *(_cell(value, ".4f") for value in (report.hr, report.ndcg, report.mrr)),
+                    _cell(report.candidate_recall, ".4f"),
+                    _cell(report.hr_cold, ".4f"),
+                    _cell(report.hr_warm, ".4f"),
+                    _cell(report.coverage, ".3f"),
+                    _cell(report.targets, ","),
+                    _cell(report.events_per_s, ",.0f"),
+                ]
             )
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    lines = []
+    for label, *figures in rows:
+        cells = (cell.rjust(width + 2) for cell, width in zip(figures, widths[1:], strict=True))
+        lines.append(label.ljust(widths[0]) + "".join(cells))
+    first = next(iter(sections["streamrec"].values()))
+    lines.append(
+        f"cold: the {first.cold_targets:,} targets of users with fewer than {COLD_EVENTS} "
+        f"earlier events; warm: the other {first.warm_targets:,}"
+    )
+    lines.append("cand_recall: targets among the model's candidates (- for a model without)")
     return "\n".join(lines)
 
 
@@ -151,19 +182,45 @@ def _pyplot() -> ModuleType:
     return plt
 
 
+#: How each section's curves are drawn: streamrec stands out, ablations are dashed.
+_LINE_STYLES: dict[str, dict[str, object]] = {
+    "streamrec": {"linewidth": 2.5, "zorder": 3},
+    "baselines": {"linewidth": 1.5},
+    "ablation": {"linewidth": 1.5, "linestyle": "--"},
+}
+
+
 def _plot(plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, path: Path) -> None:
-    figure, axes = plt.subplots(figsize=(10, 5))
-    for reports in sections.values():
+    """One line per report, with its table label, and the legend beside the axes."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.ticker import PercentFormatter
+
+    figure, axes = plt.subplots(figsize=(11, 5), layout="constrained")
+    for section, reports in sections.items():
         for name, report in reports.items():
-            if report.curve:
-                moments = [datetime.fromtimestamp(ts / 1000, UTC) for ts, _ in report.curve]
-                axes.plot(moments, [rate for _, rate in report.curve], label=name)
+            moments = [datetime.fromtimestamp(ts / 1000, UTC) for ts, _ in report.curve]
+            axes.plot(
+                moments,
+                [rate for _, rate in report.curve],
+                label=_label(section, name),
+                marker="." if len(report.curve) < 30 else None,
+                **_LINE_STYLES[section],
+            )
+    axes.set_title(
+        f"Prequential HR@{k} over time\n"
+        f"share of the last {CURVE.window:,} targets in the top {k}, "
+        f"one point per {CURVE.every:,} targets",
+        loc="left",
+    )
+    locator = AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     axes.set_xlabel("event time (UTC)")
-    axes.set_ylabel(f"HR@{k} over the last {CURVE.window:,} targets")
-    axes.legend()
+    axes.set_ylabel(f"HR@{k} (% of targets)")
+    axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    axes.set_ylim(bottom=0)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="model")
     axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
-    figure.tight_layout()
     try:
         figure.savefig(path, dpi=120)
     except OSError as error:

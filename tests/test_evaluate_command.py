@@ -12,7 +12,19 @@ from dataflows import cli
 from operators.events import Event
 from operators.jsonl import write_jsonl
 
-METRICS = ["hr@5", "ndcg@5", "mrr@5", "coverage", "targets", "events_per_s"]
+METRICS = [
+    "hr@5",
+    "ndcg@5",
+    "mrr@5",
+    "candidate_recall",
+    "coverage",
+    "targets",
+    "hr@5_cold",
+    "targets_cold",
+    "hr@5_warm",
+    "targets_warm",
+    "events_per_s",
+]
 
 
 @pytest.fixture
@@ -53,10 +65,16 @@ def test_json_holds_streamrec_baselines_and_ablation(
         "river_biasedmf",
     ]
     assert list(document["ablation"]) == ["fixed_blend"]
-    for metrics in [document["streamrec"], *document["baselines"].values()]:
+    streamrec = document["streamrec"]
+    for metrics in [streamrec, *document["baselines"].values()]:
         assert list(metrics) == METRICS
-        assert metrics["targets"] == document["streamrec"]["targets"] > 0
+        assert metrics["targets"] == streamrec["targets"] > 0
         assert 0.0 <= metrics["hr@5"] <= 1.0
+        assert metrics["targets_cold"] == streamrec["targets_cold"] > 0
+        assert metrics["targets_cold"] + metrics["targets_warm"] == metrics["targets"]
+    # A hit is one of the candidates the list was ranked from.
+    assert streamrec["hr@5"] <= streamrec["candidate_recall"] <= 1.0
+    assert all(metrics["candidate_recall"] is None for metrics in document["baselines"].values())
     assert "skipped 1 invalid lines" in err
 
 
@@ -79,6 +97,7 @@ def test_emitted_lists_are_scored_instead_of_the_engine(
     assert list(document) == ["streamrec"]
     assert document["streamrec"]["hr@10"] > 0
     assert document["streamrec"]["events_per_s"] is None
+    assert document["streamrec"]["candidate_recall"] is None
 
 
 def test_table_and_plot(events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,11 +109,17 @@ def test_table_and_plot(events: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         "hr@10",
         "ndcg@10",
         "mrr@10",
+        "cand_recall",
+        "hr@10_cold",
+        "hr@10_warm",
         "coverage",
         "targets",
         "events/s",
     ]
-    assert any(line.startswith("baselines/covisitation ") for line in out.splitlines())
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["baselines/covisitation"][4] == "-"
+    assert rows["streamrec"][4] != "-"
+    assert "earlier events; warm: the other" in out
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
