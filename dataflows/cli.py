@@ -64,6 +64,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return evaluate.main(args)
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from dataflows import evaluate
+
+    return evaluate.pretrain(args)
+
+
 def _replay(args: argparse.Namespace) -> int:
     from dataflows import replay
 
@@ -120,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--ablation", action="store_true", help="also run the ablations")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_argument("--plot", help="write the sliding-window HR curve to this PNG")
+    sub.add_argument("--warm-start", help="start streamrec from this pretrained state")
+
+    sub = command("pretrain", _pretrain, "Learn from a recorded history; save it as a warm start.")
+    sub.add_argument("history", help="recorded events (JSON Lines, optionally .gz)")
+    sub.add_argument("--out", required=True, help="directory to write the warm start to")
+    sub.add_argument("-c", "--config", help="YAML config (default: the bundled one)")
 
     sub = command("replay", _replay, "Run the dataflow over a recorded event file.")
     sub.add_argument("events", nargs="?", help="JSON Lines file or directory (default: bundled)")
@@ -138,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sub.add_argument("--evaluate", action="store_true", help="score the lists after the replay")
+    sub.add_argument("--warm-start", help="start from this pretrained state (streamrec pretrain)")
 
     sub = command("run", _run, "Run the Kafka-to-Kafka job (wraps python -m bytewax.run).")
     sub.add_argument("-c", "--config", help="YAML config (default: deploy/config.yaml)")
@@ -151,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--processes", type=int, help="process count for an -a template with {i}")
     sub.add_argument("--recovery-dir", help="recovery partitions (default: recovery.dir)")
     sub.add_argument("--no-recovery", action="store_true", help="restart from the input's start")
+    sub.add_argument("--warm-start", help="start from this pretrained state (streamrec pretrain)")
     sub.add_argument(
         "--metrics-port", type=int, default=3030, help="Prometheus /metrics port (0: off)"
     )

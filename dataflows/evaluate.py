@@ -18,7 +18,7 @@ running the engine; ``--plot`` draws every model's sliding-window hit rate over 
 >>> [model.name for model in make_baselines()] == list(BASELINE_NAMES)
 True
 >>> [name for name in ABLATIONS]
-['fixed_blend']
+['fixed_blend', 'no_embeddings']
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from operators.evaluation import (
 )
 from operators.events import DEFAULT_MAX_BYTES, Event, Rejected, parse_event
 from operators.jsonl import numbered_lines, read_lines
+from operators.warm_start import WarmStart, WarmStartError
 
 #: Candidates the River baseline ranks per list.
 RIVER_CANDIDATES = 100
@@ -64,6 +65,7 @@ BASELINE_NAMES = ("popularity", "decayed_popularity", "covisitation", "isgd", "r
 #: streamrec without one of its parts, as changes to its engine config.
 ABLATIONS: dict[str, dict[str, object]] = {
     "fixed_blend": {"ranker": "fixed"},
+    "no_embeddings": {"embeddings": False},
 }
 
 
@@ -229,21 +231,68 @@ def _plot(plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, path:
         plt.close(figure)
 
 
-def _engines(config: Config, k: int, ablation: bool, live: bool) -> dict[str, Engine]:
+def _engines(
+    config: Config, k: int, ablation: bool, live: bool, warm: WarmStart | None
+) -> dict[str, Engine]:
     """The engines to run, by report section name: streamrec (unless scored from a file) and
-    the ablations, each named by its config's ``model_name``."""
+    the ablations, each named by its config's ``model_name``. With a warm start the ablations
+    also run streamrec from a cold start and the warm start frozen (no online learning)."""
     engines: dict[str, Engine] = {}
     base = dataclasses.replace(config.engine, k=k)
     gate = config.gate_settings()
+
+    def variant(name: str, changes: dict[str, object], start: WarmStart | None) -> Engine:
+        changed = dataclasses.replace(base, model_name=f"{base.model_name}_{name}", **changes)
+        return Engine(changed, gate, start)
+
     if live:
-        engines["streamrec"] = Engine(base, gate)
+        engines["streamrec"] = Engine(base, gate, warm)
     if ablation:
-        for variant, changes in ABLATIONS.items():
-            variant_config = dataclasses.replace(
-                base, model_name=f"{base.model_name}_{variant}", **changes
-            )
-            engines[variant] = Engine(variant_config, gate)
+        for name, changes in ABLATIONS.items():
+            engines[name] = variant(name, changes, warm)
+        if warm is not None:
+            engines["cold_start"] = variant("cold_start", {}, None)
+            engines["frozen_pretrained"] = variant("frozen_pretrained", {}, warm)
+            engines["frozen_pretrained"].freeze()
     return engines
+
+
+def _warm_start(path: str | None) -> WarmStart | None:
+    if path is None:
+        return None
+    try:
+        return WarmStart.read(Path(path))
+    except WarmStartError as error:
+        raise UsageError(str(error)) from None
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    """``streamrec pretrain HISTORY --out DIR``: one pass of the engine over the history (lists
+    are served, as the job would, since serving trains the ranker), then its state saved."""
+    config = _config(args.config)
+    events, skipped = read_events(
+        Path(args.history), config.known_types(), config.limits.max_message_bytes
+    )
+    if not events:
+        raise UsageError(f"{args.history} holds no valid event")
+    started = time.perf_counter()
+    engine = Engine(config.engine, config.gate_settings())
+    for event in sorted(events, key=lambda event: event.ts):
+        engine.learn(event)
+    engine.flush()
+    out = Path(args.out)
+    try:
+        engine.save(out)
+    except OSError as error:
+        raise UsageError(f"cannot write the warm start to {out}: {error}") from None
+    seconds = time.perf_counter() - started
+    print(
+        f"pretrained on {len(events):,} events ({skipped:,} invalid lines skipped) in "
+        f"{seconds:.0f} s: {len(engine.replica.items):,} items, {len(engine.users):,} users "
+        f"-> {out}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
@@ -265,7 +314,8 @@ def main(args: argparse.Namespace) -> int:
     if not events:
         raise UsageError(f"{args.events} holds no valid event")
 
-    engines = _engines(config, args.k, args.ablation, live=emitted is None)
+    warm = _warm_start(args.warm_start)
+    engines = _engines(config, args.k, args.ablation, emitted is None, warm)
     models: list[OnlineRecommender] = list(engines.values())
     if args.baselines:
         engine = engines.get("streamrec")
@@ -290,7 +340,9 @@ def main(args: argparse.Namespace) -> int:
     if args.baselines:
         sections["baselines"] = {name: reports[name] for name in BASELINE_NAMES}
     if args.ablation:
-        sections["ablation"] = {variant: reports[engines[variant].name] for variant in ABLATIONS}
+        sections["ablation"] = {
+            name: reports[engine.name] for name, engine in engines.items() if name != "streamrec"
+        }
 
     if args.json:
         document: dict[str, object] = {"streamrec": streamrec.metrics()}

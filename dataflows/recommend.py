@@ -4,16 +4,19 @@ Run it live with ``python -m bytewax.run dataflows.recommend:flow`` (the config 
 ``$STREAMREC_CONFIG``, default ``deploy/config.yaml``; ``streamrec run`` wraps this), or over a
 recorded file with ``streamrec replay``. Tests and tools call :func:`build_flow`.
 
-Steps (the model state is partitioned exactly as in the sequential ``operators.engine.Engine``)::
+Steps::
 
     input (Kafka | JSON Lines) -> admit (parse, validate) -------------------> dead letter
       -> key by user -> user step [UserGate + UserState] ---------------------> dead letter
-           |-- ItemMessage  -> key by item  -> item step [ItemState]  --.
-           |-- TrendMessage -> TREND_KEY    -> trend step [TrendState] --+-> rank step -> output
-           '-- RankHeader / ForgetUser ---------------------------------'   (by rank shard)
+           |-- Observation -> every replica key --.
+           '-- Train / Label / Serve / ForgetUser -+-> replica step [ModelReplica] -> output
+               -> the user's replica key ---------'   (one key per worker)
 
-Every message carries ``seq``, the input position of the event that caused it; the keyed steps
-(``dataflows/steps.py``) apply each batch in that order, so a one-worker run computes exactly
+Item knowledge is replicated: each worker holds one :class:`~operators.replica.ModelReplica`
+(``dataflows.routing`` picks one key per worker) that learns every event's observation and
+serves the users hashed to it, so an event costs one small message per worker and a list reads
+only local state. Every message carries ``seq``, the input position of the event that caused
+it, and the replica step applies each batch in that order: a one-worker run computes exactly
 what the sequential engine computes, and the lists leave in input order. Each step also counts
 what it handles into one :class:`~operators.tally.Tally` (events in, processed, dead-lettered,
 late, lists out), summed by the accounting sink.
@@ -25,6 +28,7 @@ the live job; a replay leaves them off, so its output depends on the events alon
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 from functools import partial
 from operator import itemgetter
@@ -40,58 +44,37 @@ from bytewax.operators import KeyedStream
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from dataflows.connectors import JsonLinesSink, JsonLinesSource, TallySink
-from dataflows.steps import (
-    ItemLogic,
-    Ranked,
-    RankInput,
-    RankLogic,
-    Sequenced,
-    Timers,
-    TrendLogic,
-    UserLogic,
-    UserOutput,
-)
+from dataflows.routing import replica_keys
+from dataflows.steps import Ranked, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
-from operators.messages import (
-    TREND_KEY,
-    ForgetUser,
-    ItemMessage,
-    RankPart,
-    Tombstone,
-    TrendMessage,
-)
+from operators.item_model import Observation
+from operators.messages import ReplicaMessage, Tombstone
+from operators.replica import ReplicaSnapshot
 from operators.tally import Tally
+from operators.warm_start import WarmStart
 
-#: The environment variable naming the config file of ``dataflows.recommend:flow``.
+#: The environment variables ``dataflows.recommend:flow`` is built from: the config file, the
+#: cluster's worker count in all, and a warm-start directory.
 CONFIG_ENV = "STREAMREC_CONFIG"
+WORKERS_ENV = "STREAMREC_WORKERS"
+WARM_START_ENV = "STREAMREC_WARM_START"
 DEFAULT_CONFIG = "deploy/config.yaml"
 
 
-def _item_messages(keyed: tuple[str, UserOutput]) -> list[tuple[str, Sequenced[ItemMessage]]]:
-    output = keyed[1]
-    if output.step is None:
-        return []
-    return [(message.item_id, (output.seq, message)) for message in output.step.items]
-
-
-def _trend_message(keyed: tuple[str, UserOutput]) -> list[tuple[str, Sequenced[TrendMessage]]]:
-    output = keyed[1]
-    if output.step is None:
-        return []
-    return [(TREND_KEY, (output.seq, output.step.trend))]
-
-
-def _rank_message(keyed: tuple[str, UserOutput]) -> list[tuple[str, Sequenced[RankInput]]]:
-    output = keyed[1]
-    step, forget = output.step, output.forget
-    message = step.header if step is not None else cast(ForgetUser, forget)
-    return [] if message is None else [(str(message.shard), (output.seq, message))]
-
-
-def _to_shard(keyed: tuple[str, Sequenced[RankPart]]) -> tuple[str, Sequenced[RankInput]]:
-    seq, part = keyed[1]
-    return str(part.shard), (seq, part)
+def _to_replicas(
+    keys: list[str], keyed: tuple[str, UserOutput]
+) -> list[tuple[str, Sequenced[ReplicaMessage]]]:
+    """Observations to every replica, the rest to the user's own."""
+    user_id, output = keyed
+    own = keys[zlib.crc32(user_id.encode()) % len(keys)]
+    routed: list[tuple[str, Sequenced[ReplicaMessage]]] = []
+    for message in output.messages:
+        if isinstance(message, Observation):
+            routed.extend((key, (output.seq, message)) for key in keys)
+        else:
+            routed.append((own, (output.seq, message)))
+    return routed
 
 
 def _count_user_outputs(batch: list[tuple[str, UserOutput | DeadLetter]]) -> list[Tally]:
@@ -108,8 +91,8 @@ def _count(field_name: str, batch: list[Any]) -> list[Tally]:
 
 
 def _in_input_order(batch: list[tuple[str, Sequenced[Ranked]]]) -> list[tuple[str, Ranked]]:
-    """The outputs of one activation by input position, keyed by user (the shards release
-    their lists one shard after the other)."""
+    """The outputs of one activation by input position, keyed by user (the replicas release
+    their lists one after the other)."""
     batch.sort(key=lambda keyed: keyed[1][0])
     return [(output.user_id, output) for _shard, (_seq, output) in batch]
 
@@ -140,7 +123,8 @@ def _kafka_raw(message: KafkaSourceMessage[bytes | None, bytes | None]) -> Raw:
 
 def _kafka_dead(error: KafkaError[bytes | None, bytes | None]) -> DeadLetter:
     message = error.msg
-    origin = Origin(message.topic or "", message.offset or -1, message.partition)
+    offset = -1 if message.offset is None else message.offset
+    origin = Origin(message.topic or "", offset, message.partition)
     return DeadLetter(f"Kafka error: {error.err.str()}", origin, message.value)
 
 
@@ -191,12 +175,24 @@ def _dead_letter_message(letter: DeadLetter) -> KafkaSinkMessage[bytes | None, b
     return KafkaSinkMessage(None, letter.to_json())
 
 
-def build_flow(config: Config, report: Callable[[Tally], None] | None = None) -> Dataflow:
-    """The whole job for ``config``; ``report`` sees each new running :class:`Tally`."""
+def build_flow(
+    config: Config,
+    report: Callable[[Tally], None] | None = None,
+    workers: int = 1,
+    warm: WarmStart | None = None,
+) -> Dataflow:
+    """The whole job for ``config`` on a cluster of ``workers`` workers in all; ``report`` sees
+    each new running :class:`Tally`; ``warm`` is the pretrained state to start from."""
     flow = Dataflow("streamrec")
     engine = config.engine
     timers = Timers.from_config(config)
     gate_settings = config.gate_settings()
+    warm_users = None if warm is None else warm.user_snapshots
+
+    def replica_logic(resume: ReplicaSnapshot | None) -> ReplicaLogic:
+        if resume is None and warm is not None:
+            return ReplicaLogic(engine, warm.replica(engine))
+        return ReplicaLogic(engine, resume)
 
     raw, input_errors = _input(flow, config)
     arrivals: list[Stream[Any]] = [raw] if input_errors is None else [raw, input_errors]
@@ -216,28 +212,17 @@ def build_flow(config: Config, report: Callable[[Tally], None] | None = None) ->
     valid = op.branch("valid", admitted, lambda x: isinstance(x, Admitted))
     by_user = op.key_on("by_user", cast(Stream[Admitted], valid.trues), lambda a: a.event.user_id)
     user_out = op.stateful_batch(
-        "user", by_user, lambda resume: UserLogic(engine, gate_settings, timers, resume)
+        "user",
+        by_user,
+        lambda resume: UserLogic(engine, gate_settings, timers, resume, warm_users),
     )
     user_split = op.branch("user_split", user_out, lambda kv: isinstance(kv[1], UserOutput))
     outputs = cast(KeyedStream[UserOutput], user_split.trues)
     tallies.append(op.flat_map_batch("count_user", user_out, _count_user_outputs))
 
-    items = op.flat_map("to_items", outputs, _item_messages)
-    item_parts = op.stateful_batch(
-        "item", items, lambda resume: ItemLogic(engine, timers.item_expire, resume)
-    )
-    trend = op.flat_map("to_trend", outputs, _trend_message)
-    trend_parts = op.stateful_batch("trend", trend, lambda resume: TrendLogic(engine, resume))
-    rank_in = op.merge(
-        "rank_in",
-        op.flat_map("headers", outputs, _rank_message),
-        op.map("item_parts", item_parts, _to_shard),
-        op.map("trend_parts", trend_parts, _to_shard),
-    )
+    to_replicas = op.flat_map("to_replicas", outputs, partial(_to_replicas, replica_keys(workers)))
     ranked = op.flat_map_batch(
-        "in_input_order",
-        op.stateful_batch("rank", rank_in, lambda resume: RankLogic(engine, resume)),
-        _in_input_order,
+        "in_input_order", op.stateful_batch("replica", to_replicas, replica_logic), _in_input_order
     )
     tallies.append(op.flat_map_batch("count_out", ranked, _count_outputs))
     _write("output", ranked, config.output, config, kafka_message, file_line)
@@ -268,5 +253,10 @@ def build_flow(config: Config, report: Callable[[Tally], None] | None = None) ->
 def __getattr__(name: str) -> Dataflow:
     """``flow`` is built on first access, so importing this module has no side effects."""
     if name == "flow":
-        return build_flow(load_config(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)))
+        warm = os.environ.get(WARM_START_ENV)
+        return build_flow(
+            load_config(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)),
+            workers=int(os.environ.get(WORKERS_ENV, "1")),
+            warm=None if not warm else WarmStart.read(Path(warm)),
+        )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,15 +11,14 @@ dataflow itself; ``events_in == processed + dead_lettered`` is checked before it
     streamrec replay events.jsonl.gz --processes 2     # a local cluster of two processes
 
 ``--processes N`` runs the flow as a Bytewax cluster of ``N`` local processes (this one and
-``N - 1`` it starts), as ``python -m bytewax.run -i I -a ...`` would, but with an epoch per
-small input batch (``bytewax.run`` takes whole seconds only). If any process fails, the others
-are stopped and replay exits with an error naming it and its exit code.
+``N - 1`` it starts), as ``python -m bytewax.run -i I -a ...`` would, with the live job's epoch
+length. If any process fails, the others are stopped and replay exits with an error naming it
+and its exit code. ``--warm-start DIR`` starts from a pretrained state (``streamrec pretrain``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import multiprocessing
 import multiprocessing.connection
@@ -43,18 +42,15 @@ from dataflows.cli import UsageError
 from dataflows.recommend import build_flow
 from operators.config import Config, ConfigError, FileEndpoint, load_config
 from operators.tally import Tally
+from operators.warm_start import WarmStart, WarmStartError
 
 #: The recorded stream replayed when no events file is given.
 BUNDLED_EVENTS = Path(__file__).resolve().parent / "data" / "online_retail_sample.jsonl.gz"
 
 # One worker: one epoch for the whole replay. No recovery is kept, and epoch boundaries fall at
-# wall-clock moments, so more of them could only make the batching vary between runs.
+# wall-clock moments, so more of them could only make the batching vary between runs. Several
+# workers use the live job's epoch (``recovery.snapshot_interval_s``), as a deployment would.
 _ONE_EPOCH = timedelta(days=365)
-# Several workers: Bytewax's keyed steps take epochs in order but the open epoch's messages in
-# whatever order they reach each worker, so a step could apply a later event's update before
-# answering an earlier request. An epoch per small input batch keeps that window to a few events.
-_EVERY_BATCH = timedelta(0)
-_MULTI_WORKER_BATCH = 5
 
 
 class Progress:
@@ -119,8 +115,14 @@ def main(args: argparse.Namespace) -> int:
         if out is None and args.evaluate:
             out = Path(scratch) / "recommendations.jsonl"
         dead_letter = Path(args.dead_letter) if args.dead_letter else None
+        warm = Path(args.warm_start) if args.warm_start else None
+        if warm is not None:
+            try:
+                WarmStart.read(warm)
+            except WarmStartError as error:
+                raise UsageError(str(error)) from None
         total, seconds = _replay(
-            config.for_replay(events, out, dead_letter), args.workers, args.processes
+            config.for_replay(events, out, dead_letter), args.workers, args.processes, warm
         )
         figures = summary(total, seconds)
         if args.json:
@@ -143,7 +145,9 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(config: Config, workers: int, processes: int = 1) -> tuple[Tally, float]:
+def _replay(
+    config: Config, workers: int, processes: int = 1, warm: Path | None = None
+) -> tuple[Tally, float]:
     """Run the dataflow to the end of the input; returns its final counts and the wall time."""
     for endpoint in (config.output, config.dead_letter):
         # The sinks open their file only when the first record comes: start from an empty one so
@@ -151,16 +155,12 @@ def _replay(config: Config, workers: int, processes: int = 1) -> tuple[Tally, fl
         if isinstance(endpoint, FileEndpoint):
             Path(endpoint.path).parent.mkdir(parents=True, exist_ok=True)
             Path(endpoint.path).write_bytes(b"")
-    if workers * processes > 1 and isinstance(config.input, FileEndpoint):
-        config = dataclasses.replace(
-            config, input=dataclasses.replace(config.input, batch_size=_MULTI_WORKER_BATCH)
-        )
     progress = Progress(sys.stderr, interval_s=0.5 if sys.stderr.isatty() else 30.0)
     started = time.perf_counter()
     if processes == 1:
-        _run_process(config, workers, None, 0, progress)
+        _run_process(config, workers, None, 0, progress, warm)
     else:
-        _run_cluster(config, workers, processes, progress)
+        _run_cluster(config, workers, processes, progress, warm)
     seconds = time.perf_counter() - started
     progress.finish()
     return progress.total, seconds
@@ -172,9 +172,12 @@ def _run_process(
     addresses: list[str] | None,
     process_id: int,
     report: Callable[[Tally], None],
+    warm: Path | None,
 ) -> None:
     """Run this process's share of the flow (all of it without ``addresses``)."""
-    flow = build_flow(config, report=report)
+    processes = len(addresses) if addresses else 1
+    warm_start = None if warm is None else WarmStart.read(warm)
+    flow = build_flow(config, report=report, workers=workers * processes, warm=warm_start)
     # A replay allocates millions of short-lived objects and few cycles: with the default
     # thresholds the cyclic garbage collector took about a third of the run.
     thresholds = gc.get_threshold()
@@ -187,14 +190,16 @@ def _run_process(
                 flow,
                 addresses or [],
                 process_id,
-                epoch_interval=_EVERY_BATCH,
+                epoch_interval=timedelta(seconds=config.recovery.snapshot_interval_s),
                 worker_count_per_proc=workers,
             )
     finally:
         gc.set_threshold(*thresholds)
 
 
-def _run_cluster(config: Config, workers: int, processes: int, progress: Progress) -> None:
+def _run_cluster(
+    config: Config, workers: int, processes: int, progress: Progress, warm: Path | None
+) -> None:
     """This process is process 0 of a local cluster; the others are started here.
 
     The counts are summed in one partition, which Bytewax may place in any process: each other
@@ -207,7 +212,7 @@ def _run_cluster(config: Config, workers: int, processes: int, progress: Progres
     children = [
         spawn.Process(
             target=_cluster_member,
-            args=(config, workers, addresses, process_id, sender),
+            args=(config, workers, addresses, process_id, sender, warm),
             name=f"streamrec-replay-{process_id}",
         )
         for process_id, (_, sender) in enumerate(pipes, start=1)
@@ -219,7 +224,7 @@ def _run_cluster(config: Config, workers: int, processes: int, progress: Progres
         for _, sender in pipes:
             sender.close()  # the child has its copy: a child that dies unsent reads as EOF
         threading.Thread(target=_watch, args=(children, done), daemon=True).start()
-        _run_process(config, workers, addresses, 0, progress)
+        _run_process(config, workers, addresses, 0, progress, warm)
     except BaseException as error:
         done.set()
         # When a peer process dies, Bytewax raises pyo3's PanicException (a BaseException) here;
@@ -298,10 +303,15 @@ def _watch(children: list[BaseProcess], done: threading.Event, grace_s: float = 
 
 
 def _cluster_member(
-    config: Config, workers: int, addresses: list[str], process_id: int, sender: Connection
+    config: Config,
+    workers: int,
+    addresses: list[str],
+    process_id: int,
+    sender: Connection,
+    warm: Path | None,
 ) -> None:
     last = _LastTotal()
-    _run_process(config, workers, addresses, process_id, last)
+    _run_process(config, workers, addresses, process_id, last, warm)
     sender.send(last.total)
 
 

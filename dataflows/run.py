@@ -260,7 +260,7 @@ def _load(config_path: Path) -> Config:
 
 def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
     """Check the options and config and work out the Bytewax command line (no side effects)."""
-    from dataflows.recommend import CONFIG_ENV, DEFAULT_CONFIG
+    from dataflows.recommend import CONFIG_ENV, DEFAULT_CONFIG, WARM_START_ENV, WORKERS_ENV
 
     # The flow reads the same file (DEFAULT_CONFIG is relative to the working directory).
     config_path = Path(args.config or DEFAULT_CONFIG).resolve()
@@ -299,6 +299,16 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
 
     env = dict(environ)
     env[CONFIG_ENV] = str(config_path)
+    env[WORKERS_ENV] = str(args.workers_per_process * (cluster.processes if cluster else 1))
+    env.pop(WARM_START_ENV, None)
+    if args.warm_start:
+        warm = Path(args.warm_start).resolve()
+        if not (warm / "meta.json").is_file():
+            raise UsageError(
+                f"{warm} is not a warm start (no meta.json); write one with "
+                "`streamrec pretrain HISTORY --out DIR`"
+            )
+        env[WARM_START_ENV] = str(warm)
     env["PYTHONUNBUFFERED"] = "1"
     if args.metrics_port:
         env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"

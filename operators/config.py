@@ -129,10 +129,10 @@ class DedupeConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    """Processing-time expiry of idle keys in the live job (null keeps them)."""
+    """Processing-time expiry of idle users in the live job (null keeps them). Items expire in
+    event time inside the model replicas (``engine.item_idle_ms``)."""
 
     user_idle_expire_s: float | None = field(default=30 * _DAY_S, metadata=_at_least(0.001))
-    item_idle_expire_s: float | None = field(default=90 * _DAY_S, metadata=_at_least(0.001))
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class Config:
             output=None if out is None else FileEndpoint(str(out)),
             dead_letter=None if dead_letter is None else FileEndpoint(str(dead_letter)),
             window=dataclasses.replace(self.window, close_after_idle_s=None),
-            state=StateConfig(user_idle_expire_s=None, item_idle_expire_s=None),
+            state=StateConfig(user_idle_expire_s=None),
         )
 
 

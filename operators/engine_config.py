@@ -2,15 +2,15 @@
 
 The YAML ``engine:`` section is built into this class field by field, so each field below is a
 config key. Every cap here is a memory bound: per user ``history_cap + seen_cap`` item ids, per
-item at most ``2 * neighbours`` links, in the trend step at most ``2 * trend_capacity`` items.
+item at most ``2 * neighbours`` links and one pair of embeddings.
 
 >>> config = EngineConfig()
->>> config.k, config.shards, config.ranker
-(10, 8, 'river')
+>>> config.k, config.ranker
+(10, 'river')
 >>> EngineConfig(ranker="fixed").ranker
 'fixed'
->>> config.type_weight("purchase", None)
-5.0
+>>> config.type_weight("purchase", None, None), config.type_weight("rating", 2, 3.0)
+(5.0, 0.5)
 """
 
 from __future__ import annotations
@@ -31,61 +31,68 @@ class EngineConfig:
     history_cap: int = 50
     #: Distinct items a user interacted with that are excluded from the lists (oldest forgotten).
     seen_cap: int = 1_000
-    #: Distinct recent items of a user each event's item is linked to: one message to an item
-    #: key each, per event, so this is the main cost knob. Few is also better: on Online Retail
-    #: and the synthetic stream, links to the 2 previous items beat links to 8 or 16.
-    link_recent: int = 2
-    #: Distinct recent items whose neighbours a request gathers (one message each, per request:
-    #: the event opening a window and the window's close).
+    #: Distinct previous items of the user each event's item is linked to, and the context of
+    #: its embedding step.
+    link_recent: int = 3
+    #: Distinct recent items of a user a list is built from (their neighbours are candidates).
     query_recent: int = 30
     #: Neighbours kept per item: an item's links are pruned to the strongest ``neighbours``
     #: whenever they exceed ``2 * neighbours``.
     neighbours: int = 40
-    #: Strongest links an item sends per reply (so a request gathers at most
-    #: ``query_recent * reply_neighbours + trend_top`` candidates), re-sorted by the item after
+    #: Strongest links of an item that candidate generation reads, re-sorted by the item after
     #: every ``reply_refresh`` updates.
     reply_neighbours: int = 20
     reply_refresh: int = 8
-    #: Half-life of co-occurrence links and item popularity in event time.
+    #: Half-life of co-occurrence links in event time.
     link_half_life_ms: int = 60 * _DAY_MS
     #: A link between two events of a user is weighted down by the time between them.
     link_gap_half_life_ms: int = 7 * _DAY_MS
-    #: Half-lives of the trend step's short and long global popularity.
-    trend_short_half_life_ms: int = 2 * _DAY_MS
-    trend_long_half_life_ms: int = 30 * _DAY_MS
-    #: Items the trend step tracks (pruned to this many by long popularity above twice as many).
-    trend_capacity: int = 2_000
-    #: Trending items sent with each request (cold-start fallback and popularity features).
-    trend_top: int = 200
-    #: The trend step re-sorts its top list after this many updates.
+    #: Half-lives of the distinct-user popularity (each user counts once per item).
+    pop_short_half_life_ms: int = 7 * _DAY_MS
+    pop_long_half_life_ms: int = 60 * _DAY_MS
+    #: Trending items kept sorted (re-sorted every ``trend_refresh`` events), of which the
+    #: ``trend_top`` first are candidates of every list.
+    trending: int = 200
+    trend_top: int = 100
     trend_refresh: int = 50
-    #: Half-life of a history item's weight in the features.
+    #: Items most similar to the user's interest vector that are candidates of every list.
+    similar: int = 50
+    #: A history item's weight halves per this much age and per this many newer items.
     recency_half_life_ms: int = 14 * _DAY_MS
-    #: Half-life of a user's category interest profile.
-    profile_half_life_ms: int = 30 * _DAY_MS
-    #: Categories kept in a user's profile.
-    profile_cap: int = 20
-    #: Candidates ranked per request (the strongest by co-occurrence, then trending ones).
+    recency_half_life_items: float = 8.0
+    #: Item embeddings (False: none, no similarity feature or candidates), their dimensions,
+    #: SGD rate, negatives per event and random seed.
+    embeddings: bool = True
+    dimensions: int = 32
+    embedding_rate: float = 0.05
+    negatives: int = 5
+    seed: int = 0
+    #: Candidates ranked per list (those with the most evidence).
     candidates: int = 300
     #: Length of the emitted lists.
     k: int = 10
-    #: Rank shards (the rank step's keys); independent of the number of workers.
-    shards: int = 8
-    #: "river": linear weights learned online by a River SGD optimiser on a listwise softmax
-    #: loss, starting from the fixed blend; "fixed": the hand-set blend of the same features.
+    #: "river": linear weights over standardised features learned online by River's AdaGrad on
+    #: a listwise softmax loss, starting from the fixed prior; "fixed": the prior alone.
     ranker: Literal["river", "fixed"] = "river"
-    #: SGD learning rate of the River ranker.
-    learning_rate: float = 0.001
-    #: Users and items with no event for this long may be dropped (event time).
-    idle_ms: int = 365 * _DAY_MS
-    #: Weight of one event of each type (a rating's value scales its type weight).
+    #: AdaGrad learning rate of the River ranker.
+    learning_rate: float = 0.05
+    #: Training lists of open windows a replica keeps at most (the oldest is dropped).
+    open_lists: int = 10_000
+    #: Items with no event for this long are dropped (swept every ``sweep_every`` events).
+    item_idle_ms: int = 365 * _DAY_MS
+    sweep_every: int = 100_000
+    #: A rating weighs ``2 ** ((value - user's mean rating) / rating_spread)`` times its type
+    #: weight: ratings below the user's own mean are weak evidence.
+    rating_spread: float = 1.0
+    #: Weight of one event of each type.
     type_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TYPE_WEIGHTS))
     #: The ``model`` field of emitted lists.
     model_name: str = "streamrec"
 
-    def type_weight(self, event_type: str, value: float | None) -> float:
-        """How much one event says about interest in its item."""
+    def type_weight(self, event_type: str, value: float | None, mean: float | None) -> float:
+        """How much one event says about interest in its item; a rating's ``value`` counts
+        against the user's ``mean`` rating so far (None: no rating yet)."""
         weight = self.type_weights.get(event_type, 1.0)
-        if event_type == "rating" and value is not None:
-            return weight * value
+        if event_type == "rating" and value is not None and mean is not None:
+            return weight * 2.0 ** ((value - mean) / self.rating_spread)
         return weight

@@ -1,35 +1,27 @@
-"""Per-candidate features of one list, computed with numpy over the candidates at once.
+"""Ranking features: one row per candidate, computed with numpy over all candidates at once.
 
-A list is built from the first ``rows`` history rows of a request: the training list from the
-rows before the window's basket (``header.before``), the served list from all of them. Each row
-``h`` gets a recency weight ``r[h] = weight * 0.5 ** (age / half_life)``, the age counted from
-the newest row of the list. The columns, in the fixed order :data:`FEATURES`:
+Co-visitation in three normalisations (each history item's links weighted by its recency):
+``covisitation`` (log of the raw decayed weight), ``conditional`` (divided by the source item's
+own link mass: how often the candidate follows it), ``cosine`` (divided by the geometric mean of
+both items' masses), plus ``last`` (conditional on the newest item alone) and ``spread`` (the
+share of history items linking to it). ``similarity`` is the dot product of the user's interest
+vector with the candidate's output vector. ``popularity``/``popularity_long`` are the log of the
+distinct-user counts at the short and long half-life, ``trend_rank`` the position among the
+trending items.
 
-* ``co_sum``: log(1 + sum over rows of r[h] * link[h, c]), the recency-weighted co-occurrence;
-* ``co_conditional``: the same average of link[h, c] / popularity[h] (how often c follows h);
-* ``co_max``: log(1 + the strongest single recency-weighted link);
-* ``co_count``: the share of history rows that link to c;
-* ``co_last``: log(1 + link from the most recent history item);
-* ``pop_short``, ``pop_long``: popularity relative to the most trending item;
-* ``trend_rank``: 1 / (1 + position in the trending list);
-* ``category``: the share of the user's category interest in the candidate's category.
-
->>> from operators.messages import RankHeader, RankPart, TREND_KEY
->>> from operators.candidates import gather_candidates
->>> from operators.engine_config import EngineConfig
->>> day = 86_400_000
->>> header = RankHeader(("u1", 2), 0, 14 * day, (("a", 0, 1.0, None), ("b", 14 * day, 1.0, None)),
-...                     before=1, labels=("b",), seen=frozenset({"a", "b"}), parts=3)
->>> parts = [RankPart(("u1", 2), 0, "a", ("c",), (3.0,), popularity=6.0),
-...          RankPart(("u1", 2), 0, "b", ("c", "d"), (1.0, 1.0), popularity=2.0),
-...          RankPart(("u1", 2), 0, TREND_KEY, (), ())]
->>> candidates = gather_candidates(header, parts, EngineConfig())
->>> training = feature_matrix(header, candidates, header.before, half_life=14 * day)
->>> candidates.items, training[:, FEATURES.index("co_sum")].round(3).tolist()
-(['c', 'd'], [1.386, 0.0])
->>> served = feature_matrix(header, candidates, len(header.history), half_life=14 * day)
->>> served[:, FEATURES.index("co_count")].tolist()
-[1.0, 0.5]
+>>> from operators.item_model import ItemModel, Observation
+>>> from operators.candidates import gather
+>>> config = EngineConfig(dimensions=4)
+>>> model = ItemModel(config)
+>>> for item, ts, recent in [("tea", 0, ()), ("jam", 1, (("tea", 0, 1.0),)), ("cup", 2, ())]:
+...     model.observe(Observation(item, ts, 1.0, True, recent))
+>>> candidates = gather(model, (("tea", 3, 1.0),), {"tea"}, config)
+>>> matrix = feature_matrix(model, candidates, config)
+>>> matrix.shape == (2, len(FEATURES))
+True
+>>> jam = [model.ids[row] for row in candidates.rows].index("jam")
+>>> float(matrix[jam, FEATURES.index("conditional")])
+1.0
 """
 
 from __future__ import annotations
@@ -37,71 +29,67 @@ from __future__ import annotations
 import numpy as np
 
 from operators.candidates import Candidates
-from operators.messages import RankHeader
+from operators.engine_config import EngineConfig
+from operators.item_model import ItemModel
 
 FEATURES: tuple[str, ...] = (
-    "co_sum",
-    "co_conditional",
-    "co_max",
-    "co_count",
-    "co_last",
-    "pop_short",
-    "pop_long",
+    "covisitation",
+    "conditional",
+    "cosine",
+    "last",
+    "spread",
+    "similarity",
+    "popularity",
+    "popularity_long",
     "trend_rank",
-    "category",
 )
 
-#: The hand-set blend (the "fixed" ranker, and where the learned ranker starts).
+#: The fixed prior over standardised features: where the learned ranker starts, and the
+#: "fixed" ranker of the ablation.
 FIXED_WEIGHTS: dict[str, float] = {
-    "co_sum": 0.25,
-    "co_conditional": 0.25,
-    "co_max": 0.0,
-    "co_count": 0.05,
-    "co_last": 0.0,
-    "pop_short": 1.0,
-    "pop_long": 0.05,
-    "trend_rank": 0.025,
-    "category": 1.0,
+    "covisitation": 0.3,
+    "conditional": 0.6,
+    "cosine": 0.3,
+    "last": 0.3,
+    "spread": 0.1,
+    "similarity": 0.3,
+    "popularity": 0.6,
+    "popularity_long": 0.1,
+    "trend_rank": 0.1,
 }
 
+#: Features that come from the user's history items, by name: their largest contributor is the
+#: history item a recommendation is ``because`` of.
+COVISITATION = frozenset({"covisitation", "conditional", "cosine", "last", "spread"})
+POPULARITY = frozenset({"popularity", "popularity_long", "trend_rank"})
 
-def feature_matrix(
-    header: RankHeader, candidates: Candidates, rows: int, half_life: float
-) -> np.ndarray:
-    """The (candidates, features) matrix of the list built from the first ``rows`` rows."""
-    matrix = np.zeros((len(candidates.items), len(FEATURES)))
-    if rows:
-        history = header.history[:rows]
-        stamps = np.fromiter((entry[1] for entry in history), float, rows)
-        recency = np.fromiter((entry[2] for entry in history), float, rows)
-        # Ages count from the list's newest row, so the training list weighs its rows like
-        # the served list however long ago the basket before the window was.
-        recency *= np.exp2((stamps - stamps.max()) / half_life)
-        links = candidates.links[:rows]
-        conditional = np.minimum(links / np.maximum(candidates.sources[:rows], 1e-9)[:, None], 1.0)
-        matrix[:, 0] = np.log1p(recency @ links)
-        matrix[:, 1] = (recency @ conditional) / recency.sum()
-        matrix[:, 2] = np.log1p((recency[:, None] * links).max(axis=0))
-        matrix[:, 3] = np.count_nonzero(links, axis=0) / rows
-        matrix[:, 4] = np.log1p(links[rows - 1])
-    matrix[:, 5] = candidates.trend_short
-    matrix[:, 6] = candidates.trend_long
-    matrix[:, 7] = candidates.trend_rank
-    if candidates.categories is not None:
-        matrix[:, 8] = _category_affinity(header, candidates.categories, rows)
+
+def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfig) -> np.ndarray:
+    """The (candidates, features) matrix of one list."""
+    rows = candidates.rows
+    matrix = np.zeros((len(rows), len(FEATURES)))
+    links = candidates.links
+    recency = candidates.recency
+    if len(candidates.history):
+        total = recency.sum()
+        source_mass = np.maximum(model.mass[candidates.history], 1e-12)
+        target_mass = np.maximum(model.mass[rows], 1e-12)
+        decay = model.decay(candidates.ts, config.link_half_life_ms)
+        conditional = links / source_mass[:, None]
+        matrix[:, 0] = np.log1p((recency @ links) / decay)
+        matrix[:, 1] = (recency @ conditional) / total
+        matrix[:, 2] = (
+            recency @ (conditional * np.sqrt(source_mass[:, None] / target_mass))
+        ) / total
+        matrix[:, 3] = conditional[-1]
+        matrix[:, 4] = (recency @ (links > 0)) / total
+        if config.embeddings:
+            matrix[:, 5] = model.out[rows] @ candidates.interest
+    matrix[:, 6] = np.log1p(
+        model.short[rows] / model.decay(candidates.ts, config.pop_short_half_life_ms)
+    )
+    matrix[:, 7] = np.log1p(
+        model.long[rows] / model.decay(candidates.ts, config.pop_long_half_life_ms)
+    )
+    matrix[:, 8] = candidates.trend_rank
     return matrix
-
-
-def _category_affinity(header: RankHeader, categories: list[str | None], rows: int) -> list[float]:
-    """The share of the user's interest in each candidate's category: the profile before the
-    window, plus the window's items when the list includes them."""
-    profile = dict(header.profile)
-    labels = header.labels
-    for item_id, _, weight, category in header.history[header.before : rows]:
-        if category is not None and item_id in labels:
-            profile[category] = profile.get(category, 0.0) + weight
-    total = sum(profile.values()) or 1.0
-    return [
-        profile.get(category, 0.0) / total if category is not None else 0.0
-        for category in categories
-    ]

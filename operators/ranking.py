@@ -1,215 +1,106 @@
-"""The rank step: gather one request's replies, learn test-then-train, serve the user's list.
+"""The ranker: a linear model over standardised features, learned online with a River optimiser.
 
-Keyed by the rank shard (``rank_shard(user_id, shards)``). Its long-lived state is one
-:class:`Ranker` (linear weights over :data:`~operators.features.FEATURES`); requests waiting
-for their replies are transient.
+Scores are ``((X - mean) / scale) @ weights``. The means and scales are running statistics of
+every candidate the ranker has trained on (so each weight moves at the same pace whatever its
+feature's units), and the weights start from :data:`~operators.features.FIXED_WEIGHTS`.
 
-For a complete request the step builds the candidates once. A request that trains (it carries
-the event's new item as a label) builds the *training* list from the history rows before the
-event and takes one step of the ranker's listwise loss with the label as the positive; a
-request that serves (it carries a version) then builds the *served* list from all rows and
-returns its top ``k``. Replies come from the items' state before the event, so the training
-list is the list the user's history gave just before the event judged it.
+Learning minimises the softmax cross-entropy of the chosen item over its list: the probability
+the scores give the item the user picked next among all candidates of the list they held. Its
+gradient ``softmax(Z @ w) @ Z - z_chosen`` is applied by a River optimiser (AdaGrad: per-weight
+steps that shrink as evidence accumulates, so the blend settles on a stream yet still follows a
+change). The ``"fixed"`` kind keeps the prior.
 
->>> from operators.messages import RankHeader, RankPart, TREND_KEY
->>> config = EngineConfig(k=2)
->>> state = RankState(config)
->>> header = RankHeader(("u1", 2), 0, 10, (("a", 5, 5.0, None), ("b", 10, 5.0, None)),
-...                     before=1, labels=("b",), seen=frozenset({"a", "b"}), parts=3, version=2)
->>> state.on_message(RankPart(("u1", 2), 0, "a", ("b", "c"), (3.0, 1.0)), config)
->>> state.on_message(RankPart(("u1", 2), 0, TREND_KEY, ("d",), (1.0,), long_weights=(1.0,)), config)
->>> state.on_message(header, config)
->>> recommendation = state.on_message(RankPart(("u1", 2), 0, "b", ("c", "e"), (4.0, 1.0)), config)
->>> [item for item, _ in recommendation.items], recommendation.version
-(['c', 'd'], 2)
->>> bool(state.ranker.weights[0] > FIXED_WEIGHTS["co_sum"])  # "b": a positive with a high co_sum
+>>> config = EngineConfig()
+>>> ranker = Ranker(config)
+>>> rng = np.random.default_rng(0)
+>>> lists = [rng.normal(size=(20, len(FEATURES))) for _ in range(300)]
+>>> signal = FEATURES.index("spread")  # the user always picks the item with the most spread
+>>> for features in lists:
+...     ranker.learn(features, int(features[:, signal].argmax()))
+>>> hits = sum(int(ranker.scores(f).argmax() == f[:, signal].argmax()) for f in lists[:50])
+>>> hits > 40
 True
 """
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
 
 import numpy as np
 from river import optim
 
-from operators.candidates import Candidates, gather_candidates
 from operators.engine_config import EngineConfig
-from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrix
-from operators.messages import (
-    ForgetUser,
-    RankHeader,
-    RankPart,
-    Recommendation,
-    RequestId,
-    Tombstone,
-)
+from operators.features import FEATURES, FIXED_WEIGHTS
 
-RankMessage = RankHeader | RankPart | ForgetUser
+RankerSnapshot = tuple[list[float], list[float], list[float], float, bytes | None]
 
 
 class Ranker:
-    """Linear scores ``X @ weights``; the "river" kind learns the weights online.
+    """Linear scores over standardised features; ``learn`` takes one listwise step."""
 
-    Learning minimises the softmax cross-entropy of the positive over its list (the
-    probability the scores give the positive among all candidates), a listwise loss whose
-    gradient ``softmax(X @ w) @ X - x_positive`` a River optimiser applies to the weights. Unlike
-    pairs with hard negatives it is calibrated: a positive drawn at random among equally good
-    candidates leaves their weights alone instead of pushing them down.
-    """
-
-    __slots__ = ("optimizer", "weights")
+    __slots__ = ("_squares", "_sums", "count", "optimizer", "weights")
 
     def __init__(self, config: EngineConfig) -> None:
         self.weights = np.array([FIXED_WEIGHTS[name] for name in FEATURES])
+        self.count = 0.0
+        self._sums = np.zeros(len(FEATURES))
+        self._squares = np.zeros(len(FEATURES))
         self.optimizer: optim.base.Optimizer | None = None
         if config.ranker == "river":
-            self.optimizer = optim.SGD(config.learning_rate)
+            self.optimizer = optim.AdaGrad(config.learning_rate)
 
-    def learn_list(self, features: np.ndarray, positives: np.ndarray) -> None:
-        """One step on the list ``features`` (candidates, features) whose rows ``positives``
-        were chosen."""
+    @property
+    def mean(self) -> np.ndarray:
+        return self._sums / max(self.count, 1.0)
+
+    @property
+    def scale(self) -> np.ndarray:
+        if self.count < 2:
+            return np.ones(len(FEATURES))
+        variance = self._squares / self.count - self.mean**2
+        return np.sqrt(np.maximum(variance, 1e-12))
+
+    def standardised(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.mean) / self.scale
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        return self.standardised(features) @ self.weights
+
+    def learn(self, features: np.ndarray, chosen: int) -> None:
+        """One step on the list ``features`` (candidates, features) whose row ``chosen`` the
+        user picked; also updates the running statistics."""
+        self.count += len(features)
+        self._sums += features.sum(axis=0)
+        self._squares += np.square(features).sum(axis=0)
         if self.optimizer is None:
             return
-        scores = features @ self.weights
+        standardised = self.standardised(features)
+        scores = standardised @ self.weights
         chances = np.exp(scores - scores.max())
         chances /= chances.sum()
-        gradient = chances @ features - features[positives].mean(axis=0)
+        gradient = chances @ standardised - standardised[chosen]
         weights = dict(zip(FEATURES, self.weights.tolist(), strict=True))
         self.optimizer.step(weights, dict(zip(FEATURES, gradient.tolist(), strict=True)))
-        self.weights = np.array([weights[name] for name in FEATURES])
+        self.weights = np.fromiter(map(weights.__getitem__, FEATURES), float, len(FEATURES))
 
-    def snapshot(self) -> tuple[list[float], bytes | None]:
+    def snapshot(self) -> RankerSnapshot:
         optimizer = None if self.optimizer is None else pickle.dumps(self.optimizer)
-        return self.weights.tolist(), optimizer
-
-    @classmethod
-    def restore(cls, snapshot: tuple[list[float], bytes | None], config: EngineConfig) -> Ranker:
-        ranker = cls(config)
-        weights, optimizer = snapshot
-        ranker.weights = np.array(weights)
-        ranker.optimizer = None if optimizer is None else pickle.loads(optimizer)
-        return ranker
-
-
-@dataclass(slots=True)
-class _Pending:
-    header: RankHeader | None = None
-    parts: list[RankPart] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Ranked:
-    """A served list and the candidates it was chosen from."""
-
-    recommendation: Recommendation
-    candidates: Candidates
-
-    def candidate_items(self) -> list[str]:
-        """The candidates that could be served (the window's own items left out)."""
-        items = self.candidates.items
-        return [items[index] for index in np.flatnonzero(~self.candidates.labels)]
-
-
-class RankState:
-    """One rank shard: the ranker and the requests being gathered."""
-
-    __slots__ = ("pending", "ranker")
-
-    def __init__(self, config: EngineConfig) -> None:
-        self.ranker = Ranker(config)
-        self.pending: dict[RequestId, _Pending] = {}
-
-    def is_idle(self) -> bool:
-        """True when no request is waiting for replies."""
-        return not self.pending
-
-    def on_message(
-        self, message: RankMessage, config: EngineConfig
-    ) -> Recommendation | Tombstone | None:
-        """Gather; when a request is complete, rank it (learning first)."""
-        if isinstance(message, ForgetUser):
-            for request in [request for request in self.pending if request[0] == message.user_id]:
-                del self.pending[request]
-            return Tombstone(message.user_id, message.as_of)
-        pending = self.pending.setdefault(message.request, _Pending())
-        if isinstance(message, RankHeader):
-            pending.header = message
-        else:
-            pending.parts.append(message)
-        header = pending.header
-        if header is None or len(pending.parts) < header.parts:
-            return None
-        del self.pending[message.request]
-        ranked = self.rank(header, pending.parts, config)
-        return None if ranked is None else ranked.recommendation
-
-    def rank(
-        self, header: RankHeader, parts: list[RankPart], config: EngineConfig, learn: bool = True
-    ) -> Ranked | None:
-        """Test-then-train on one complete request (``learn=False``: no training); the served
-        list when the request asks for one."""
-        candidates = gather_candidates(header, parts, config)
-        half_life = config.recency_half_life_ms
-        # Without history before the basket the training list is the trending items alone,
-        # which says nothing about how to weigh co-occurrence against popularity.
-        if learn and header.labels and header.before:
-            training = feature_matrix(header, candidates, header.before, half_life)
-            self._learn(header, candidates, training, config)
-        if header.version is None:
-            return None
-        served = feature_matrix(header, candidates, len(header.history), half_life)
-        scores = served @ self.ranker.weights
-        scores[candidates.labels] = -np.inf
-        eligible = len(scores) - int(candidates.labels.sum())
-        top = _top(scores, min(config.k, eligible))
-        items = [(candidates.items[index], round(float(scores[index]), 6)) for index in top]
-        user_id = header.request[0]
-        recommendation = Recommendation(
-            user_id, items, header.as_of, header.version, config.model_name
+        return (
+            self.weights.tolist(),
+            self._sums.tolist(),
+            self._squares.tolist(),
+            self.count,
+            optimizer,
         )
-        return Ranked(recommendation, candidates)
-
-    def _learn(
-        self, header: RankHeader, candidates: Candidates, training: np.ndarray, config: EngineConfig
-    ) -> None:
-        # Only candidates the history before the basket (or the trend) proposes: what the list
-        # served before the window could have held.
-        reachable = candidates.links[: header.before].any(axis=0) | (candidates.trend_rank > 0)
-        positives = np.flatnonzero(reachable & candidates.labels)
-        if not positives.size:
-            return
-        listed = np.flatnonzero(reachable)
-        training = training[listed]
-        chosen = np.flatnonzero(candidates.labels[listed])
-        self.ranker.learn_list(training, chosen)
-
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "ranker": self.ranker.snapshot(),
-            "pending": [
-                (request, pending.header, list(pending.parts))
-                for request, pending in self.pending.items()
-            ],
-        }
 
     @classmethod
-    def restore(cls, snapshot: dict[str, object], config: EngineConfig) -> RankState:
-        state = cls(config)
-        state.ranker = Ranker.restore(snapshot["ranker"], config)  # type: ignore[arg-type]
-        for request, header, parts in snapshot["pending"]:  # type: ignore[attr-defined]
-            state.pending[request] = _Pending(header, list(parts))
-        return state
-
-
-def _top(scores: np.ndarray, count: int) -> np.ndarray:
-    """Indices of the ``count`` best scores, best first (ties by index: deterministic)."""
-    if count <= 0:
-        return np.empty(0, dtype=np.intp)
-    if count < len(scores):
-        chosen = np.argpartition(-scores, count - 1)[:count]
-        chosen.sort()
-    else:
-        chosen = np.arange(len(scores))
-    return chosen[np.argsort(-scores[chosen], kind="stable")]
+    def restore(cls, snapshot: RankerSnapshot, config: EngineConfig) -> Ranker:
+        ranker = cls(config)
+        weights, sums, squares, count, optimizer = snapshot
+        ranker.weights = np.array(weights)
+        ranker._sums = np.array(sums)
+        ranker._squares = np.array(squares)
+        ranker.count = count
+        if optimizer is not None and ranker.optimizer is not None:
+            ranker.optimizer = pickle.loads(optimizer)
+        return ranker

@@ -55,7 +55,7 @@ def write_config(
         "output": {"kafka": {"topic": out}},
         "dead_letter": {"kafka": {"topic": dead}},
         "window": {"close_after_idle_s": close_after_idle_s},
-        "state": {"user_idle_expire_s": None, "item_idle_expire_s": None},
+        "state": {"user_idle_expire_s": None},
         "recovery": {"snapshot_interval_s": snapshot_interval_s},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -110,7 +110,7 @@ def write_file_config(path: Path, events: Path, out: Path, dead: Path) -> Path:
         "output": {"file": {"path": str(out)}},
         "dead_letter": {"file": {"path": str(dead)}},
         "window": {"close_after_idle_s": None},
-        "state": {"user_idle_expire_s": None, "item_idle_expire_s": None},
+        "state": {"user_idle_expire_s": None},
         "recovery": {"snapshot_interval_s": 3600},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

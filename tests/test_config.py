@@ -148,5 +148,4 @@ def test_replay_uses_files_and_event_time_only() -> None:
     assert config.dead_letter is None
     assert config.window.close_after_idle_s is None
     assert config.state.user_idle_expire_s is None
-    assert config.state.item_idle_expire_s is None
     assert config.engine == Config().engine

@@ -1,0 +1,408 @@
+"""Item knowledge: co-visitation links, popularity and embeddings, learned one event at a time.
+
+One :class:`ItemModel` holds what streamrec knows about items, for every item, in numpy rows:
+
+- **Co-visitation.** Each event links its item both ways to the user's few previous items
+  (:attr:`Observation.recent`), weighted by the weaker event and by the time between the two.
+  An item keeps at most ``2 * neighbours`` links (pruned to the strongest ``neighbours``) and a
+  cached array of its strongest ``reply_neighbours`` ones, re-sorted after ``reply_refresh``
+  updates, which is what candidate generation reads.
+- **Popularity.** Counted once per user and item (an observation's ``first``), at a short and a
+  long half-life: a distinct-user count over a sliding event-time window, in effect.
+- **Embeddings.** An input and an output vector per item, trained by SGD on a next-item
+  objective with sampled negatives (word2vec's skip-gram with negative sampling, the context
+  being the user's previous items). A user's interest is the recency-weighted sum of the input
+  vectors of their items (:meth:`ItemModel.interest`); its dot product with an item's output
+  vector says how well the item follows the user's history, also for items without links.
+
+Every weight decays with event time by *forward decay*: it is stored multiplied by
+``2 ** ((ts - ref) / half_life)`` against one reference time ``ref``, so an update is O(1) and a
+reader divides by the factor of its own moment. Items with no event for ``item_idle_ms`` are
+dropped (swept every ``sweep_every`` observations) and their rows reused, so memory follows the
+live catalog.
+
+>>> config = EngineConfig(dimensions=4)
+>>> model = ItemModel(config)
+>>> day = 86_400_000
+>>> model.observe(Observation("tea", 0, 1.0, True, ()))
+>>> model.observe(Observation("jam", 60_000, 1.0, True, (("tea", 0, 1.0),)))
+>>> model.observe(Observation("jam", day, 1.0, True, ()))
+>>> [model.ids[row] for row in model.neighbours(model.rows["tea"])[0]]
+['jam']
+>>> bool(model.short[model.rows["jam"]] > model.short[model.rows["tea"]])
+True
+>>> ItemModel.restore(model.snapshot(), config).snapshot()["ids"] == model.snapshot()["ids"]
+True
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from dataclasses import dataclass
+from operator import itemgetter
+
+import numpy as np
+
+from operators.engine_config import EngineConfig
+
+# Rescale the stored weights before a forward-decay factor could overflow a float.
+_MAX_EXPONENT = 60.0
+# Negatives are drawn from the most recent observations: popularity-proportional sampling.
+_RECENT_ITEMS = 4096
+_INIT_SCALE = 0.1
+
+#: One previous item of the user: (item_id, ts, weight).
+Previous = tuple[str, int, float]
+ItemModelSnapshot = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One accepted event as the item model sees it (no user id: it is not needed here)."""
+
+    item_id: str
+    ts: int
+    #: How much the event says about interest in the item.
+    weight: float
+    #: The user's first interaction with the item: it counts for popularity.
+    first: bool
+    #: The user's previous distinct items, oldest first, at most ``config.link_recent``.
+    recent: tuple[Previous, ...]
+
+
+def _subtract_at(array: np.ndarray, rows: np.ndarray, steps: np.ndarray) -> None:
+    """``array[rows] -= steps`` with repeated rows summed (``np.subtract.at``, but fast)."""
+    order = np.argsort(rows, kind="stable")
+    rows = rows[order]
+    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+    array[rows[starts]] -= np.add.reduceat(steps[order], starts, axis=0)
+
+
+class ItemModel:
+    """Co-visitation, distinct-user popularity and item embeddings of every live item."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.rows: dict[str, int] = {}
+        self.ids: list[str | None] = []
+        self._free: list[int] = []
+        capacity = 64
+        #: Row -> neighbour row -> stored link weight.
+        self.links: list[dict[int, float]] = []
+        self._top: list[tuple[np.ndarray, np.ndarray]] = []
+        self._stale = np.zeros(capacity, np.int32)
+        #: Stored link weight leaving each row (its co-visitation "popularity").
+        self.mass = np.zeros(capacity)
+        self.short = np.zeros(capacity)
+        self.long = np.zeros(capacity)
+        self.last_ts = np.zeros(capacity, np.int64)
+        self.inp = np.zeros((capacity, config.dimensions), np.float32)
+        self.out = np.zeros((capacity, config.dimensions), np.float32)
+        self.ref = 0
+        self.observed = 0
+        self._recent = np.zeros(_RECENT_ITEMS, np.intp)
+        self._rng = np.random.default_rng(config.seed)
+        self._draws = np.zeros(0)
+        self._draws_at = 0
+        #: Embedding steps not applied yet: (row, context rows); see :meth:`flush`.
+        self._pending: list[tuple[int, list[int]]] = []
+        self._trending: np.ndarray = np.zeros(0, np.intp)
+        self._trending_at = -1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def observe(self, observation: Observation) -> None:
+        """Learn one event: links, popularity and one embedding step."""
+        config = self.config
+        ts = observation.ts
+        if not self.rows:
+            self.ref = ts
+        elif (ts - self.ref) / config.pop_short_half_life_ms > _MAX_EXPONENT:
+            self._rebase(ts)
+        boost = self.decay(ts, config.link_half_life_ms)
+        row = self._row(observation.item_id)
+        self.last_ts[row] = max(int(self.last_ts[row]), ts)
+        if observation.first:
+            self.short[row] += observation.weight * self.decay(ts, config.pop_short_half_life_ms)
+            self.long[row] += observation.weight * self.decay(ts, config.pop_long_half_life_ms)
+        previous = [
+            (self._row(item), item_ts, weight) for item, item_ts, weight in observation.recent
+        ]
+        gap = config.link_gap_half_life_ms
+        for other, other_ts, other_weight in previous:
+            link = min(observation.weight, other_weight) * 0.5 ** (abs(ts - other_ts) / gap) * boost
+            self._link(row, other, link)
+            self._link(other, row, link)
+        if previous and config.embeddings:
+            self._pending.append((row, [other for other, _, _ in previous]))
+        self._recent[self.observed % _RECENT_ITEMS] = row
+        self.observed += 1
+        if self.observed % config.sweep_every == 0:
+            self._sweep(ts)
+
+    def _link(self, source: int, target: int, weight: float) -> None:
+        links = self.links[source]
+        links[target] = links.get(target, 0.0) + weight
+        self.mass[source] += weight
+        neighbours = self.config.neighbours
+        if len(links) > 2 * neighbours:
+            self.links[source] = dict(heapq.nlargest(neighbours, links.items(), key=itemgetter(1)))
+        self._stale[source] += 1
+
+    def _sort(self, row: int) -> None:
+        links = self.links[row]
+        keep = self.config.reply_neighbours
+        others = np.fromiter(links, np.intp, len(links))
+        weights = np.fromiter(links.values(), float, len(links))
+        if len(links) > keep:
+            best = np.argpartition(-weights, keep - 1)[:keep]
+            others, weights = others[best], weights[best]
+        self._top[row] = (others, weights)
+        self._stale[row] = 0
+
+    def flush(self) -> None:
+        """Apply the embedding steps of the events observed since the last read.
+
+        Steps are batched (one vectorised mini-batch) and every reader of embeddings calls this
+        first, so a list never misses an event; within a batch the steps all start from the
+        vectors before it, which SGD does not mind.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        config = self.config
+        batch = len(pending)
+        width = config.link_recent
+        context = np.full((batch, width), -1, np.intp)
+        for index, (_, rows) in enumerate(pending):
+            context[index, : len(rows)] = rows
+        targets = np.empty((batch, config.negatives + 1), np.intp)
+        targets[:, 0] = [row for row, _ in pending]
+        pending.clear()
+        targets[:, 1:] = self._recent[self._draw(batch, min(self.observed, _RECENT_ITEMS))]
+        mask = context >= 0
+        counts = mask.sum(axis=1)
+        safe = np.where(mask, context, 0)
+        hidden = (self.inp[safe] * mask[:, :, None]).sum(axis=1) / counts[:, None]
+        vectors = self.out[targets]
+        errors = 1.0 / (1.0 + np.exp(-np.einsum("bkd,bd->bk", vectors, hidden)))
+        errors[:, 0] -= 1.0
+        errors[:, 1:][targets[:, 1:] == targets[:, :1]] = 0.0
+        errors *= config.embedding_rate
+        output_steps = (errors[:, :, None] * hidden[:, None, :]).reshape(-1, config.dimensions)
+        _subtract_at(self.out, targets.ravel(), output_steps)
+        context_steps = np.einsum("bk,bkd->bd", errors, vectors) / counts[:, None]
+        _subtract_at(self.inp, context[mask], np.repeat(context_steps, counts, axis=0))
+
+    def _draw(self, batch: int, filled: int) -> np.ndarray:
+        """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
+        count = self.config.negatives * batch
+        if self._draws_at + count > len(self._draws):
+            self._draws = self._rng.random(max(_RECENT_ITEMS, count))
+            self._draws_at = 0
+        start = self._draws_at
+        self._draws_at += count
+        positions = (self._draws[start : start + count] * max(filled, 1)).astype(np.intp)
+        return positions.reshape(batch, self.config.negatives)
+
+    # -- rows and memory --------------------------------------------------------------------
+
+    def _row(self, item_id: str) -> int:
+        row = self.rows.get(item_id)
+        if row is not None:
+            return row
+        if self._free:
+            row = self._free.pop()
+            self.ids[row] = item_id
+            self.links[row] = {}
+        else:
+            row = len(self.ids)
+            self.ids.append(item_id)
+            self.links.append({})
+            self._top.append((np.zeros(0, np.intp), np.zeros(0)))
+            if row >= len(self.mass):
+                self._grow(2 * len(self.mass))
+        self.rows[item_id] = row
+        self._top[row] = (np.zeros(0, np.intp), np.zeros(0))
+        self._stale[row] = 0
+        self.mass[row] = self.short[row] = self.long[row] = 0.0
+        seed = zlib.crc32(item_id.encode()) ^ self.config.seed
+        init = np.random.default_rng(seed).normal(0.0, _INIT_SCALE, (2, self.config.dimensions))
+        self.inp[row], self.out[row] = init
+        return row
+
+    def _grow(self, capacity: int) -> None:
+        def grown(array: np.ndarray) -> np.ndarray:
+            bigger = np.zeros((capacity, *array.shape[1:]), array.dtype)
+            bigger[: len(array)] = array
+            return bigger
+
+        self._stale = grown(self._stale)
+        self.mass, self.short, self.long = grown(self.mass), grown(self.short), grown(self.long)
+        self.last_ts = grown(self.last_ts)
+        self.inp, self.out = grown(self.inp), grown(self.out)
+
+    def _sweep(self, now: int) -> None:
+        """Drop the items idle for ``item_idle_ms`` and every link to them."""
+        self.flush()
+        live = len(self.ids)
+        idle = np.flatnonzero(self.last_ts[:live] < now - self.config.item_idle_ms)
+        gone = {int(row) for row in idle if self.ids[row] is not None}
+        if not gone:
+            return
+        for row in gone:
+            del self.rows[self.ids[row]]  # type: ignore[arg-type]
+            self.ids[row] = None
+            self.links[row] = {}
+            self._top[row] = (np.zeros(0, np.intp), np.zeros(0))
+            self.mass[row] = self.short[row] = self.long[row] = 0.0
+        for row, links in enumerate(self.links):
+            if links and not gone.isdisjoint(links):
+                for other in gone.intersection(links):
+                    del links[other]
+                self._sort(row)
+
+        self._recent[np.isin(self._recent, list(gone))] = 0
+        self._free.extend(sorted(gone, reverse=True))
+        self._trending_at = -1
+
+    def _rebase(self, ts: int) -> None:
+        config = self.config
+        age = ts - self.ref
+        link_factor = 0.5 ** (age / config.link_half_life_ms)
+        for row, links in enumerate(self.links):
+            for other in links:
+                links[other] *= link_factor
+            top_rows, top_weights = self._top[row]
+            self._top[row] = (top_rows, top_weights * link_factor)
+        self.mass *= link_factor
+        self.short *= 0.5 ** (age / config.pop_short_half_life_ms)
+        self.long *= 0.5 ** (age / config.pop_long_half_life_ms)
+        self.ref = ts
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def neighbours(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The item's strongest neighbours (rows) and their stored link weights: re-sorted
+        when read after a change while it has few links, else after ``reply_refresh``."""
+        stale = self._stale[row]
+        if stale and (
+            stale >= self.config.reply_refresh
+            or len(self.links[row]) <= self.config.reply_neighbours
+        ):
+            self._sort(row)
+        return self._top[row]
+
+    def decay(self, ts: int, half_life: int) -> float:
+        """What divides a weight stored against ``ref`` to give its value at ``ts``."""
+        return 2.0 ** ((ts - self.ref) / half_life)
+
+    def trending(self) -> np.ndarray:
+        """Rows of the ``trending`` most popular items (short half-life), best first."""
+        if self._trending_at < 0 or self.observed - self._trending_at >= self.config.trend_refresh:
+            live = len(self.ids)
+            count = min(self.config.trending, live)
+            short = self.short[:live]
+            best = np.argpartition(-short, count - 1)[:count] if count < live else np.arange(live)
+            best = best[self.ids_known(best)]
+            self._trending = best[np.argsort(-short[best], kind="stable")]
+            self._trending_at = self.observed
+        return self._trending
+
+    def ids_known(self, rows: np.ndarray) -> np.ndarray:
+        """A mask of the rows that hold a live item."""
+        ids = self.ids
+        return np.fromiter((ids[row] is not None for row in rows.tolist()), bool, len(rows))
+
+    def interest(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """A user's interest vector: the weighted sum of the input vectors of their items."""
+        self.flush()
+        return weights.astype(np.float32) @ self.inp[rows]
+
+    def similar(self, interest: np.ndarray, count: int) -> np.ndarray:
+        """Rows whose output vectors best match ``interest``, best first."""
+        self.flush()
+        live = len(self.ids)
+        if not live or count <= 0:
+            return np.zeros(0, np.intp)
+        scores = self.out[:live] @ interest
+        if self._free:
+            scores[self._free] = -np.inf
+        count = min(count, live - len(self._free))
+        best = np.argpartition(-scores, count - 1)[:count] if count < live else np.arange(live)
+        return best[np.argsort(-scores[best], kind="stable")]
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self) -> ItemModelSnapshot:
+        """Compact: arrays as bytes, links as three flat arrays."""
+        self.flush()
+        live = len(self.ids)
+        sources, targets, weights = [], [], []
+        for row, links in enumerate(self.links):
+            if links:
+                sources.append(np.full(len(links), row, np.int32))
+                targets.append(np.fromiter(links, np.int32, len(links)))
+                weights.append(np.fromiter(links.values(), float, len(links)))
+
+        def joined(parts: list[np.ndarray], dtype: type) -> bytes:
+            return (np.concatenate(parts) if parts else np.zeros(0, dtype)).tobytes()
+
+        return {
+            "ids": list(self.ids),
+            "ref": self.ref,
+            "observed": self.observed,
+            "mass": self.mass[:live].tobytes(),
+            "short": self.short[:live].tobytes(),
+            "long": self.long[:live].tobytes(),
+            "last_ts": self.last_ts[:live].tobytes(),
+            "inp": self.inp[:live].tobytes(),
+            "out": self.out[:live].tobytes(),
+            "links": (joined(sources, np.int32), joined(targets, np.int32), joined(weights, float)),
+            "recent": self._recent.tobytes(),
+            "rng": self._rng.bit_generator.state,
+            "draws": (self._draws.tobytes(), self._draws_at),
+        }
+
+    @classmethod
+    def restore(cls, snapshot: ItemModelSnapshot, config: EngineConfig) -> ItemModel:
+        model = cls(config)
+        ids: list[str | None] = list(snapshot["ids"])  # type: ignore[call-overload]
+        live = len(ids)
+        model._grow(max(64, live))
+        model.ids = ids
+        model.rows = {item: row for row, item in enumerate(ids) if item is not None}
+        model._free = [row for row, item in enumerate(ids) if item is None][::-1]
+        model.ref = int(snapshot["ref"])  # type: ignore[call-overload]
+        model.observed = int(snapshot["observed"])  # type: ignore[call-overload]
+        for name, dtype in (
+            ("mass", float),
+            ("short", float),
+            ("long", float),
+            ("last_ts", np.int64),
+        ):
+            getattr(model, name)[:live] = np.frombuffer(snapshot[name], dtype)  # type: ignore[arg-type]
+        dims = config.dimensions
+        model.inp[:live] = np.frombuffer(snapshot["inp"], np.float32).reshape(live, dims)  # type: ignore[arg-type]
+        model.out[:live] = np.frombuffer(snapshot["out"], np.float32).reshape(live, dims)  # type: ignore[arg-type]
+        model.links = [{} for _ in range(live)]
+        model._top = [(np.zeros(0, np.intp), np.zeros(0)) for _ in range(live)]
+        sources, targets, weights = (
+            np.frombuffer(raw, dtype)  # type: ignore[arg-type]
+            for raw, dtype in zip(snapshot["links"], (np.int32, np.int32, float), strict=True)  # type: ignore[call-overload]
+        )
+        for source, target, weight in zip(
+            sources.tolist(), targets.tolist(), weights.tolist(), strict=True
+        ):
+            model.links[source][target] = weight
+        # Sorted when first read.
+        model._stale[:live] = config.reply_refresh
+        model._recent = np.frombuffer(snapshot["recent"], np.intp).copy()  # type: ignore[arg-type]
+        model._rng.bit_generator.state = snapshot["rng"]
+        draws, model._draws_at = snapshot["draws"]  # type: ignore[misc]
+        model._draws = np.frombuffer(draws, float).copy()
+        return model

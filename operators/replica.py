@@ -1,0 +1,168 @@
+"""A model replica: the item knowledge and the ranker, serving the lists of its users.
+
+Every replica learns every :class:`~operators.item_model.Observation` (reading item knowledge is
+far hotter than writing it: a list reads dozens of items, an event writes a few), and serves
+the users routed to it. Learning is test-then-train: a :class:`Train` builds the list the
+user's history gave just before the event, the ranker learns from the event's item on it, and
+only then does the event's observation reach the item model. Later new items of the same window
+(:class:`Label`) train on that same list, so the ranker learns from every target without ever
+seeing the window's own links. A :class:`Serve` ranks the candidates of the whole history.
+
+The training lists of open windows are transient (at most ``open_lists`` of them, oldest dropped
+first) and are not part of the snapshot: after a restart, the windows open then only miss some
+training.
+
+>>> from operators.item_model import Observation
+>>> from operators.messages import Serve, Train
+>>> replica = ModelReplica(EngineConfig(dimensions=4, k=2))
+>>> for user, item, ts in [("ann", "tea", 0), ("ann", "jam", 1), ("bob", "tea", 2)]:
+...     replica.on_message(Observation(item, ts, 1.0, True, ()))
+>>> replica.on_message(Observation("jam", 3, 1.0, True, (("tea", 0, 1.0),)))
+>>> served = replica.on_message(Serve("bob", (("tea", 2, 1.0),), ("tea",), 1, 2))
+>>> [(item, because) for item, _, because in served.items]
+[('jam', 'tea')]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from operators.candidates import Candidates, gather
+from operators.engine_config import EngineConfig
+from operators.features import COVISITATION, FEATURES, POPULARITY, feature_matrix
+from operators.item_model import ItemModel, ItemModelSnapshot, Observation
+from operators.messages import (
+    Label,
+    Recommendation,
+    ReplicaMessage,
+    Serve,
+    Tombstone,
+    Train,
+)
+from operators.ranking import Ranker, RankerSnapshot
+
+_COVISITATION = np.array([name in COVISITATION for name in FEATURES])
+_POPULARITY = np.array([name in POPULARITY for name in FEATURES])
+_SIMILARITY = np.array([name == "similarity" for name in FEATURES])
+
+ReplicaSnapshot = tuple[ItemModelSnapshot, RankerSnapshot]
+
+
+@dataclass(slots=True)
+class _TrainingList:
+    rows: np.ndarray
+    features: np.ndarray
+
+
+class ModelReplica:
+    """The item model and the ranker of one replica, plus its users' open training lists."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.items = ItemModel(config)
+        self.ranker = Ranker(config)
+        self.open: dict[str, _TrainingList] = {}
+        #: False stops all learning (evaluation of a frozen model): lists are still served.
+        self.learning = True
+
+    def on_message(self, message: ReplicaMessage) -> Recommendation | Tombstone | None:
+        if isinstance(message, Observation):
+            if self.learning:
+                self.items.observe(message)
+        elif isinstance(message, Train):
+            self._open(message)
+        elif isinstance(message, Label):
+            self._learn(message.user_id, message.item_id)
+        elif isinstance(message, Serve):
+            return self.serve(message)[0]
+        else:
+            self.open.pop(message.user_id, None)
+            return Tombstone(message.user_id, message.as_of)
+        return None
+
+    def _open(self, message: Train) -> None:
+        self.open.pop(message.user_id, None)
+        if not message.history or not self.learning:
+            return
+        candidates = gather(self.items, message.history, message.seen, self.config)
+        features = feature_matrix(self.items, candidates, self.config)
+        self.open[message.user_id] = _TrainingList(candidates.rows, features)
+        if len(self.open) > self.config.open_lists:
+            del self.open[next(iter(self.open))]
+        if message.label is not None:
+            self._learn(message.user_id, message.label)
+
+    def _learn(self, user_id: str, item_id: str) -> None:
+        training = self.open.get(user_id)
+        row = self.items.rows.get(item_id)
+        if training is None or row is None or len(training.rows) < 2:
+            return
+        column = int(np.searchsorted(training.rows, row))
+        if column < len(training.rows) and training.rows[column] == row:
+            self.ranker.learn(training.features, column)
+
+    def serve(self, message: Serve) -> tuple[Recommendation, Candidates]:
+        """The user's list (and the candidates it was chosen from); closes the open window."""
+        self.open.pop(message.user_id, None)
+        config = self.config
+        candidates = gather(self.items, message.history, message.seen, config)
+        features = feature_matrix(self.items, candidates, config)
+        standardised = self.ranker.standardised(features)
+        scores = standardised @ self.ranker.weights
+        count = min(config.k, len(scores))
+        top = (
+            np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(count)
+        )
+        top = top[np.lexsort((candidates.rows[top], -scores[top]))]
+        ids = self.items.ids
+        reasons = self._because(candidates, standardised[top], top)
+        items = [
+            (ids[candidates.rows[column]], round(float(scores[column]), 6), reason)
+            for column, reason in zip(top.tolist(), reasons, strict=True)
+        ]
+        recommendation = Recommendation(
+            message.user_id, items, message.as_of, message.version, config.model_name
+        )
+        return recommendation, candidates  # type: ignore[return-value]
+
+    def _because(
+        self, candidates: Candidates, standardised: np.ndarray, columns: np.ndarray
+    ) -> list[str]:
+        """Per listed item, what contributed most to its score (see :data:`~messages.Item`)."""
+        contributions = standardised * self.ranker.weights
+        groups = np.stack(
+            (
+                contributions[:, _COVISITATION].sum(axis=1),
+                contributions[:, _SIMILARITY].sum(axis=1),
+                contributions[:, _POPULARITY].sum(axis=1),
+            )
+        )
+        winner = groups.argmax(axis=0)
+        linked = candidates.links[:, columns] * candidates.recency[:, None]
+        strongest = linked.argmax(axis=0) if len(candidates.history) else columns * 0
+        has_link = linked.max(axis=0) > 0 if len(candidates.history) else columns < 0
+        ids = self.items.ids
+        reasons = []
+        for group, source, linked_any in zip(
+            winner.tolist(), strongest.tolist(), has_link.tolist(), strict=True
+        ):
+            if group == 0 and linked_any:
+                reasons.append(ids[candidates.history[source]])
+            elif group == 1:
+                reasons.append("similar")
+            else:
+                reasons.append("trending")
+        return reasons  # type: ignore[return-value]
+
+    def snapshot(self) -> ReplicaSnapshot:
+        return self.items.snapshot(), self.ranker.snapshot()
+
+    @classmethod
+    def restore(cls, snapshot: ReplicaSnapshot, config: EngineConfig) -> ModelReplica:
+        replica = cls(config)
+        items, ranker = snapshot
+        replica.items = ItemModel.restore(items, config)
+        replica.ranker = Ranker.restore(ranker, config)
+        return replica
