@@ -70,8 +70,8 @@ def test_unknown_keys_are_named_with_a_suggestion() -> None:
         error_of({"window": {"lenght_s": 60}})
         == 'config.yaml: unknown key "window.lenght_s" (did you mean "length_s"?)'
     )
-    assert error_of({"engine": {"shard": 4}}) == (
-        'config.yaml: unknown key "engine.shard" (did you mean "shards"?)'
+    assert error_of({"engine": {"neighbors": 4}}) == (
+        'config.yaml: unknown key "engine.neighbors" (did you mean "neighbours"?)'
     )
     assert error_of({"input": {"kafka": {"topik": "x"}}}).endswith(
         'unknown key "input.kafka.topik" (did you mean "topic"?)'

@@ -309,7 +309,7 @@ class ListLog:
         latest = self.engine.latest(user_id)
         if latest is not None and self._versions.get(user_id) != latest.version:
             self._versions[user_id] = latest.version
-            items = tuple(item for item, _ in latest.items)
+            items = tuple(item for item, _, _ in latest.items)
             self.lists.append(EmittedList(user_id, items, latest.as_of))
 
 
@@ -353,8 +353,8 @@ def test_emitted_lists_give_the_live_cold_warm_split() -> None:
 
 def test_read_emitted_parses_lists_and_tombstones() -> None:
     lines = [
-        b'{"user_id":"u1","items":[{"item_id":"i2","score":0.9}],"as_of":7,"version":3,'
-        b'"model":"streamrec"}',
+        b'{"user_id":"u1","items":[{"item_id":"i2","score":0.9,"because":"i1"}],"as_of":7,'
+        b'"version":3,"model":"streamrec"}',
         b'{"user_id":"u1","items":null,"as_of":8,"version":4,"model":"streamrec"}',
         b'{"user_id":"u1","tombstone":true,"as_of":9}',
     ]
