@@ -1,14 +1,35 @@
+"""The user step: bounded history, the messages each event sends, and rating weights."""
+
 from __future__ import annotations
 
 import doctest
+from typing import TypeVar
 
 from operators import user_state
 from operators.engine_config import EngineConfig
 from operators.events import Event
+from operators.item_model import Observation
+from operators.messages import Label, ReplicaMessage, Serve, Train
 from operators.user_state import UserState
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
+M = TypeVar("M")
+
+
+def feed(
+    state: UserState, items: str, config: EngineConfig, kind: str = "view"
+) -> list[ReplicaMessage]:
+    """One event per character of ``items``, a minute apart; the last event's messages."""
+    messages: list[ReplicaMessage] = []
+    for n, item in enumerate(items):
+        messages = state.on_event(Event(state.user_id, item, T0 + n * MINUTE, kind), config)
+    return messages
+
+
+def only(messages: list[ReplicaMessage], kind: type[M]) -> M:
+    (found,) = [message for message in messages if isinstance(message, kind)]
+    return found
 
 
 def test_doctest() -> None:
@@ -16,92 +37,88 @@ def test_doctest() -> None:
 
 
 def test_history_and_seen_stay_bounded_under_a_long_stream() -> None:
-    config = EngineConfig(history_cap=5, seen_cap=7, query_recent=3)
+    config = EngineConfig(history_cap=5, seen_cap=7, query_recent=3, link_recent=2)
     state = UserState("u")
     for n in range(500):
-        step = state.on_event(Event("u", f"i{n % 50}", T0 + n * MINUTE, "view"), config)
+        messages = state.on_event(Event("u", f"i{n % 50}", T0 + n * MINUTE, "view"), config)
         assert len(state.history) <= 5
         assert len(state.seen) <= 7
-        assert len(step.items) <= 3 + 1, "the queried items and the event's own"
+        assert len(only(messages, Train).history) <= 3
+        assert len(only(messages, Observation).recent) <= 2
     assert state.version == 500
     assert list(state.seen)[-1] == "i49"
 
 
-def test_queries_are_recent_distinct_items_and_the_window_item_comes_last() -> None:
-    config = EngineConfig(query_recent=3)
-    state = UserState("u")
-    for n, item in enumerate(["a", "b", "a", "c"]):
-        step = state.on_event(Event("u", item, T0 + n * MINUTE, "view"), config)
-    assert [message.item_id for message in step.items] == ["b", "a", "c"]
-    assert [entry[0] for entry in step.header.history] == ["b", "a", "c"]
-    assert step.header.before == 2
-    assert step.header.labels == ("c",)
-    # Only the new item carries popularity; every queried item is linked to it.
-    assert [message.weight for message in step.items] == [0.0, 0.0, 1.0]
-    assert [link[0] for link in step.items[0].links] == ["c"]
-    assert sorted(link[0] for link in step.items[2].links) == ["a", "b"]
+def test_an_event_trains_on_the_history_before_it_and_links_to_distinct_recent_items() -> None:
+    config = EngineConfig(query_recent=3, link_recent=3)
+    train, observation, serve = feed(UserState("u"), "abac", config)
+    assert isinstance(train, Train) and isinstance(observation, Observation)
+    assert isinstance(serve, Serve)
+    # "a" came back after "b": it is the newer of the two, and listed once.
+    assert [entry[0] for entry in train.history] == ["b", "a"]
+    assert train.label == "c" and sorted(train.seen) == ["a", "b"]
+    assert [entry[0] for entry in observation.recent] == ["b", "a"]
+    assert observation.item_id == "c" and observation.first
+    assert [entry[0] for entry in serve.history] == ["b", "a", "c"]
+    assert sorted(serve.seen) == ["a", "b", "c"]
 
 
-def test_links_reach_link_recent_items_and_requests_query_recent_ones() -> None:
+def test_links_reach_only_the_link_recent_newest_items() -> None:
     config = EngineConfig(query_recent=4, link_recent=1)
+    messages = feed(UserState("u"), "abcde", config)
+    assert [entry[0] for entry in only(messages, Observation).recent] == ["d"]
+    assert [entry[0] for entry in only(messages, Train).history] == ["a", "b", "c", "d"]
+
+
+def test_a_repeated_item_is_no_label_and_no_first() -> None:
+    config = EngineConfig()
     state = UserState("u")
-    for n, item in enumerate("abcde"):
-        step = state.on_event(Event("u", item, T0 + n * MINUTE, "view"), config)
-    assert [message.item_id for message in step.items] == ["a", "b", "c", "d", "e"]
-    assert [bool(message.links) for message in step.items] == [False, False, False, True, True]
-    assert [link[0] for link in step.items[-1].links] == ["d"]
-    # An event that asks nothing sends messages only where there is something to learn.
-    step = state.on_event(
-        Event("u", "f", T0 + 9 * MINUTE, "view"), config, train=False, serve=False
-    )
-    assert [message.item_id for message in step.items] == ["e", "f"]
+    state.on_event(Event("u", "a", T0, "view"), config, serve=False)
+    again = state.on_event(Event("u", "a", T0 + 1, "view"), config, train=False, serve=False)
+    assert [type(message) for message in again] == [Observation]
+    assert not only(again, Observation).first
+    train = state.on_event(Event("u", "a", T0 + MINUTE, "view"), config)[0]
+    assert isinstance(train, Train) and train.label is None
 
 
-def test_a_repeated_item_is_no_label() -> None:
+def test_inside_a_window_a_new_item_labels_the_open_list_and_the_close_serves() -> None:
+    config = EngineConfig()
     state = UserState("u")
-    state.on_event(Event("u", "a", T0, "view"), EngineConfig())
-    step = state.on_event(Event("u", "a", T0 + MINUTE, "view"), EngineConfig())
-    assert step.header.labels == ()
-
-
-def test_events_inside_a_window_only_learn_and_the_close_serves() -> None:
-    config = EngineConfig(query_recent=3)
-    state = UserState("u")
-    first = state.on_event(Event("u", "a", T0, "view"), config, serve=False)
-    assert first.header is not None and first.header.version is None, "trains, serves nothing"
-    second = state.on_event(Event("u", "b", T0 + 1, "view"), config, train=False, serve=False)
-    assert second.header is None
-    assert [message.request for message in second.items] == [None, None]
-    assert [link[0] for link in second.items[1].links] == ["a"], "learned all the same"
+    opened = state.on_event(Event("u", "a", T0, "view"), config, serve=False)
+    assert [type(message) for message in opened] == [Train, Observation]
+    inside = state.on_event(Event("u", "b", T0 + 1, "view"), config, train=False, serve=False)
+    assert inside[0] == Label("u", "b")
+    assert [entry[0] for entry in only(inside, Observation).recent] == ["a"], "learned all same"
+    assert state.version == 0, "nothing served yet"
     served = state.serve(config)
-    assert served.header is not None and served.header.version == 1
-    assert served.header.labels == ()
-    assert [message.item_id for message in served.items] == ["a", "b"]
-    assert all(not message.links and not message.weight for message in served.items)
-    assert served.header.request != first.header.request
+    assert (served.version, served.as_of) == (1, T0 + 1)
+    assert [entry[0] for entry in served.history] == ["a", "b"]
 
 
-def test_snapshot_restore_gives_identical_future_steps() -> None:
+def test_a_rating_weighs_by_how_it_compares_with_the_users_own_mean() -> None:
+    config = EngineConfig()
+
+    def rating_weight(earlier: list[float], value: float) -> float:
+        state = UserState("u")
+        for n, rating in enumerate(earlier):
+            state.on_event(Event("u", f"old{n}", T0 + n, "rating", value=rating), config)
+        messages = state.on_event(Event("u", "new", T0 + MINUTE, "rating", value=value), config)
+        return only(messages, Observation).weight
+
+    base = config.type_weights["rating"]
+    assert rating_weight([], 1.0) == rating_weight([], 5.0) == base, "no mean yet: type weight"
+    # The same 3 stars: praise from a harsh rater, a complaint from a generous one.
+    assert rating_weight([1.0, 2.0], 3.0) > base > rating_weight([5.0, 4.0], 3.0)
+    assert rating_weight([4.0, 4.0], 2.0) < rating_weight([4.0, 4.0], 5.0)
+
+
+def test_snapshot_restore_gives_identical_future_messages() -> None:
     config = EngineConfig(history_cap=4, seen_cap=6, query_recent=3)
     state = UserState("u")
     for n in range(20):
-        state.on_event(
-            Event("u", f"i{n % 9}", T0 + n * MINUTE, "view", category=f"c{n % 3}"), config
-        )
+        state.on_event(Event("u", f"i{n % 9}", T0 + n * MINUTE, "rating", value=n % 5), config)
     copy = UserState.restore(state.snapshot())
-    later = [
-        Event("u", f"i{n}", T0 + (30 + n) * MINUTE, "purchase", category="c1") for n in range(5)
-    ]
-    for event in later:
+    for n in range(5):
+        event = Event("u", f"i{n}", T0 + (30 + n) * MINUTE, "rating", value=n)
         assert copy.on_event(event, config) == state.on_event(event, config)
     assert copy.serve(config) == state.serve(config)
-
-
-def test_category_profile_is_bounded_and_decays() -> None:
-    config = EngineConfig(profile_cap=3, profile_half_life_ms=MINUTE)
-    state = UserState("u")
-    for n in range(10):
-        state.on_event(Event("u", f"i{n}", T0 + n * MINUTE, "view", category=f"c{n}"), config)
-    assert len(state.profile) <= 3
-    step = state.on_event(Event("u", "z", T0 + 20 * MINUTE, "view"), config)
-    assert dict(step.header.profile)["c9"] < 0.01
