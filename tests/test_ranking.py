@@ -1,131 +1,180 @@
+"""The ranker and the model replica: listwise learning, test-then-train, because, snapshots."""
+
 from __future__ import annotations
 
+import copy
 import doctest
 
 import numpy as np
+import pytest
 
-from operators import candidates, features, ranking
-from operators.candidates import gather_candidates
+from operators import candidates, features, messages, ranking, replica
+from operators.candidates import gather
 from operators.engine_config import EngineConfig
 from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrix
-from operators.messages import TREND_KEY, ForgetUser, RankHeader, RankPart, Tombstone
-from operators.ranking import Ranker, RankState
+from operators.item_model import Observation
+from operators.messages import ForgetUser, Label, Recommendation, Serve, Tombstone, Train
+from operators.ranking import Ranker
+from operators.replica import ModelReplica
+
+MINUTE = 60_000
+CONFIG = EngineConfig(dimensions=4, k=5)
 
 
-def test_doctests() -> None:
-    for module in (candidates, features, ranking):
-        assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+@pytest.mark.parametrize("module", [candidates, features, messages, ranking, replica])
+def test_doctests(module: object) -> None:
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 
 
-def test_a_positive_raises_the_score_of_its_feature_pattern() -> None:
-    ranker = Ranker(EngineConfig(ranker="river", learning_rate=0.1))
-    pattern = np.zeros(len(FEATURES))
-    pattern[FEATURES.index("pop_long")] = 1.0
-    other = np.zeros(len(FEATURES))
-    other[FEATURES.index("co_sum")] = 1.0
-    before = float(pattern @ ranker.weights - other @ ranker.weights)
-    for _ in range(20):
-        ranker.learn_list(np.stack([pattern, other]), np.array([0]))
-    assert float(pattern @ ranker.weights - other @ ranker.weights) > before + 0.5
+def random_lists(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(12, len(FEATURES))) for _ in range(count)]
 
 
-def test_a_positive_among_equals_leaves_their_weights_alone() -> None:
-    """Listwise learning is calibrated: choosing one of identical candidates teaches nothing
-    (pairs with a hard negative would push the shared features down)."""
-    ranker = Ranker(EngineConfig(ranker="river", learning_rate=0.1))
-    same = np.full(len(FEATURES), 0.5)
+def test_the_weight_of_the_predictive_feature_grows_against_the_others() -> None:
+    ranker = Ranker(EngineConfig(learning_rate=0.1))
+    signal = FEATURES.index("popularity_long")
     start = ranker.weights.copy()
-    for chosen in range(10):
-        ranker.learn_list(np.stack([same, same, same]), np.array([chosen % 3]))
+    for matrix in random_lists(200):
+        ranker.learn(matrix, int(matrix[:, signal].argmax()))
+    gained = ranker.weights - start
+    assert gained[signal] > 0.5
+    assert gained[signal] > np.abs(np.delete(gained, signal)).max() * 3
+
+
+def test_a_choice_among_identical_candidates_teaches_nothing() -> None:
+    """Listwise learning is calibrated: picking one of equals moves no weight."""
+    ranker = Ranker(EngineConfig(learning_rate=0.1))
+    for matrix in random_lists(5):  # running statistics so that standardising is not trivial
+        ranker.learn(matrix, 0)
+    start = ranker.weights.copy()
+    same = np.tile(np.linspace(0.0, 1.0, len(FEATURES)), (3, 1))
+    for chosen in range(9):
+        ranker.learn(same, chosen % 3)
     assert np.allclose(ranker.weights, start)
 
 
-def test_the_fixed_ranker_never_changes() -> None:
-    ranker = Ranker(EngineConfig(ranker="fixed"))
-    ranker.learn_list(np.stack([np.ones(len(FEATURES)), np.zeros(len(FEATURES))]), np.array([0]))
-    assert ranker.weights.tolist() == [FIXED_WEIGHTS[name] for name in FEATURES]
+def test_the_fixed_ranker_keeps_the_prior_but_standardises_like_the_learned_one() -> None:
+    fixed, learned = Ranker(EngineConfig(ranker="fixed")), Ranker(EngineConfig())
+    for matrix in random_lists(20):
+        fixed.learn(matrix, 0)
+        learned.learn(matrix, 0)
+    assert fixed.weights.tolist() == [FIXED_WEIGHTS[name] for name in FEATURES]
+    assert learned.weights.tolist() != fixed.weights.tolist()
+    assert np.allclose(fixed.mean, learned.mean) and np.allclose(fixed.scale, learned.scale)
 
 
-def _request(version: int | None, number: int = 1) -> tuple[RankHeader, list[RankPart]]:
-    """A request that trains (label "b") and, with a ``version``, serves."""
-    request = ("u1", number)
-    header = RankHeader(
-        request,
-        0,
-        10,
-        (("a", 5, 5.0, None), ("b", 10, 5.0, None)),
-        before=1,
-        labels=("b",),
-        seen=frozenset({"a", "b"}),
-        parts=3,
-        version=version,
+def test_ranker_snapshot_restore_continues_identically() -> None:
+    lists = random_lists(40)
+    ranker = Ranker(CONFIG)
+    for matrix in lists[:20]:
+        ranker.learn(matrix, 1)
+    copy_ = Ranker.restore(ranker.snapshot(), CONFIG)
+    for matrix in lists[20:]:
+        ranker.learn(matrix, 2)
+        copy_.learn(matrix, 2)
+        assert np.array_equal(copy_.scores(matrix), ranker.scores(matrix))
+
+
+def observe(target: ModelReplica, item: str, minute: int, *recent: str) -> None:
+    previous = tuple((other, (minute - 1) * MINUTE, 1.0) for other in recent)
+    target.on_message(Observation(item, minute * MINUTE, 1.0, True, previous))
+
+
+def shop() -> ModelReplica:
+    """Tea is bought with jam, cup and pot; cup is also bought with mug; bread stands alone."""
+    shop_replica = ModelReplica(CONFIG)
+    minute = 0
+    for basket in (["tea", "jam"], ["tea", "cup"], ["tea", "pot"], ["cup", "mug"], ["bread"]):
+        for position, item in enumerate(basket):
+            minute += 1
+            observe(shop_replica, item, minute, *basket[:position])
+    return shop_replica
+
+
+def history(*items: str) -> tuple[tuple[str, int, float], ...]:
+    return tuple((item, 100 * MINUTE + n, 1.0) for n, item in enumerate(items))
+
+
+def test_train_learns_on_the_list_from_before_the_events_own_observation() -> None:
+    served = shop()
+    before = copy.deepcopy(served.items)
+    train = Train("ann", history("tea"), ("tea",), "jam")
+    served.on_message(train)
+    observe(served, "jam", 101, "tea")
+    # What the ranker learned on: the candidates the model knew before "jam" was observed.
+    expected = Ranker(CONFIG)
+    gathered = gather(before, train.history, train.seen, CONFIG)
+    column = [before.ids[row] for row in gathered.rows].index("jam")
+    expected.learn(feature_matrix(before, gathered, CONFIG), column)
+    assert served.ranker.snapshot()[:4] == expected.snapshot()[:4]
+    # A later new item of the same window trains on that same list.
+    served.on_message(Label("ann", "cup"))
+    column = [before.ids[row] for row in gathered.rows].index("cup")
+    expected.learn(feature_matrix(before, gathered, CONFIG), column)
+    assert served.ranker.snapshot()[:4] == expected.snapshot()[:4]
+
+
+def test_a_label_outside_the_list_or_without_an_open_window_teaches_nothing() -> None:
+    served = shop()
+    start = served.ranker.snapshot()
+    served.on_message(Label("ann", "jam"))  # no window open
+    served.on_message(Train("ann", history("tea"), ("tea",), "bread-unknown"))
+    served.on_message(Label("ann", "tea"))  # seen, so not a candidate
+    assert served.ranker.snapshot() == start
+
+
+def test_serving_closes_the_window_and_forget_drops_it_with_a_tombstone() -> None:
+    served = shop()
+    served.on_message(Train("ann", history("tea"), ("tea",), None))
+    assert "ann" in served.open
+    recommendation = served.on_message(Serve("ann", history("tea"), ("tea",), 1, 7))
+    assert isinstance(recommendation, Recommendation) and "ann" not in served.open
+    start = served.ranker.snapshot()
+    served.on_message(Label("ann", "jam"))
+    assert served.ranker.snapshot() == start, "the closed window's list is gone"
+    served.on_message(Train("bob", history("tea"), ("tea",), None))
+    assert served.on_message(ForgetUser("bob", 9)) == Tombstone("bob", 9)
+    assert "bob" not in served.open
+
+
+def test_open_training_lists_are_bounded() -> None:
+    served = ModelReplica(EngineConfig(dimensions=4, open_lists=3))
+    observe(served, "tea", 0)
+    for user in range(10):
+        served.on_message(Train(f"u{user}", history("tea"), ("tea",), None))
+        assert len(served.open) <= 3
+    assert list(served.open) == ["u7", "u8", "u9"], "the oldest are dropped first"
+
+
+def test_lists_exclude_seen_items_and_say_why_each_item_is_there() -> None:
+    served = shop()
+    recommendation = served.on_message(
+        Serve("ann", history("bread", "tea"), ("bread", "tea"), 1, 0)
     )
-    parts = [
-        RankPart(request, 0, "a", ("b", "c", "x"), (3.0, 1.0, 0.5)),
-        RankPart(request, 0, "b", ("c", "e"), (4.0, 1.0)),
-        RankPart(request, 0, TREND_KEY, ("d",), (1.0,), long_weights=(1.0,)),
-    ]
-    return header, parts
+    assert isinstance(recommendation, Recommendation)
+    listed = {item: because for item, _, because in recommendation.items}
+    assert set(listed) == {"jam", "cup", "pot", "mug"}, "every unseen item, none seen"
+    # A history item is named only for an item linked to it: mug is linked to cup alone.
+    linked_to_tea = {"jam", "cup", "pot"}
+    assert {item for item, because in listed.items() if because == "tea"} & linked_to_tea
+    assert all(because in {"tea", "similar", "trending"} for because in listed.values())
+    assert all(item in linked_to_tea for item, because in listed.items() if because == "tea")
+    assert listed["mug"] in {"similar", "trending"}
+    scores = [score for _, score, _ in recommendation.items]
+    assert scores == sorted(scores, reverse=True)
 
 
-def test_parts_may_arrive_in_any_order_and_the_list_excludes_seen_items() -> None:
-    config = EngineConfig(k=10)
-    header, parts = _request(1)
-    lists = []
-    for order in ([header, *parts], [*reversed(parts), header]):
-        state = RankState(config)
-        outputs = [state.on_message(message, config) for message in order]
-        assert outputs[:-1] == [None] * (len(order) - 1)
-        assert state.is_idle()
-        lists.append(outputs[-1])
-    assert lists[0] == lists[1]
-    assert {item for item, _ in lists[0].items} == {"c", "d", "e", "x"}
-
-
-def test_forget_drops_pending_requests_and_answers_a_tombstone() -> None:
-    config = EngineConfig()
-    state = RankState(config)
-    header, _ = _request(1)
-    state.on_message(header, config)
-    assert state.on_message(ForgetUser("u1", 0, 99), config) == Tombstone("u1", 99)
-    assert state.is_idle()
-
-
-def test_learning_uses_the_pre_window_list_and_restore_continues_identically() -> None:
-    config = EngineConfig()
-    state = RankState(config)
-    header, parts = _request(1)
-    state.rank(header, parts, config)
-
-    # The training list is the one the history before the event ("a", row 0) gave: a's
-    # neighbours b, c, x and the trending d, with features from row 0 only. "e", which only the
-    # event's own item proposes, is no part of it.
-    def learned_on(rows: int, listed: list[str]) -> list[float]:
-        gathered = gather_candidates(header, parts, config)
-        matrix = feature_matrix(header, gathered, rows, config.recency_half_life_ms)
-        index = [gathered.items.index(item) for item in listed]
-        ranker = Ranker(config)
-        ranker.learn_list(matrix[index], np.array([listed.index("b")]))
-        return ranker.weights.tolist()
-
-    assert state.ranker.weights.tolist() == learned_on(1, ["b", "c", "x", "d"])
-    assert state.ranker.weights.tolist() != learned_on(2, ["b", "c", "x", "d", "e"])
-
-    copy = RankState.restore(state.snapshot(), config)
-    for version in range(2, 6):
-        header, parts = _request(version, number=version)
-        ours, theirs = copy.rank(header, parts, config), state.rank(header, parts, config)
-        assert ours is not None and theirs is not None
-        assert ours.recommendation == theirs.recommendation
-    assert copy.ranker.weights.tolist() == state.ranker.weights.tolist()
-
-
-def test_a_request_without_version_trains_and_serves_nothing() -> None:
-    config = EngineConfig()
-    state = RankState(config)
-    header, parts = _request(None)
-    start = state.ranker.weights.copy()
-    outputs = [state.on_message(message, config) for message in [header, *parts]]
-    assert outputs == [None] * 4
-    assert state.is_idle()
-    assert not np.allclose(state.ranker.weights, start), "the label taught the ranker"
+def test_replica_snapshot_restore_serves_the_same_lists() -> None:
+    config = EngineConfig(dimensions=4, k=5, reply_refresh=1, trend_refresh=1)
+    served = ModelReplica(config)
+    minute = 0
+    for item, recent in [("tea", ()), ("jam", ("tea",)), ("cup", ("tea", "jam")), ("mug", ())]:
+        minute += 1
+        observe(served, item, minute, *recent)
+    restored = ModelReplica.restore(served.snapshot(), config)
+    for user, items in [("ann", ("tea",)), ("bob", ("mug", "cup")), ("cat", ("jam",))]:
+        request = Serve(user, history(*items), items, 1, 0)
+        assert restored.on_message(request) == served.on_message(request)
+        observe(served, f"new-{user}", minute + 1, *items)
+        observe(restored, f"new-{user}", minute + 1, *items)
