@@ -1,0 +1,179 @@
+"""The item model: links, distinct-user popularity, decay, expiry, snapshots, and embeddings
+that learn."""
+
+from __future__ import annotations
+
+import doctest
+import random
+
+import numpy as np
+import pytest
+
+from operators import item_model
+from operators.candidates import gather
+from operators.engine_config import EngineConfig
+from operators.item_model import ItemModel, Observation
+
+DAY = 86_400_000
+MINUTE = 60_000
+
+
+def test_doctest() -> None:
+    assert doctest.testmod(item_model, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def link_weights(model: ItemModel, item: str) -> dict[str, float]:
+    ids = model.ids
+    return {str(ids[other]): weight for other, weight in model.links[model.rows[item]].items()}
+
+
+def test_an_event_links_its_item_both_ways_weighted_by_the_weaker_event() -> None:
+    model = ItemModel(EngineConfig(dimensions=4))
+    model.observe(Observation("tea", 0, 5.0, True, ()))
+    model.observe(Observation("cup", 0, 1.0, True, ()))
+    model.observe(Observation("jam", 0, 3.0, True, (("tea", 0, 5.0), ("cup", 0, 1.0))))
+    assert link_weights(model, "jam") == {"tea": 3.0, "cup": 1.0}
+    assert link_weights(model, "tea") == {"jam": 3.0}
+    assert link_weights(model, "cup") == {"jam": 1.0}
+    assert model.mass[model.rows["jam"]] == 4.0
+
+
+def test_links_stay_bounded_and_keep_the_strongest() -> None:
+    config = EngineConfig(dimensions=4, neighbours=5)
+    model = ItemModel(config)
+    for n in range(1_000):
+        recent = ((f"n{n}", n, 1.0), ("strong", n, 10.0))
+        model.observe(Observation("hub", n, 10.0, True, recent))
+        assert len(model.links[model.rows["hub"]]) <= 2 * config.neighbours
+    assert "strong" in link_weights(model, "hub")
+    top = model.neighbours(model.rows["hub"])[0]
+    assert model.ids[top[np.argmax(model.neighbours(model.rows["hub"])[1])]] == "strong"
+
+
+def test_popularity_counts_each_user_once_per_item() -> None:
+    model = ItemModel(EngineConfig(dimensions=4))
+    for n in range(10):  # one fan, ten views
+        model.observe(Observation("fad", n, 1.0, n == 0, ()))
+    for n in range(3):  # three users, one view each
+        model.observe(Observation("hit", n, 1.0, True, ()))
+    rows = model.rows
+    assert model.short[rows["fad"]] > 0
+    assert np.isclose(model.short[rows["hit"]], 3 * model.short[rows["fad"]])
+    assert model.trending()[0] == rows["hit"]
+
+
+def test_weights_decay_forward_with_their_half_life_and_survive_rebasing() -> None:
+    config = EngineConfig(dimensions=4, link_half_life_ms=DAY, pop_short_half_life_ms=DAY)
+    model = ItemModel(config)
+    model.observe(Observation("old", 0, 8.0, True, ()))
+    model.observe(Observation("b", 0, 8.0, True, (("old", 0, 8.0),)))
+    model.observe(Observation("new", 3 * DAY, 1.0, True, ()))
+
+    def short(item: str, ts: int) -> float:
+        return model.short[model.rows[item]] / model.decay(ts, config.pop_short_half_life_ms)
+
+    assert np.isclose(short("old", 3 * DAY), 1.0) and np.isclose(short("new", 3 * DAY), 1.0)
+    # Far later the stored weights are rebased instead of overflowing, and keep their ratio.
+    far = 100 * DAY
+    model.observe(Observation("c", far, 1.0, True, (("b", far, 1.0),)))
+    assert np.isfinite(model.short).all() and np.isfinite(model.mass).all()
+    assert np.isclose(short("c", far), 1.0)
+    assert np.isclose(short("new", far), 0.5**97)
+    links = link_weights(model, "b")
+    assert links["c"] / links["old"] > 1e20
+
+
+def test_idle_items_are_swept_and_their_rows_reused() -> None:
+    # Three events a day: a sweep at the end of every day.
+    config = EngineConfig(dimensions=4, item_idle_ms=10 * DAY, sweep_every=3)
+    model = ItemModel(config)
+    capacities = []
+    for day in range(200):
+        # Each day brings two new items, linked together, and the staple everyone buys.
+        ts = day * DAY
+        model.observe(Observation("staple", ts, 1.0, True, ()))
+        for number in range(2):
+            item = f"d{day}-{number}"
+            recent = (("staple", ts, 1.0),) if number == 0 else ((f"d{day}-0", ts, 1.0),)
+            model.observe(Observation(item, ts + number, 1.0, True, recent))
+        capacities.append(len(model.ids))
+        assert len(model) <= 2 * 11 + 1, "only the items of the last idle period live"
+    assert capacities[-1] == capacities[100], "rows are reused: memory stops growing"
+    assert "d0-0" not in model.rows and "d199-1" in model.rows
+    live = set(model.rows.values())
+    assert all(set(links) <= live for links in model.links), "no link to a dropped item"
+    assert set(model.trending().tolist()) <= live
+    assert set(model.similar(model.inp[model.rows["staple"]], 100).tolist()) <= live
+
+
+def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
+    """Users buying in three groups; each observation links to the user's previous items."""
+    rng = random.Random(seed)
+    histories: dict[int, list[tuple[str, int, float]]] = {}
+    stream = []
+    for n in range(events):
+        user = rng.randrange(40)
+        item = f"g{user % 3}-{rng.randrange(20)}"
+        history = histories.setdefault(user, [])
+        recent = tuple(entry for entry in history if entry[0] != item)[-3:]
+        stream.append(
+            Observation(item, n * MINUTE, 1.0, item not in {entry[0] for entry in history}, recent)
+        )
+        history.append((item, n * MINUTE, 1.0))
+    return stream
+
+
+def test_snapshot_restore_gives_the_same_lists_and_learns_on_identically() -> None:
+    # The sorted-neighbour and trending caches are rebuilt, not saved: with a refresh after
+    # every update the original's are always current, so both models must agree exactly.
+    config = EngineConfig(dimensions=8, reply_refresh=1, trend_refresh=1, sweep_every=300)
+    stream = shopping_stream()
+    model = ItemModel(config)
+    for observation in stream[:1_000]:
+        model.observe(observation)
+    restored = ItemModel.restore(model.snapshot(), config)
+    for observation in stream[1_000:]:
+        request = (*observation.recent, (observation.item_id, observation.ts, 1.0))
+        seen = {entry[0] for entry in request}
+        ours, theirs = gather(restored, request, seen, config), gather(model, request, seen, config)
+        assert [restored.ids[row] for row in ours.rows] == [model.ids[row] for row in theirs.rows]
+        assert np.array_equal(ours.links, theirs.links)
+        assert np.array_equal(ours.interest, theirs.interest)
+        model.observe(observation)
+        restored.observe(observation)
+    assert restored.snapshot() == model.snapshot()
+
+
+def follows_stream(rate: float, seed: int = 0) -> tuple[ItemModel, list[str]]:
+    """Every user views a random item, then "b" right after "a": trained with ``rate``."""
+    rng = random.Random(seed)
+    model = ItemModel(EngineConfig(dimensions=16, embedding_rate=rate, negatives=5, seed=seed))
+    others = [f"x{n}" for n in range(30)]
+    ts = 0
+    for _ in range(600):
+        ts += MINUTE
+        first = rng.choice(others)
+        model.observe(Observation(first, ts, 1.0, True, ()))
+        if rng.random() < 0.5:
+            model.observe(Observation("a", ts + 1, 1.0, True, ((first, ts, 1.0),)))
+            model.observe(Observation("b", ts + 2, 1.0, True, (("a", ts + 1, 1.0),)))
+        else:
+            model.observe(Observation(rng.choice(others), ts + 1, 1.0, True, ((first, ts, 1.0),)))
+    return model, others
+
+
+def similarity_margin(model: ItemModel, others: list[str]) -> float:
+    """How much better "b" follows a's context than the random items do."""
+    context = model.interest(np.array([model.rows["a"]]), np.ones(1))
+    scores = {item: float(model.out[model.rows[item]] @ context) for item in ["b", *others]}
+    return scores["b"] - max(scores[item] for item in others)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_embeddings_learn_that_b_follows_a(seed: int) -> None:
+    learned, others = follows_stream(rate=0.05, seed=seed)
+    untrained, _ = follows_stream(rate=0.0, seed=seed)
+    assert similarity_margin(learned, others) > 0, "b is a's best follower"
+    assert similarity_margin(learned, others) > similarity_margin(untrained, others) + 0.5
+    context = learned.interest(np.array([learned.rows["a"]]), np.ones(1))
+    assert learned.ids[learned.similar(context, 1)[0]] == "b"
