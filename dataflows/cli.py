@@ -82,6 +82,12 @@ def _run(args: argparse.Namespace) -> int:
     return run.main(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from dataflows import bench
+
+    return bench.main(args)
+
+
 def _smoke(args: argparse.Namespace) -> int:
     from dataflows import smoke
 
@@ -168,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--metrics-port", type=int, default=3030, help="Prometheus /metrics port (0: off)"
     )
+
+    sub = command("bench", _bench, "Measure throughput, latency, memory and recovery cost.")
+    sub.add_argument("--quick", action="store_true", help="smaller inputs: under 2 minutes")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.add_argument("--plot", help="write RSS over time and the latency histogram to this PNG")
+    sub.add_argument("--events", help="JSON Lines events to bench (default: the bundled sample)")
 
     sub = command("smoke", _smoke, "Count events per user through Kafka or a file (smoke test).")
     sub.add_argument("--input", help="JSON Lines file (default: the bundled sample)")

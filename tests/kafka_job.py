@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +46,11 @@ def write_config(
     snapshot_interval_s: int = 1,
     batch_size: int = 1000,
     close_after_idle_s: float | None = None,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Path:
     """A job config for one test: its own topics, live timers off so runs are comparable
-    (unless ``close_after_idle_s`` closes idle windows, as a live job does)."""
+    (unless ``close_after_idle_s`` closes idle windows, as a live job does). ``overrides``
+    replaces keys within sections, e.g. ``{"window": {"length_s": 0}}``."""
     config = {
         "kafka": {"brokers": [bootstrap]},
         "input": {"kafka": {"topic": events, "tail": tail, "batch_size": batch_size}},
@@ -58,6 +60,8 @@ def write_config(
         "state": {"user_idle_expire_s": None},
         "recovery": {"snapshot_interval_s": snapshot_interval_s},
     }
+    for section, values in (overrides or {}).items():
+        config[section] = {**config.get(section, {}), **values}
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

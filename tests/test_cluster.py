@@ -1,7 +1,7 @@
 """Two local processes (``streamrec run -i 0/1 -a ...``) do the work of one.
 
 The throughput and HR@10 comparison on the full Online Retail stream is
-``tests/benchmarks/multiprocess.py``; here a slice of the bundled sample checks that a
+``streamrec bench``; here a slice of the bundled sample checks that a
 two-process cluster handles every event once: the same windows are served, one list per
 (user, version) exactly once with the same event time, and the dead letters are the same.
 """

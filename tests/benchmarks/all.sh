@@ -21,11 +21,8 @@ $python tests/benchmarks/generator_speed.py
 step "quality and speed of the engine and the baselines (prequential, K=10)"
 $python -m dataflows evaluate "$events" --baselines --ablation --json
 
-step "replay speed, one process, and where the time goes"
-$python tests/benchmarks/replay_speed.py "$events" --profile
-
-step "one process vs two processes vs two workers"
-$python tests/benchmarks/multiprocess.py "$events" --setups 1x1 2x1 1x2
+step "streamrec bench: passthrough, engine, replay 1 and 2 processes, Kafka, memory, profile"
+$python -m dataflows bench --events "$events" --plot "$work/bench.png"
 
 step "recovery after a concept drift (synthetic)"
 $python tests/benchmarks/drift_recovery.py

@@ -1,0 +1,178 @@
+"""The bench's readable table (figures, ratios, issue 10's targets) and its plot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from suite import Results
+
+#: The keys ``--json`` always has (null when their part failed).
+REQUIRED = (
+    "passthrough_eps",
+    "evaluate_eps",
+    "replay_eps_1proc",
+    "replay_eps_2proc",
+    "kafka_eps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "bytes_per_user",
+    "bytes_per_item",
+    "snapshot_bytes_per_epoch",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    value: Callable[[dict[str, Any]], float]
+    unit: str
+    target: str = ""
+    met: Callable[[float], bool] | None = None
+
+
+def _ratio(top: str, bottom: str) -> Callable[[dict[str, Any]], float]:
+    return lambda figures: figures[top] / figures[bottom]
+
+
+def _key(name: str) -> Callable[[dict[str, Any]], float]:
+    return lambda figures: figures[name]
+
+
+ROWS = [
+    Row("passthrough (parse, key, state, serialise)", _key("passthrough_eps"), "events/s"),
+    Row("sequential engine (evaluate)", _key("evaluate_eps"), "events/s"),
+    Row("replay, 1 process", _key("replay_eps_1proc"), "events/s", ">= 5,000", lambda v: v >= 5000),
+    Row("replay, 2 processes", _key("replay_eps_2proc"), "events/s"),
+    Row("replay lists, 1 process", _key("replay_lists_per_s_1proc"), "lists/s"),
+    Row("replay lists, 2 processes", _key("replay_lists_per_s_2proc"), "lists/s"),
+    Row(
+        "replay 1 proc / evaluate",
+        _ratio("replay_eps_1proc", "evaluate_eps"),
+        "x",
+        ">= 0.8",
+        lambda v: v >= 0.8,
+    ),
+    Row(
+        "replay 2 proc / 1 proc",
+        _ratio("replay_eps_2proc", "replay_eps_1proc"),
+        "x",
+        ">= 1.6",
+        lambda v: v >= 1.6,
+    ),
+    Row("replay 1 proc share of passthrough", _ratio("replay_eps_1proc", "passthrough_eps"), "x"),
+    Row(
+        "HR@10 replay 2 proc / evaluate",
+        _ratio("replay_hr10_2proc", "evaluate_hr10"),
+        "x",
+        "0.98-1.02",
+        lambda v: 0.98 <= v <= 1.02,
+    ),
+    Row(
+        "Kafka sustained (default window)",
+        _key("kafka_eps"),
+        "events/s",
+        ">= 5,000",
+        lambda v: v >= 5000,
+    ),
+    Row("Kafka sustained (a list per event)", _key("kafka_eps_list_per_event"), "events/s"),
+    Row("latency p50 at half that rate", _key("latency_p50_ms"), "ms"),
+    Row("latency p95", _key("latency_p95_ms"), "ms"),
+    Row("latency p99", _key("latency_p99_ms"), "ms", "<= 250", lambda v: v <= 250),
+    Row("memory per user", lambda f: f["bytes_per_user"] / 1024, "KB", "<= 3", lambda v: v <= 3),
+    Row("memory per item", lambda f: f["bytes_per_item"] / 1024, "KB", "<= 20", lambda v: v <= 20),
+    Row(
+        "RSS trend, idle users expiring",
+        _key("idle_rss_slope_mb_per_min"),
+        "MB/min",
+        "flat (<= 1/5 of no expiry)",
+        None,
+    ),
+    Row("RSS trend, no expiry", _key("idle_rss_slope_no_expiry_mb_per_min"), "MB/min"),
+    Row("snapshot per epoch (largest)", lambda f: f["snapshot_bytes_per_epoch"] / 1024, "KB"),
+    Row("snapshot time per epoch", lambda f: f["snapshot_seconds_per_epoch"] * 1000, "ms"),
+]
+
+
+def json_object(results: Results) -> dict[str, Any]:
+    return {
+        **dict.fromkeys(REQUIRED),
+        **results.figures,
+        "failures": results.failures,
+        "notes": results.notes,
+    }
+
+
+def _verdict(row: Row, value: float, figures: dict[str, Any]) -> str:
+    if row.label.startswith("RSS trend, idle"):
+        kept = figures.get("idle_rss_slope_no_expiry_mb_per_min")
+        if kept is None:
+            return ""
+        return "met" if value <= max(kept, 0) / 5 else "not met"
+    if row.met is None:
+        return ""
+    return "met" if row.met(value) else "not met"
+
+
+def table(results: Results) -> str:
+    figures = results.figures
+    lines = [f"{'figure':<40} {'value':>12} {'unit':<9} {'target':<24} verdict"]
+    for row in ROWS:
+        try:
+            value = row.value(figures)
+        except (KeyError, TypeError, ZeroDivisionError):
+            lines.append(f"{row.label:<40} {'-':>12} {row.unit:<9} {row.target:<24} (no figure)")
+            continue
+        shown = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        verdict = _verdict(row, value, figures)
+        lines.append(f"{row.label:<40} {shown:>12} {row.unit:<9} {row.target:<24} {verdict}")
+    lines += ["", *profile_lines(results.profile), "", *results.notes]
+    lines += [f"FAILED {part}: {reason}" for part, reason in results.failures.items()]
+    return "\n".join(lines)
+
+
+def profile_lines(spent: dict[str, float]) -> list[str]:
+    total = sum(spent.values())
+    if not total:
+        return []
+    lines = ["where one process of the live job spends its time (pyinstrument):"]
+    for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        lines.append(f"  {seconds / total:6.1%}  {seconds:6.1f} s  {name}")
+    return lines
+
+
+def plot(results: Results, path: Path) -> None:
+    """RSS over time while users go idle, and the latency distribution, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rss, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series = results.rss
+    if series is not None:
+        for name, values in series.rss_mb.items():
+            rss.plot(series.seconds, values, label=name)
+        rss.legend()
+    rss.set(
+        title="RSS of the live job, every user idle after 4 events",
+        xlabel="seconds",
+        ylabel="RSS (MB)",
+    )
+    rss.grid(alpha=0.3)
+    if results.latencies_ms:
+        latency.hist(results.latencies_ms, bins=60, color="tab:green")
+        for share, style in ((50, "-"), (95, "--"), (99, ":")):
+            value = results.figures[f"latency_p{share}_ms"]
+            latency.axvline(value, color="black", linestyle=style, label=f"p{share} {value:.0f} ms")
+        latency.legend()
+    rate = results.figures.get("latency_rate_eps", 0)
+    latency.set(
+        title=f"event to list latency at {rate:,.0f} events/s", xlabel="ms", ylabel="events"
+    )
+    latency.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

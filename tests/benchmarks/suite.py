@@ -1,0 +1,302 @@
+"""``streamrec bench``: every throughput, latency, memory and recovery figure in one run.
+
+The parts run one after the other on the same machine, so their ratios mean something even
+when the machine is shared. A part that fails is reported with its reason and the others still
+run; its figures are null in ``--json``. The local Kafka broker is started for the Kafka parts
+and stopped at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import kafka_e2e
+import speed
+from profiling import profile_job
+
+from operators.config import load_config
+
+BUNDLED = (
+    Path(__file__).resolve().parents[2] / "dataflows" / "data" / "online_retail_sample.jsonl.gz"
+)
+MEMORY_SCRIPT = Path(__file__).resolve().parent / "memory.py"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much each part does: the quick run trades precision for time."""
+
+    events: int | None  # first events of the input for the file and Kafka parts (None: all)
+    list_per_event_backlog: int  # events for the sustained rate with a list per event
+    latency_s: float
+    idle_s: float
+    idle_rate: float
+    memory_users: int
+    memory_items: int
+
+
+QUICK = Scale(
+    events=10_000,
+    list_per_event_backlog=2_000,
+    latency_s=12,
+    idle_s=14,
+    idle_rate=300,
+    memory_users=4_000,
+    memory_items=2_000,
+)
+FULL = Scale(
+    events=None,
+    list_per_event_backlog=10_000,
+    latency_s=60,
+    idle_s=60,
+    idle_rate=300,
+    memory_users=50_000,
+    memory_items=50_000,
+)
+
+
+@dataclass
+class Results:
+    figures: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    rss: kafka_e2e.RssSeries | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    profile: dict[str, float] = field(default_factory=dict)
+
+    def part(self, name: str, run: Callable[[], None]) -> None:
+        """Run one part; an error becomes a one-line failure of that part."""
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            run()
+        except Exception as error:  # any part's failure is reported, the others still run
+            self.failures[name] = _reason(error)
+            print(f"bench: {name} failed: {self.failures[name]}", file=sys.stderr, flush=True)
+        else:
+            print(f"bench: {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, speed.CommandError | kafka_e2e.JobError):
+        return str(error)
+    if isinstance(error, subprocess.CalledProcessError):
+        stderr = (error.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
+        return f"{' '.join(map(str, error.cmd[-6:]))} exited with {error.returncode}: {stderr}"
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    return f"{type(error).__name__}: {error} ({Path(where.filename).name}:{where.lineno})"
+
+
+def file_parts(results: Results, events: Path, scratch: Path) -> None:
+    config = load_config(None)
+    count = len(events.read_bytes().splitlines())
+    figures = results.figures
+
+    def passthrough() -> None:
+        figures["passthrough_eps"] = speed.passthrough_eps(
+            events, count, scratch / "passthrough.jsonl", config
+        )
+
+    def evaluate() -> None:
+        figures["evaluate_eps"], figures["evaluate_hr10"] = speed.evaluate_eps(events)
+
+    def replay(processes: int) -> Callable[[], None]:
+        def run() -> None:
+            replayed = speed.replay(events, scratch / f"replay-{processes}.jsonl", processes)
+            figures[f"replay_eps_{processes}proc"] = replayed.events_per_s
+            figures[f"replay_lists_per_s_{processes}proc"] = replayed.lists_per_s
+            figures[f"replay_hr10_{processes}proc"] = replayed.hr_at_10
+
+        return run
+
+    results.part("passthrough", passthrough)
+    results.part("evaluate", evaluate)
+    results.part("replay 1 process", replay(1))
+    results.part("replay 2 processes", replay(2))
+
+
+def kafka_parts(results: Results, events: Path, scale: Scale, scratch: Path) -> None:
+    try:
+        with kafka_e2e.broker() as kafka:
+            _kafka_parts(results, kafka, events.read_bytes().splitlines(), scale, scratch)
+    except kafka_e2e.local_kafka.LocalKafkaError as error:
+        results.failures["kafka"] = f"the local Kafka broker could not start: {error}"
+
+
+def _kafka_parts(
+    results: Results, kafka: Any, lines: list[bytes], scale: Scale, scratch: Path
+) -> None:
+    figures = results.figures
+    backlog = kafka_e2e.new_topics(kafka, "throughput")
+
+    def throughput() -> None:
+        with kafka_e2e.live_job(kafka, backlog, scratch / "throughput", {}) as (job, arrivals):
+            figures["kafka_eps"] = kafka_e2e.sustained_eps(
+                kafka.bootstrap, backlog.events, lines, job, arrivals
+            )
+
+    def latency() -> None:
+        topics = kafka_e2e.new_topics(kafka, "latency")
+        overrides = kafka_e2e.LIST_PER_EVENT
+        with kafka_e2e.live_job(kafka, topics, scratch / "latency", overrides) as (job, arrivals):
+            backlog_lines = lines[: scale.list_per_event_backlog]
+            rate = kafka_e2e.sustained_eps(
+                kafka.bootstrap, topics.events, backlog_lines, job, arrivals
+            )
+            figures["kafka_eps_list_per_event"] = rate
+            paced = kafka_e2e.synthetic_lines(round(rate / 2 * scale.latency_s), 20_000, seed=1)
+            latencies, missed = kafka_e2e.latencies_ms(
+                kafka.bootstrap, topics.events, paced, rate / 2, job, arrivals
+            )
+            results.latencies_ms = latencies
+            for share in (50, 95, 99):
+                figures[f"latency_p{share}_ms"] = kafka_e2e.percentile(latencies, share / 100)
+            figures["latency_rate_eps"] = rate / 2
+            figures["latency_unanswered"] = missed
+            results.notes.append(
+                f"latency: window.length_s 0 (a list per event, matched by user and as_of), "
+                f"{len(latencies):,} events at {rate / 2:,.0f}/s, {missed} without a list"
+            )
+            stored = kafka_e2e.snapshots(job)
+            figures["snapshot_bytes_per_epoch"] = max(stored.bytes_per_epoch)
+            figures["snapshot_epochs"] = len(stored.bytes_per_epoch)
+            figures["snapshot_seconds_per_epoch"] = stored.seconds_per_epoch
+            results.notes.append(
+                f"recovery: {len(stored.bytes_per_epoch)} epochs of "
+                f"{load_config(None).recovery.snapshot_interval_s} s in the latency job's SQLite "
+                "partitions (bytes of ser_change per snap_epoch); time from its Prometheus "
+                "snapshot/partd_write duration sums"
+            )
+
+    def idle_users() -> None:
+        shared = kafka_e2e.new_topics(kafka, "idle")
+        expiring = {"state": {"user_idle_expire_s": 2.0, "item_idle_expire_s": 2.0}}
+        kept = kafka_e2e.new_topics(kafka, "idle-kept")
+        with (
+            kafka_e2e.live_job(kafka, shared, scratch / "idle", expiring) as (expiry, _),
+            kafka_e2e.live_job(
+                kafka,
+                kafka_e2e.Topics(shared.events, kept.out, kept.dead),
+                scratch / "idle-kept",
+                {},
+            ) as (no_expiry, _),
+        ):
+            jobs = {"users expire after 2 s idle": expiry, "no expiry (30 days)": no_expiry}
+            stream = kafka_e2e.one_time_users(scale.idle_rate, scale.idle_s)
+            series = kafka_e2e.rss_while_users_go_idle(
+                kafka.bootstrap, shared.events, stream, scale.idle_rate, jobs
+            )
+        results.rss = series
+        names = list(jobs)
+        figures["idle_rss_slope_mb_per_min"] = series.late_slope_mb_per_min(names[0])
+        figures["idle_rss_slope_no_expiry_mb_per_min"] = series.late_slope_mb_per_min(names[1])
+
+    def profile() -> None:
+        config_path = scratch / "profile.yaml"
+        out = kafka_e2e.new_topics(kafka, "profile")
+        kafka_e2e.write_config(
+            config_path,
+            kafka.bootstrap,
+            backlog.events,
+            out.out,
+            out.dead,
+            tail=False,
+            snapshot_interval_s=load_config(None).recovery.snapshot_interval_s,
+        )
+        spent, wall = profile_job(load_config(config_path))
+        results.profile = spent
+        figures["profile_wall_s"] = wall
+
+    results.part("kafka throughput", throughput)
+    results.part("kafka latency and recovery", latency)
+    results.part("RSS while users go idle", idle_users)
+    results.part("profile", profile)
+
+
+def memory_part(results: Results, scale: Scale) -> None:
+    """Two processes in parallel, with all and with half the users over the same catalogue:
+    their difference is the users' share of the RSS growth, the rest the items'."""
+
+    def run() -> None:
+        users = scale.memory_users
+        launched = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(MEMORY_SCRIPT),
+                    "--users",
+                    str(count),
+                    "--items",
+                    str(scale.memory_items),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for count in (users, users // 2)
+        ]
+        whole, half = (_json_of(process) for process in launched)
+        per_user = (whole["rss_growth_bytes"] - half["rss_growth_bytes"]) / (
+            whole["users"] - half["users"]
+        )
+        figures = results.figures
+        figures["bytes_per_user"] = per_user
+        figures["bytes_per_item"] = (whole["rss_growth_bytes"] - per_user * whole["users"]) / (
+            whole["items"]
+        )
+        figures["memory_users"], figures["memory_items"] = whole["users"], whole["items"]
+        results.notes.append(
+            f"memory: Engine RSS growth at {whole['users']:,} users and {whole['items']:,} items "
+            "(issue: 1M and 100k; the engine learns about 1,500 events/s, so fewer here); per "
+            f"user from the difference to a run with {half['users']:,} users"
+        )
+
+    results.part("memory", run)
+
+
+def _json_of(process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"memory.py exited with {process.returncode}: {' | '.join(lines)}")
+    return orjson.loads(stdout)
+
+
+def run(events: Path | None, quick: bool) -> Results:
+    scale = QUICK if quick else FULL
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as folder:
+        scratch = Path(folder)
+        source = events or BUNDLED
+        sample = scratch / "events.jsonl"
+        results.figures["events"] = speed.head(source, scale.events, sample)
+        results.notes.append(f"input: {results.figures['events']:,} events of {source}")
+        file_parts(results, sample, scratch)
+        kafka_parts(results, sample, scale, scratch)
+        memory_part(results, scale)
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    from report import json_object, plot, table
+
+    results = run(Path(args.events) if args.events else None, args.quick)
+    if args.json:
+        print(orjson.dumps(json_object(results)).decode())
+    else:
+        print(table(results))
+    if args.plot:
+        plot(results, Path(args.plot))
+    return 1 if results.failures else 0

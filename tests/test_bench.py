@@ -1,0 +1,46 @@
+"""The bench's smallest pieces on a tiny input: every figure is there and positive.
+
+No timing is asserted: the figures and their targets live in the bench's output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
+
+import report
+import speed
+import suite
+from memory import learn
+from profiling import profile_job
+
+from operators.config import load_config
+
+
+def test_the_file_parts_and_the_memory_figures_are_positive(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    assert speed.head(suite.BUNDLED, 300, events) == 300
+    results = suite.Results()
+    suite.file_parts(results, events, tmp_path)
+    suite.memory_part(results, suite.Scale(300, 100, 1, 1, 1, 200, 50))
+    document = report.json_object(results)
+    assert document["failures"] == {}
+    expected = [key for key in report.REQUIRED if not key.startswith(("kafka", "lat", "snap"))]
+    for key in expected:
+        assert document[key] > 0, key
+    assert "(no figure)" not in report.table(results).split("Kafka")[0]
+
+
+def test_the_profile_sorts_the_replay_time_into_categories(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    speed.head(suite.BUNDLED, 200, events)
+    spent, wall = profile_job(load_config(None).for_replay(events, None, None))
+    assert wall > 0 and sum(spent.values()) > 0
+    assert "parsing" in spent
+
+
+def test_the_memory_stream_has_the_users_and_items_it_says() -> None:
+    figures = learn(users=50, items=20, seed=0)
+    assert figures["users"] == 50 and 0 < figures["items"] <= 20 and figures["events"] == 150
