@@ -27,5 +27,8 @@ $python tests/benchmarks/replay_speed.py "$events" --profile
 step "one process vs two processes vs two workers"
 $python tests/benchmarks/multiprocess.py "$events" --setups 1x1 2x1 1x2
 
+step "HR@10 on every synthetic shape and Online Retail"
+$python tests/benchmarks/quality.py --retail "$events"
+
 step "recovery after a concept drift (synthetic)"
 $python tests/benchmarks/drift_recovery.py
