@@ -21,20 +21,20 @@ Optional mechanisms, off unless a config turns them on: ``ratings`` (each visit 
 ``rating`` with a 1-5 value instead of a funnel), ``once`` (a user meets an item at most once),
 ``peak_days`` (an item's pull peaks shortly after its release, then fades), ``sequels`` (new items
 become the first successor of an earlier item of their category), ``drift_successors`` (the
-successors change at the drift point too), ``session_min`` and ``tie`` (a share of visits
-with the previous visit's timestamp).
+successors change at the drift point too), ``session_min`` (least visits per session) and
+``tie`` (a share of visits with the previous visit's timestamp).
 
 **Shapes** are presets of these parameters (:data:`SHAPES`, :func:`shape_config`), each
 testing something the others do not:
 
 - ``sessions`` (the default): the shop stream above. Short sessions, a funnel whose purchases
   weigh more than views, mild drift: tests sequence-aware, category-aware ranking.
-- ``ratings``: like MovieLens 100k (1,000 users, 1,700 items, 100,000 ratings over 7 months).
-  Each user rates an item once, with a value around the user's personal mean and the item's
-  quality, low outside the user's taste; sittings of 5-50 ratings seconds apart (a fifth
-  sharing the previous one's timestamp); long histories (a median of dozens); strong
-  successors with sequels (franchises); and release-time popularity. Tests long profiles,
-  ratings as feedback and whole baskets scored against one list.
+- ``ratings``: like MovieLens 100k (about 900 users rating 1,700 items, 100,000 ratings over
+  7 months). Each user rates an item once, with a value around the user's personal mean and
+  the item's quality, low outside the user's taste; sittings of about 5-35 ratings seconds
+  apart (a fifth sharing the previous one's timestamp); long histories (median about 85);
+  strong successors with sequels (franchises); and popularity peaking two weeks after
+  release. Tests long profiles, ratings as feedback and whole baskets scored against one list.
 - ``drift``: the shop stream where 80 % of users switch taste mid-stream and every item's
   successors change: tests how fast a model forgets and recovers.
 - ``cold-start``: 90 % of users arrive during the stream and most have at most 5 events; 70 %
