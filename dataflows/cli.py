@@ -36,17 +36,10 @@ def _import(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from operators import synthetic
 
+    options = ("users", "items", "events", "seed", "drift_at", "drift_share", "categories", "days")
+    given = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     try:
-        config = synthetic.GeneratorConfig(
-            users=args.users,
-            items=args.items,
-            events=args.events,
-            seed=args.seed,
-            drift_at=args.drift_at,
-            drift_share=args.drift_share,
-            categories=args.categories,
-            days=args.days,
-        )
+        config = synthetic.shape_config(args.shape, **given)
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
@@ -114,14 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("generate", _generate, "Write a synthetic event stream with known structure.")
     sub.add_argument("out", help="JSON Lines file to write (.gz compresses)")
-    sub.add_argument("--users", type=int, default=2_000)
-    sub.add_argument("--items", type=int, default=1_000)
-    sub.add_argument("--events", type=int, default=100_000)
-    sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--drift-at", type=float, default=0.5, help="fraction of the stream")
-    sub.add_argument("--drift-share", type=float, default=0.5, help="share of users who drift")
-    sub.add_argument("--categories", type=int, default=20, help="item categories")
-    sub.add_argument("--days", type=float, default=30.0, help="time span of the stream")
+    # The shape names are not imported from operators.synthetic, to keep --help fast.
+    sub.add_argument(
+        "--shape",
+        default="sessions",
+        help="sessions (default), ratings, drift or cold-start (operators/synthetic.py "
+        "describes them); the options below override the shape's own values",
+    )
+    # No defaults: an option left out keeps the shape's value.
+    sub.add_argument("--users", type=int, help="(sessions: 2000)")
+    sub.add_argument("--items", type=int, help="(sessions: 1000)")
+    sub.add_argument("--events", type=int, help="(sessions: 100000)")
+    sub.add_argument("--seed", type=int, help="(0)")
+    sub.add_argument("--drift-at", type=float, help="fraction of the stream (0.5)")
+    sub.add_argument("--drift-share", type=float, help="share of users who drift (sessions: 0.5)")
+    sub.add_argument("--categories", type=int, help="item categories (sessions: 20)")
+    sub.add_argument("--days", type=float, help="time span of the stream (sessions: 30)")
 
     sub = command("evaluate", _evaluate, "Prequential evaluation of lists, live or emitted.")
     sub.add_argument("events", help="recorded events (JSON Lines, optionally .gz)")

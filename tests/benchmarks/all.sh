@@ -24,5 +24,8 @@ $python -m dataflows evaluate "$events" --baselines --ablation --json
 step "streamrec bench: passthrough, engine, replay 1 and 2 processes, Kafka, memory, profile"
 $python -m dataflows bench --events "$events" --plot "$work/bench.png"
 
+step "HR@10 on every synthetic shape and Online Retail"
+$python tests/benchmarks/quality.py --retail "$events"
+
 step "recovery after a concept drift (synthetic)"
 $python tests/benchmarks/drift_recovery.py
