@@ -257,11 +257,11 @@ def _engines(
     return engines
 
 
-def _warm_start(path: str | None) -> WarmStart | None:
+def _warm_start(path: str | None, config: Config) -> WarmStart | None:
     if path is None:
         return None
     try:
-        return WarmStart.read(Path(path))
+        return WarmStart.for_config(Path(path), config.engine)
     except WarmStartError as error:
         raise UsageError(str(error)) from None
 
@@ -314,7 +314,7 @@ def main(args: argparse.Namespace) -> int:
     if not events:
         raise UsageError(f"{args.events} holds no valid event")
 
-    warm = _warm_start(args.warm_start)
+    warm = _warm_start(args.warm_start, config)
     engines = _engines(config, args.k, args.ablation, emitted is None, warm)
     models: list[OnlineRecommender] = list(engines.values())
     if args.baselines:

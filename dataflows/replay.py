@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
         warm = Path(args.warm_start) if args.warm_start else None
         if warm is not None:
             try:
-                WarmStart.read(warm)
+                WarmStart.for_config(warm, config.engine)
             except WarmStartError as error:
                 raise UsageError(str(error)) from None
         total, seconds = _replay(

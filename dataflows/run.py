@@ -302,12 +302,13 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
     env[WORKERS_ENV] = str(args.workers_per_process * (cluster.processes if cluster else 1))
     env.pop(WARM_START_ENV, None)
     if args.warm_start:
+        from operators.warm_start import WarmStart, WarmStartError
+
         warm = Path(args.warm_start).resolve()
-        if not (warm / "meta.json").is_file():
-            raise UsageError(
-                f"{warm} is not a warm start (no meta.json); write one with "
-                "`streamrec pretrain HISTORY --out DIR`"
-            )
+        try:
+            WarmStart.for_config(warm, config.engine)
+        except WarmStartError as error:
+            raise UsageError(str(error)) from None
         env[WARM_START_ENV] = str(warm)
     env["PYTHONUNBUFFERED"] = "1"
     if args.metrics_port:

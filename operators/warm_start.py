@@ -72,7 +72,7 @@ class WarmStart:
                 f"{directory} is not a warm start ({Path(error.filename).name} is missing); "
                 "write one with `streamrec pretrain HISTORY --out DIR`"
             ) from None
-        except (OSError, ValueError, pickle.UnpicklingError) as error:
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
             raise WarmStartError(f"cannot read the warm start in {directory}: {error}") from None
         if meta.get("format") != _FORMAT:
             raise WarmStartError(
@@ -81,12 +81,23 @@ class WarmStart:
             )
         return cls(meta, model, users)
 
-    def replica(self, config: EngineConfig) -> ModelReplica:
-        if self.meta["dimensions"] != config.dimensions:
+    @classmethod
+    def for_config(cls, directory: Path, config: EngineConfig) -> WarmStart:
+        """:meth:`read`, and check that ``config`` can start from it (before a job starts, so
+        that a mismatch is one line, not a failing worker)."""
+        warm = cls.read(directory)
+        warm.check(config)
+        return warm
+
+    def check(self, config: EngineConfig) -> None:
+        if self.meta.get("dimensions") != config.dimensions:
             raise WarmStartError(
-                f"the warm start has {self.meta['dimensions']}-dimensional embeddings but "
+                f"the warm start has {self.meta.get('dimensions')}-dimensional embeddings but "
                 f"engine.dimensions is {config.dimensions}: pretrain with the same config"
             )
+
+    def replica(self, config: EngineConfig) -> ModelReplica:
+        self.check(config)
         return ModelReplica.restore(self.model, config)
 
     def users(self) -> dict[str, UserState]:
