@@ -16,6 +16,7 @@ from dataflows.cli import main as cli
 from operators import jsonl, synthetic
 from operators.config import Config, config_from_mapping
 from operators.engine import Engine
+from operators.evaluation import prequential, read_emitted
 from operators.events import Event, parse_event
 
 SCHEMA = Path(__file__).resolve().parents[1] / "deploy" / "schema" / "recommendation.schema.json"
@@ -162,6 +163,16 @@ def test_emitted_lists_follow_the_published_schema(
     for emitted in lists:
         validator.validate(emitted)
     assert any(emitted["items"] for emitted in lists)
+    # A list names, per item, a history item of the user, "similar" or "trending".
+    had: dict[str, set[str]] = {}
+    for raw in jsonl.read_lines(synthetic_events):
+        record = orjson.loads(raw)
+        had.setdefault(record["user_id"], set()).add(record["item_id"])
+    reasons = [
+        (emitted["user_id"], item["because"]) for emitted in lists for item in emitted["items"]
+    ]
+    assert all(because in {"similar", "trending"} | had[user] for user, because in reasons)
+    assert any(because in had[user] for user, because in reasons), "co-visitation explains some"
     versions: dict[str, int] = {}
     for emitted in lists:
         assert emitted["version"] > versions.get(emitted["user_id"], 0)
@@ -180,8 +191,8 @@ def test_forget_user_emits_a_tombstone_and_the_user_starts_afresh(
         event("u1", "c", 5),
     ]
     events = write_lines(tmp_path / "events.jsonl", lines)
-    # The trend step re-sorts its top list on every update, so trending items are candidates;
-    # every event gets its list.
+    # Trending items are re-sorted on every event, so they are candidates; every event gets
+    # its list.
     config = "engine: {trend_refresh: 1}\nwindow: {length_s: 0}\n"
     summary, lists, letters = replay(capsys, events, tmp_path, config=config)
     assert letters == []
@@ -256,25 +267,31 @@ def test_replay_reports_what_the_user_can_fix_in_one_line(
 
 
 @pytest.mark.parametrize("cluster", [["-w", "2"], ["--processes", "2"]], ids=["2w", "2p"])
-def test_two_workers_or_processes_emit_nearly_the_lists_of_one(
+def test_two_workers_or_processes_serve_the_same_requests_about_as_well_as_one(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, synthetic_events: Path, cluster: list[str]
 ) -> None:
-    """Across workers Bytewax orders messages only by epoch; replay makes every small input
-    batch an epoch, so at most a few events can be seen out of order."""
+    """Each worker's replica learns every event but trains its ranker on its own users only,
+    so the lists differ from one worker's; the requests served and their quality do not."""
     one_summary, one, _ = replay(capsys, synthetic_events, tmp_path, name="one")
     summary, two, _ = replay(capsys, synthetic_events, tmp_path, *cluster, name="two")
     assert summary == one_summary | {
         "events_per_s": summary["events_per_s"],
         "seconds": summary["seconds"],
     }
+    assert {(rec["user_id"], rec["version"]) for rec in one} == {
+        (rec["user_id"], rec["version"]) for rec in two
+    }
+    config = Config()
+    events = [
+        parsed
+        for raw in jsonl.read_lines(synthetic_events)
+        if isinstance(parsed := parse_event(raw, config.known_types()), Event)
+    ]
 
-    def by_request(emitted: list[dict[str, Any]]) -> dict[tuple[str, int], list[str]]:
-        return {
-            (rec["user_id"], rec["version"]): [item["item_id"] for item in rec["items"]]
-            for rec in emitted
-        }
+    def hit_rate(name: str) -> float:
+        emitted = read_emitted(jsonl.read_lines(tmp_path / f"{name}.jsonl"))
+        return prequential(events, [], emitted=emitted)["emitted"].hr
 
-    first, second = by_request(one), by_request(two)
-    assert first.keys() == second.keys()
-    same = sum(first[request] == second[request] for request in first)
-    assert same >= 0.9 * len(first), f"only {same} of {len(first)} lists agree"
+    single, several = hit_rate("one"), hit_rate("two")
+    assert single > 0.05
+    assert several > 0.8 * single, f"hr {several:.3f} with two workers, {single:.3f} with one"
