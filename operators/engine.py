@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from operators.candidates import Candidates
+import numpy as np
+
 from operators.engine_config import EngineConfig
 from operators.events import Event
 from operators.messages import ForgetUser, Recommendation, ReplicaMessage, Serve
@@ -60,7 +61,8 @@ class Engine:
         if warm is not None:
             self.replica = warm.replica(self.config)
             self.users = warm.users()
-        self.served: dict[str, tuple[Recommendation, Candidates]] = {}
+        #: Per user: the latest list and the item rows it was chosen from.
+        self.served: dict[str, tuple[Recommendation, np.ndarray]] = {}
 
     def freeze(self) -> None:
         """Stop all learning (item knowledge and ranker) from now on."""
@@ -113,7 +115,7 @@ class Engine:
         if served is None:
             return []
         ids = self.replica.items.ids
-        return [ids[row] for row in served[1].rows.tolist()]  # type: ignore[misc]
+        return [item for row in served[1].tolist() if (item := ids[row]) is not None]
 
     def save(self, directory: Path) -> None:
         """Write the whole state (item model, ranker, users) as a warm start."""
@@ -133,7 +135,8 @@ class Engine:
 
     def _send(self, message: ReplicaMessage) -> None:
         if isinstance(message, Serve):
-            self.served[message.user_id] = self.replica.serve(message)
+            recommendation, candidates = self.replica.serve(message)
+            self.served[message.user_id] = (recommendation, candidates.rows.astype(np.int32))
         else:
             self.replica.on_message(message)
 

@@ -2,15 +2,16 @@
 
 Every replica learns every :class:`~operators.item_model.Observation` (reading item knowledge is
 far hotter than writing it: a list reads dozens of items, an event writes a few), and serves
-the users routed to it. Learning is test-then-train: a :class:`Train` builds the list the
-user's history gave just before the event, the ranker learns from the event's item on it, and
-only then does the event's observation reach the item model. Later new items of the same window
-(:class:`Label`) train on that same list, so the ranker learns from every target without ever
-seeing the window's own links. A :class:`Serve` ranks the candidates of the whole history.
+the users routed to it. Learning is test-then-train on the list the user was served: a
+:class:`Serve` ranks the candidates of the whole history and keeps the list (candidates and
+features); when the user's next event opens a window (:class:`Train`) the ranker learns from
+its item on that list, and only then does the event's observation reach the item model. Later
+new items of the same window (:class:`Label`) train on the same list, so the ranker learns from
+every target without ever seeing the window's own links. A user with no kept list (never served
+here, or dropped) gets one built from the history before the event.
 
-The training lists of open windows are transient (at most ``open_lists`` of them, oldest dropped
-first) and are not part of the snapshot: after a restart, the windows open then only miss some
-training.
+Kept lists are transient (at most ``open_lists``, the least recently kept dropped first) and are
+not part of the snapshot: after a restart, a user's first window only builds its list again.
 
 >>> from operators.item_model import Observation
 >>> from operators.messages import Serve, Train
@@ -83,16 +84,21 @@ class ModelReplica:
         return None
 
     def _open(self, message: Train) -> None:
-        self.open.pop(message.user_id, None)
-        if not message.history or not self.learning:
+        if not self.learning:
             return
-        candidates = gather(self.items, message.history, message.seen, self.config)
-        features = feature_matrix(self.items, candidates, self.config)
-        self.open[message.user_id] = _TrainingList(candidates.rows, features)
+        user_id = message.user_id
+        if user_id not in self.open and message.history:
+            candidates = gather(self.items, message.history, message.seen, self.config)
+            self._keep(user_id, candidates.rows, feature_matrix(self.items, candidates, self.config))
+        if message.label is not None:
+            self._learn(user_id, message.label)
+
+    def _keep(self, user_id: str, rows: np.ndarray, features: np.ndarray) -> None:
+        """Keep the user's list to train on (the least recently kept go first)."""
+        self.open.pop(user_id, None)
+        self.open[user_id] = _TrainingList(rows, features.astype(np.float32))
         if len(self.open) > self.config.open_lists:
             del self.open[next(iter(self.open))]
-        if message.label is not None:
-            self._learn(message.user_id, message.label)
 
     def _learn(self, user_id: str, item_id: str) -> None:
         training = self.open.get(user_id)
@@ -104,11 +110,13 @@ class ModelReplica:
             self.ranker.learn(training.features, column)
 
     def serve(self, message: Serve) -> tuple[Recommendation, Candidates]:
-        """The user's list (and the candidates it was chosen from); closes the open window."""
-        self.open.pop(message.user_id, None)
+        """The user's list (and the candidates it was chosen from); kept to train on when the
+        user is back."""
         config = self.config
         candidates = gather(self.items, message.history, message.seen, config)
         features = feature_matrix(self.items, candidates, config)
+        if self.learning:
+            self._keep(message.user_id, candidates.rows, features)
         standardised = self.ranker.standardised(features)
         scores = standardised @ self.ranker.weights
         count = min(config.k, len(scores))
