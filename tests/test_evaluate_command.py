@@ -43,17 +43,24 @@ def test_json_holds_streamrec_baselines_and_ablation(
     code, out, err = run(capsys, str(events), "--k", "5", "--baselines", "--ablation", "--json")
     assert code == 0
     document = orjson.loads(out)
-    assert list(document) == ["streamrec", "baselines", "ablation"]
+    assert list(document) == ["streamrec", "baselines", "covisitation_grid", "ablation"]
     assert list(document["streamrec"]) == METRICS
     assert list(document["baselines"]) == [
         "popularity",
         "decayed_popularity",
+        "window_popularity",
         "covisitation",
+        "bpr",
         "isgd",
         "river_biasedmf",
     ]
     assert list(document["ablation"]) == ["fixed_blend"]
-    for metrics in [document["streamrec"], *document["baselines"].values()]:
+    grid = document["covisitation_grid"]
+    best = document["baselines"]["covisitation"].pop("variant")
+    assert len(grid) == 12
+    assert document["baselines"]["covisitation"]["hr@5"] == grid[best]["hr@5"]
+    assert grid[best]["hr@5"] == max(metrics["hr@5"] for metrics in grid.values())
+    for metrics in [document["streamrec"], *document["baselines"].values(), *grid.values()]:
         assert list(metrics) == METRICS
         assert metrics["targets"] == document["streamrec"]["targets"] > 0
         assert 0.0 <= metrics["hr@5"] <= 1.0
@@ -95,6 +102,8 @@ def test_table_and_plot(events: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         "events/s",
     ]
     assert any(line.startswith("baselines/covisitation ") for line in out.splitlines())
+    assert any(line.startswith("covisitation_w30_cosine ") for line in out.splitlines())
+    assert "baselines/covisitation is the best of its grid: covisitation_w" in out
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
