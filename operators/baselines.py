@@ -48,6 +48,11 @@ NORMALISATIONS: tuple[Normalisation, ...] = ("raw", "conditional", "cosine")
 
 _DAY_MS = 86_400_000
 
+#: Defaults chosen on Online Retail and a synthetic stream together (the same for every stream).
+WINDOW_DAYS = 3.0
+FILL_WEIGHT = 0.3
+RECENCY_HALF_LIFE = 1.0
+
 
 def top_k(scores: np.ndarray, k: int, exclude: Collection[int] = ()) -> np.ndarray:
     """Positions of the ``k`` highest ``scores``, best first, leaving out ``exclude``.
@@ -291,7 +296,7 @@ class WindowPopularity(_Baseline):
     ['new', 'old']
     """
 
-    def __init__(self, days: float = 3.0) -> None:
+    def __init__(self, days: float = WINDOW_DAYS) -> None:
         super().__init__()
         self.name = "window_popularity"
         self.counts = WindowCounts(self.interactions, days)
@@ -382,14 +387,13 @@ class Covisitation(_Baseline):
         self,
         history: int = 30,
         normalisation: Normalisation = "cosine",
-        recency_half_life: float | None = 1.0,
-        fill_days: float = 3.0,
-        fill_weight: float = 0.3,
+        recency_half_life: float | None = RECENCY_HALF_LIFE,
+        fill_days: float = WINDOW_DAYS,
+        fill_weight: float = FILL_WEIGHT,
         max_items: int = 20_000,
         *,
         counts: CoVisits | None = None,
         fill: WindowCounts | None = None,
-        name: str | None = None,
     ) -> None:
         shared = counts or fill
         super().__init__(None if shared is None else shared.interactions)
@@ -401,7 +405,7 @@ class Covisitation(_Baseline):
         self.recency_half_life = recency_half_life
         self.fill_weight = fill_weight
         recency = "" if recency_half_life is None else f"_recency{recency_half_life:g}"
-        self.name = name or f"covisitation_w{self.counts.history}_{normalisation}{recency}"
+        self.name = f"covisitation_w{self.counts.history}_{normalisation}{recency}"
 
     @property
     def recent(self) -> dict[str, list[int]]:
@@ -440,9 +444,9 @@ class Covisitation(_Baseline):
 def covisitation_grid(
     histories: Sequence[int] = (10, 30),
     normalisations: Sequence[Normalisation] = NORMALISATIONS,
-    half_lives: Sequence[float | None] = (None, 1.0),
-    fill_days: float = 3.0,
-    fill_weight: float = 0.3,
+    half_lives: Sequence[float | None] = (None, RECENCY_HALF_LIFE),
+    fill_days: float = WINDOW_DAYS,
+    fill_weight: float = FILL_WEIGHT,
     max_items: int = 20_000,
 ) -> list[Covisitation]:
     """One :class:`Covisitation` per combination of the parameters. All variants share one set
