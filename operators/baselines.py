@@ -497,10 +497,10 @@ class _Factors:
 
 
 class BPR(_Baseline):
-    """Online BPR-MF: for each event ``(u, i)`` and a few items ``j`` drawn uniformly from the
-    catalog (a draw ``u`` has seen is dropped), one SGD step up ``log sigmoid(x_ui - x_uj)``
-    with ``x_ui = <p_u, q_i> + b_i``, all negatives of an event in one vectorised step. Lists
-    rank ``x_ui`` over the catalog; a user without factors gets the item biases.
+    """Online BPR-MF: for each event ``(u, i)`` and a few distinct items ``j`` drawn uniformly
+    from the catalog (a draw ``u`` has seen is dropped), one SGD step up
+    ``log sigmoid(x_ui - x_uj)`` with ``x_ui = <p_u, q_i> + b_i``, all negatives of an event in
+    one vectorised step. Lists rank ``x_ui`` over the catalog; a stranger gets the item biases.
     """
 
     name = "bpr"
@@ -526,20 +526,21 @@ class BPR(_Baseline):
         self.biases = grown(self.biases, factors.size)
         p = factors.user(event.user_id)
         seen = self.seen[event.user_id]
-        draws = factors.rng.integers(factors.size, size=self.negatives)
-        negatives = np.array([draw for draw in draws.tolist() if draw not in seen], dtype=np.intp)
+        draws = set(factors.rng.integers(factors.size, size=self.negatives).tolist())
+        negatives = np.array(sorted(draws - seen), dtype=np.intp)
         if not len(negatives):
             return
         q_j = factors.items[negatives]
         difference = q_i - q_j
         margin = difference @ p + self.biases[row] - self.biases[negatives]
         gain = 0.5 * (1.0 - np.tanh(margin / 2.0))  # sigmoid(-margin), without overflow
+        total = gain.sum()
         rate, l2 = self.learning_rate, self.l2
         p_step = rate * (gain @ difference - l2 * p)
-        q_i += rate * (gain.sum() * p - l2 * q_i)
-        np.add.at(factors.items, negatives, -rate * (np.outer(gain, p) + l2 * q_j))
-        self.biases[row] += rate * (gain.sum() - l2 * self.biases[row])
-        np.add.at(self.biases, negatives, -rate * (gain + l2 * self.biases[negatives]))
+        q_i += rate * (total * p - l2 * q_i)
+        factors.items[negatives] -= rate * (gain[:, None] * p + l2 * q_j)
+        self.biases[row] += rate * (total - l2 * self.biases[row])
+        self.biases[negatives] -= rate * (gain + l2 * self.biases[negatives])
         p += p_step
 
     def _forget(self, event: Event) -> None:
