@@ -7,16 +7,27 @@ Reads a recorded event file, replays it once through every model asked for (see
     {"streamrec": {"hr@10": ..., "ndcg@10": ..., "mrr@10": ..., "candidate_recall": ...,
                    "coverage": ..., "targets": ..., "hr@10_cold": ..., "targets_cold": ...,
                    "hr@10_warm": ..., "targets_warm": ..., "events_per_s": ...},
-     "baselines": {"popularity": {...}, "decayed_popularity": {...}, "covisitation": {...},
-                   "isgd": {...}, "river_biasedmf": {...}},
+     "baselines": {"popularity": {...}, "decayed_popularity": {...},
+                   "window_popularity": {...}, "covisitation": {..., "variant": ...},
+                   "bpr": {...}, "isgd": {...}, "river_biasedmf": {...}},
+     "covisitation_grid": {"covisitation_w10_raw": {...}, ...},
      "ablation": {...}}
+
+``covisitation`` is the variant of a small fixed grid (the same for every stream, see
+:func:`operators.baselines.covisitation_grid`) with the best HR@k in this run, named by
+``variant``; its ``events_per_s`` is the cost of the whole grid. ``covisitation_grid`` lists
+every variant (the first of each history length pays for the counting they share).
 
 The engine runs with the config's ``engine`` section and gate (``-c``), its lists made ``--k``
 long. ``--recs`` scores lists the dataflow emitted (``streamrec replay --out``) instead of
 running the engine; ``--plot`` draws every model's sliding-window hit rate over time.
 
->>> [model.name for model in make_baselines()] == list(BASELINE_NAMES)
+>>> names = [model.name for model in make_baselines()]
+>>> [name for name in names if not name.startswith("covisitation_")] == [
+...     name for name in BASELINE_NAMES if name != "covisitation"]
 True
+>>> len(names) - len(BASELINE_NAMES) + 1
+12
 >>> [name for name in ABLATIONS]
 ['fixed_blend', 'no_embeddings']
 """
@@ -56,11 +67,24 @@ from operators.warm_start import WarmStart, WarmStartError
 RIVER_CANDIDATES = 100
 #: The shared README's decayed popularity half-life.
 HALF_LIFE_EVENTS = 5_000
+#: The grid variant whose lists River ranks when the engine does not run (the class defaults).
+RIVER_CANDIDATES_FROM = baselines.Covisitation().name
 
 #: The plotted curve: hit rate of the last 5,000 targets, one point per 1,000 targets.
 CURVE = Curve(window=5_000, every=1_000)
 
-BASELINE_NAMES = ("popularity", "decayed_popularity", "covisitation", "isgd", "river_biasedmf")
+BASELINE_NAMES = (
+    "popularity",
+    "decayed_popularity",
+    "window_popularity",
+    "covisitation",
+    "bpr",
+    "isgd",
+    "river_biasedmf",
+)
+
+#: Table sections whose rows are their model names alone (grid variants say what they are).
+UNPREFIXED = ("streamrec", "covisitation_grid")
 
 #: streamrec without one of its parts, as changes to its engine config.
 ABLATIONS: dict[str, dict[str, object]] = {
@@ -70,18 +94,30 @@ ABLATIONS: dict[str, dict[str, object]] = {
 
 
 def make_baselines(candidates: Callable[[str], list[str]] | None = None) -> list[OnlineRecommender]:
-    """The five baselines. River ranks ``candidates(user)``: streamrec's own candidates when the
-    engine runs in the same pass, else co-visitation's top 100."""
-    covisitation = baselines.Covisitation()
+    """The baselines, with every co-visitation variant in place of ``covisitation``. River
+    ranks ``candidates(user)``: streamrec's own candidates when the engine runs in the same
+    pass, else the top 100 of co-visitation with its default parameters."""
+    grid = baselines.covisitation_grid()
     if candidates is None:
-        candidates = functools.partial(covisitation.recommend, k=RIVER_CANDIDATES)
+        (default,) = [variant for variant in grid if variant.name == RIVER_CANDIDATES_FROM]
+        candidates = functools.partial(default.recommend, k=RIVER_CANDIDATES)
     return [
         baselines.Popularity(),
         baselines.Popularity(half_life_events=HALF_LIFE_EVENTS),
-        covisitation,
+        baselines.WindowPopularity(),
+        *grid,
+        baselines.BPR(),
         baselines.ISGD(),
         baselines.RiverBiasedMF(candidates),
     ]
+
+
+def best_covisitation(grid: list[Report]) -> tuple[str, Report]:
+    """The name of the grid variant with the best hit rate (the first on a tie) and its report
+    as ``covisitation``, timed as the whole grid."""
+    best = max(grid, key=lambda report: report.hr)
+    seconds = sum(report.seconds or 0.0 for report in grid)
+    return best.name, dataclasses.replace(best, name="covisitation", seconds=seconds)
 
 
 def read_events(
@@ -127,7 +163,7 @@ def _progress(started: float) -> Callable[[int, int], None]:
 
 
 def _label(section: str, name: str) -> str:
-    return name if section == "streamrec" else f"{section}/{name}"
+    return name if section in UNPREFIXED else f"{section}/{name}"
 
 
 def _cell(value: float | None, spec: str) -> str:
@@ -189,6 +225,7 @@ _LINE_STYLES: dict[str, dict[str, object]] = {
     "streamrec": {"linewidth": 2.5, "zorder": 3},
     "baselines": {"linewidth": 1.5},
     "ablation": {"linewidth": 1.5, "linestyle": "--"},
+    "covisitation_grid": {"linewidth": 1.0},
 }
 
 
@@ -199,6 +236,8 @@ def _plot(plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, path:
 
     figure, axes = plt.subplots(figsize=(11, 5), layout="constrained")
     for section, reports in sections.items():
+        if section == "covisitation_grid":
+            continue
         for name, report in reports.items():
             moments = [datetime.fromtimestamp(ts / 1000, UTC) for ts, _ in report.curve]
             axes.plot(
@@ -337,8 +376,14 @@ def main(args: argparse.Namespace) -> int:
     print(f"evaluate: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     streamrec = reports[config.engine.model_name]
     sections: dict[str, dict[str, Report]] = {"streamrec": {"streamrec": streamrec}}
+    variant = None
     if args.baselines:
-        sections["baselines"] = {name: reports[name] for name in BASELINE_NAMES}
+        grid = [report for name, report in reports.items() if name.startswith("covisitation_")]
+        variant, best = best_covisitation(grid)
+        sections["baselines"] = {
+            name: best if name == "covisitation" else reports[name] for name in BASELINE_NAMES
+        }
+        sections["covisitation_grid"] = {report.name: report for report in grid}
     if args.ablation:
         sections["ablation"] = {
             name: reports[engine.name] for name, engine in engines.items() if name != "streamrec"
@@ -346,14 +391,18 @@ def main(args: argparse.Namespace) -> int:
 
     if args.json:
         document: dict[str, object] = {"streamrec": streamrec.metrics()}
-        for section in ("baselines", "ablation"):
+        for section in ("baselines", "covisitation_grid", "ablation"):
             if section in sections:
                 document[section] = {
                     name: report.metrics() for name, report in sections[section].items()
                 }
+        if variant is not None:
+            document["baselines"]["covisitation"]["variant"] = variant  # type: ignore[index]
         sys.stdout.write(orjson.dumps(document).decode() + "\n")
     else:
         print(_table(sections, args.k))
+        if variant is not None:
+            print(f"baselines/covisitation is the best of its grid: {variant}")
     if plt is not None:
         _plot(plt, sections, args.k, Path(args.plot))
     return 0

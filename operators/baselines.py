@@ -2,9 +2,14 @@
 
 * :class:`Popularity`: all-time event counts, or with ``half_life_events`` exponentially decayed
   counts (an event ``h`` events ago weighs half as much as the newest one).
-* :class:`Covisitation`: item co-visitation counts within users' last ``history`` distinct items;
-  a user's candidates score the summed co-visitation with the user's own last items, ties and
-  the rest of the list filled by popularity.
+* :class:`WindowPopularity`: the items most users came to in the last ``days`` of event time;
+  a user counts once per item, at the first interaction with it.
+* :class:`Covisitation`: co-occurrence counts between an event's item and the user's last
+  ``history`` distinct items; a user's list sums, over the user's own last items, the
+  (optionally recency-weighted) normalised counts, plus a little windowed popularity.
+  :func:`covisitation_grid` builds a small fixed grid of variants that share their counting.
+* :class:`BPR`: online Bayesian personalised ranking (Rendle et al. 2009) matrix factorisation,
+  one SGD step per event against a few sampled unseen items.
 * :class:`ISGD`: incremental matrix factorisation for positive-only feedback (Vinagre, Jorge &
   Gama 2014, "Fast incremental matrix factorization for recommendation with positive-only
   feedback"): one SGD step towards ``<p_u, q_i> = 1`` per event; lists rank ``|1 - <p_u, q_i>|``.
@@ -16,24 +21,37 @@ user's own state (seen items, history, factors); aggregate item statistics stay.
 lives in numpy rows indexed by an :class:`ItemIndex`, so scoring the catalog is vectorised.
 
 >>> from operators.events import Event
->>> model = Covisitation()
+>>> model = Covisitation(normalisation="raw")
 >>> for user, item, ts in [("ann", "tea", 1), ("ann", "jam", 2), ("bob", "tea", 3),
 ...                        ("cat", "pot", 4), ("cat", "cup", 5), ("dan", "cup", 6)]:
 ...     model.learn(Event(user, item, ts, "purchase"))
 >>> model.recommend("bob", 2)
 ['jam', 'cup']
+>>> [variant.name for variant in covisitation_grid(histories=(10,), half_lives=(None,))]
+['covisitation_w10_raw', 'covisitation_w10_conditional', 'covisitation_w10_cosine']
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from river import optim, reco
 
 from operators.events import Event
+
+Normalisation = Literal["raw", "conditional", "cosine"]
+NORMALISATIONS: tuple[Normalisation, ...] = ("raw", "conditional", "cosine")
+
+_DAY_MS = 86_400_000
+
+#: Defaults chosen on Online Retail and a synthetic stream together (the same for every stream).
+WINDOW_DAYS = 3.0
+FILL_WEIGHT = 0.3
+RECENCY_HALF_LIFE = 1.0
 
 
 def top_k(scores: np.ndarray, k: int, exclude: Collection[int] = ()) -> np.ndarray:
@@ -88,27 +106,83 @@ class ItemIndex:
         return self._rows.get(item_id)
 
 
+class _Shared:
+    """State that several models read, updated once per event by whichever learns it first.
+
+    The evaluator hands every model the same ``Event`` object, so identity tells a repeat.
+    """
+
+    def __init__(self) -> None:
+        self._last: Event | None = None
+
+    def learn(self, event: Event) -> None:
+        if event is not self._last:
+            self._last = event
+            self._update(event)
+
+    def _update(self, event: Event) -> None:
+        raise NotImplementedError
+
+
+class Interactions(_Shared):
+    """The item index, each user's seen rows and each item's distinct users (all-time).
+
+    After an item event, ``row`` is its item's row and ``first`` whether it was the user's first
+    interaction with that item.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items = ItemIndex()
+        self.seen: dict[str, set[int]] = {}
+        self._users = np.zeros(64)
+        self.row = -1
+        self.first = False
+
+    @property
+    def users(self) -> np.ndarray:
+        """How many users came to each item (a forgotten user who comes back counts again)."""
+        return self._users[: len(self.items)]
+
+    def _update(self, event: Event) -> None:
+        if event.is_forget:
+            self.seen.pop(event.user_id, None)
+            return
+        assert event.item_id is not None
+        self.row = self.items.row(event.item_id)
+        seen = self.seen.setdefault(event.user_id, set())
+        self.first = self.row not in seen
+        if self.first:
+            seen.add(self.row)
+            self._users = grown(self._users, self.row + 1)
+            self._users[self.row] += 1.0
+
+
 class _Baseline:
-    """Shared bookkeeping: the item index, each user's seen rows, forgetting and top-k lists.
+    """Shared bookkeeping: interactions (possibly shared with other models), forgetting, lists.
 
     A subclass updates its state in ``_learn`` and scores the whole catalog in ``_scores``.
     """
 
     name: str
 
-    def __init__(self) -> None:
-        self.items = ItemIndex()
-        self.seen: dict[str, set[int]] = {}
+    def __init__(self, interactions: Interactions | None = None) -> None:
+        self.interactions = interactions or Interactions()
+
+    @property
+    def items(self) -> ItemIndex:
+        return self.interactions.items
+
+    @property
+    def seen(self) -> dict[str, set[int]]:
+        return self.interactions.seen
 
     def learn(self, event: Event) -> None:
+        self.interactions.learn(event)
         if event.is_forget:
-            self.seen.pop(event.user_id, None)
-            self._forget(event.user_id)
-            return
-        assert event.item_id is not None
-        row = self.items.row(event.item_id)
-        self._learn(event.user_id, row)
-        self.seen.setdefault(event.user_id, set()).add(row)
+            self._forget(event)
+        else:
+            self._learn(event, self.interactions.row)
 
     def recommend(self, user_id: str, k: int) -> list[str]:
         scores = self._scores(user_id)
@@ -117,11 +191,11 @@ class _Baseline:
         ids = self.items.ids
         return [ids[row] for row in top_k(scores, k, self.seen.get(user_id, ()))]
 
-    def _learn(self, user_id: str, row: int) -> None:
+    def _learn(self, event: Event, row: int) -> None:
         raise NotImplementedError
 
-    def _forget(self, user_id: str) -> None:
-        """Drop the user's own state beyond the seen set (nothing by default)."""
+    def _forget(self, event: Event) -> None:
+        """Drop the event's user's own state beyond the seen set (nothing by default)."""
 
     def _scores(self, user_id: str) -> np.ndarray | None:
         raise NotImplementedError
@@ -172,67 +246,311 @@ class Popularity(_Baseline):
         self.name = name or ("popularity" if half_life_events is None else "decayed_popularity")
         self.counts = _Counts(half_life_events)
 
-    def _learn(self, user_id: str, row: int) -> None:
+    def _learn(self, event: Event, row: int) -> None:
         self.counts.add(row)
 
     def _scores(self, user_id: str) -> np.ndarray:
         return self.counts.values
 
 
-class Covisitation(_Baseline):
-    """Items co-visited with the user's last ``history`` distinct items, filled by popularity.
+class WindowCounts(_Shared):
+    """Distinct users per item over the last ``days`` of event time (events come in time order).
 
-    Each event of item ``i`` adds 1 to the (symmetric) count of ``i`` with every other item in
-    the user's last ``history`` distinct items, then makes ``i`` the newest of them. Counts are
-    kept in a dense items x items float32 matrix (64 MB at 4,000 items), which is why the
-    catalog is capped at ``max_items``. The fill uses :class:`Popularity` counts with the same
-    ``half_life_events`` (all-time by default); they only break ties between equal sums.
+    A user adds 1 to an item at the first interaction with it; the 1 leaves the count once
+    that interaction is ``days`` old. Learned after the ``interactions`` it reads.
     """
 
-    def __init__(
-        self,
-        history: int = 30,
-        half_life_events: float | None = None,
-        max_items: int = 20_000,
-        name: str = "covisitation",
-    ) -> None:
+    def __init__(self, interactions: Interactions, days: float) -> None:
         super().__init__()
-        self.name = name
+        self.interactions = interactions
+        self.span_ms = days * _DAY_MS
+        self._values = np.zeros(64)
+        self._firsts: deque[tuple[int, int]] = deque()
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._values[: len(self.interactions.items)]
+
+    def _update(self, event: Event) -> None:
+        if event.is_forget:
+            return
+        if self.interactions.first:
+            row = self.interactions.row
+            self._values = grown(self._values, row + 1)
+            self._values[row] += 1.0
+            self._firsts.append((event.ts, row))
+        firsts = self._firsts
+        while firsts and firsts[0][0] <= event.ts - self.span_ms:
+            self._values[firsts.popleft()[1]] -= 1.0
+
+
+class WindowPopularity(_Baseline):
+    """The items most users came to in the last ``days`` of event time.
+
+    >>> from operators.events import Event
+    >>> model = WindowPopularity(days=1)
+    >>> for user, item, day in [("ann", "old", 0), ("bob", "old", 0), ("ann", "old", 1),
+    ...                         ("cat", "new", 1)]:
+    ...     model.learn(Event(user, item, 1 + day * 86_400_000, "purchase"))
+    >>> model.recommend("dan", 2)
+    ['new', 'old']
+    """
+
+    def __init__(self, days: float = WINDOW_DAYS) -> None:
+        super().__init__()
+        self.name = "window_popularity"
+        self.counts = WindowCounts(self.interactions, days)
+
+    def _learn(self, event: Event, row: int) -> None:
+        self.counts.learn(event)
+
+    def _scores(self, user_id: str) -> np.ndarray:
+        return self.counts.values
+
+
+class CoVisits(_Shared):
+    """Symmetric co-occurrence counts of each event's item with its user's last ``history``
+    distinct items, in a dense items x items float32 matrix (64 MB at 4,000 items, which is why
+    the catalog is capped at ``max_items``). Learned after the ``interactions`` it reads.
+    """
+
+    def __init__(self, interactions: Interactions, history: int, max_items: int) -> None:
+        super().__init__()
+        self.interactions = interactions
         self.history = history
         self.max_items = max_items
-        self.counts = _Counts(half_life_events)
         self.matrix = np.zeros((64, 64), dtype=np.float32)
         self.recent: dict[str, list[int]] = {}
+        self.stamps: dict[str, list[int]] = {}
+        self._block: tuple[str, Event | None, np.ndarray] | None = None
 
-    def _learn(self, user_id: str, row: int) -> None:
+    def _update(self, event: Event) -> None:
+        if event.is_forget:
+            self.recent.pop(event.user_id, None)
+            self.stamps.pop(event.user_id, None)
+            return
+        row = self.interactions.row
         if row >= self.max_items:
             raise ValueError(
                 f"the covisitation baseline holds a dense matrix of at most {self.max_items} "
                 "items; this stream has more (raise max_items if memory allows)"
             )
         self.matrix = grown(self.matrix, row + 1, axes=(0, 1))
-        self.counts.add(row)
-        recent = self.recent.setdefault(user_id, [])
+        recent = self.recent.setdefault(event.user_id, [])
+        stamps = self.stamps.setdefault(event.user_id, [])
         if row in recent:
+            del stamps[recent.index(row)]
             recent.remove(row)
         if recent:
             self.matrix[row, recent] += 1.0
             self.matrix[recent, row] += 1.0
         recent.append(row)
+        stamps.append(event.ts)
         if len(recent) > self.history:
-            del recent[0]
+            del recent[0], stamps[0]
 
-    def _forget(self, user_id: str) -> None:
-        self.recent.pop(user_id, None)
+    def visits_ago(self, user_id: str) -> np.ndarray:
+        """For each of the user's last items (oldest first), how many of the user's visits
+        (distinct timestamps) came after its latest one: 0 for the newest basket."""
+        stamps = self.stamps.get(user_id, [])
+        distinct, visit = np.unique(stamps, return_inverse=True)
+        return len(distinct) - 1 - visit
+
+    def rows_of(self, user_id: str) -> np.ndarray:
+        """The counts of the user's last items (oldest first) with every item, one row each.
+
+        Kept until the next event, so the variants that share these counts gather them once.
+        """
+        if self._block is None or self._block[:2] != (user_id, self._last):
+            size = len(self.interactions.items)
+            block = self.matrix[self.recent.get(user_id, []), :size]
+            self._block = (user_id, self._last, block)
+        return self._block[2]
+
+
+class Covisitation(_Baseline):
+    """Items co-visited with the user's last ``history`` distinct items, filled by popularity.
+
+    A candidate ``c`` scores ``sum(w_j * n(j, c))`` over the user's last items ``j``, where
+    ``n`` is the co-occurrence count (``raw``), the count divided by ``j``'s distinct users
+    (``conditional``: how often ``c`` follows from ``j``) or by the geometric mean of both items'
+    distinct users (``cosine``). ``w_j`` is 1, or with ``recency_half_life`` ``0.5 ** (v / h)``
+    for an item last met ``v`` visits ago (a visit: one timestamp, so a basket's items weigh
+    the same). The sums, scaled to a best of 1, get ``fill_weight`` times the
+    :class:`WindowPopularity` share of ``fill_days``, which ranks what co-occurs with nothing.
+
+    ``counts`` and ``fill`` may be shared with other variants (see :func:`covisitation_grid`);
+    ``history``, ``max_items`` and ``fill_days`` only size the ones made when they are not given.
+    """
+
+    def __init__(
+        self,
+        history: int = 30,
+        normalisation: Normalisation = "cosine",
+        recency_half_life: float | None = RECENCY_HALF_LIFE,
+        fill_days: float = WINDOW_DAYS,
+        fill_weight: float = FILL_WEIGHT,
+        max_items: int = 20_000,
+        *,
+        counts: CoVisits | None = None,
+        fill: WindowCounts | None = None,
+    ) -> None:
+        shared = counts or fill
+        super().__init__(None if shared is None else shared.interactions)
+        self.counts = counts or CoVisits(self.interactions, history, max_items)
+        self.fill = fill or WindowCounts(self.interactions, fill_days)
+        if not (self.counts.interactions is self.fill.interactions is self.interactions):
+            raise ValueError("counts and fill must read the same interactions")
+        self.normalisation = normalisation
+        self.recency_half_life = recency_half_life
+        self.fill_weight = fill_weight
+        recency = "" if recency_half_life is None else f"_recency{recency_half_life:g}"
+        self.name = f"covisitation_w{self.counts.history}_{normalisation}{recency}"
+
+    @property
+    def recent(self) -> dict[str, list[int]]:
+        return self.counts.recent
+
+    def _learn(self, event: Event, row: int) -> None:
+        self.counts.learn(event)
+        self.fill.learn(event)
+
+    def _forget(self, event: Event) -> None:
+        self.counts.learn(event)
 
     def _scores(self, user_id: str) -> np.ndarray:
-        size = len(self.items)
-        popularity = self.counts.values
-        scores = popularity / (popularity.max() * 2.0) if size else popularity.copy()
+        fill = self.fill.values
+        scores = fill * (self.fill_weight / fill.max()) if fill.max() > 0 else fill.copy()
         recent = self.recent.get(user_id)
-        if recent:
-            scores += self.matrix[recent, :size].sum(axis=0, dtype=np.float64)
+        if not recent:
+            return scores
+        weights = np.ones(len(recent))
+        if self.recency_half_life is not None:
+            weights = 0.5 ** (self.counts.visits_ago(user_id) / self.recency_half_life)
+        users = self.interactions.users
+        if self.normalisation == "conditional":
+            weights /= users[recent]
+        elif self.normalisation == "cosine":
+            weights /= np.sqrt(users[recent])
+        covisits = weights @ self.counts.rows_of(user_id)
+        if self.normalisation == "cosine":
+            covisits /= np.sqrt(users)
+        best = covisits.max()
+        if best > 0:
+            scores += covisits / best
         return scores
+
+
+def covisitation_grid(
+    histories: Sequence[int] = (10, 30),
+    normalisations: Sequence[Normalisation] = NORMALISATIONS,
+    half_lives: Sequence[float | None] = (None, RECENCY_HALF_LIFE),
+    fill_days: float = WINDOW_DAYS,
+    fill_weight: float = FILL_WEIGHT,
+    max_items: int = 20_000,
+) -> list[Covisitation]:
+    """One :class:`Covisitation` per combination of the parameters. All variants share one set
+    of interactions and popularity fill, and those of one history length their counts, so an
+    event is counted once per history length however many variants read it.
+    """
+    interactions = Interactions()
+    fill = WindowCounts(interactions, fill_days)
+    variants: list[Covisitation] = []
+    for history in histories:
+        counts = CoVisits(interactions, history, max_items)
+        for normalisation in normalisations:
+            for half_life in half_lives:
+                variant = Covisitation(
+                    normalisation=normalisation,
+                    recency_half_life=half_life,
+                    fill_weight=fill_weight,
+                    counts=counts,
+                    fill=fill,
+                )
+                variants.append(variant)
+    return variants
+
+
+class _Factors:
+    """Growable latent vectors: one row per item, one vector per user, drawn from N(0, 0.1)."""
+
+    def __init__(self, factors: int, seed: int) -> None:
+        self.factors = factors
+        self.rng = np.random.default_rng(seed)
+        self.users: dict[str, np.ndarray] = {}
+        self.items = np.zeros((64, factors))
+        self.size = 0
+
+    def item(self, row: int) -> np.ndarray:
+        """The item's vector, drawn when ``row`` is a new row."""
+        if row == self.size:
+            self.items = grown(self.items, row + 1)
+            self.items[row] = self.rng.normal(0.0, 0.1, size=self.factors)
+            self.size += 1
+        return self.items[row]
+
+    def user(self, user_id: str) -> np.ndarray:
+        vector = self.users.get(user_id)
+        if vector is None:
+            vector = self.users[user_id] = self.rng.normal(0.0, 0.1, size=self.factors)
+        return vector
+
+
+class BPR(_Baseline):
+    """Online BPR-MF: for each event ``(u, i)`` and a few distinct items ``j`` drawn uniformly
+    from the catalog (a draw ``u`` has seen is dropped), one SGD step up
+    ``log sigmoid(x_ui - x_uj)`` with ``x_ui = <p_u, q_i> + b_i``, all negatives of an event in
+    one vectorised step. Lists rank ``x_ui`` over the catalog; a stranger gets the item biases.
+    """
+
+    name = "bpr"
+
+    def __init__(
+        self,
+        factors: int = 32,
+        negatives: int = 16,
+        learning_rate: float = 0.03,
+        l2: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.negatives = negatives
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.factors = _Factors(factors, seed)
+        self.biases = np.zeros(64)
+
+    def _learn(self, event: Event, row: int) -> None:
+        factors = self.factors
+        q_i = factors.item(row)
+        self.biases = grown(self.biases, factors.size)
+        p = factors.user(event.user_id)
+        seen = self.seen[event.user_id]
+        draws = set(factors.rng.integers(factors.size, size=self.negatives).tolist())
+        negatives = np.array(sorted(draws - seen), dtype=np.intp)
+        if not len(negatives):
+            return
+        q_j = factors.items[negatives]
+        difference = q_i - q_j
+        margin = difference @ p + self.biases[row] - self.biases[negatives]
+        gain = 0.5 * (1.0 - np.tanh(margin / 2.0))  # sigmoid(-margin), without overflow
+        total = gain.sum()
+        rate, l2 = self.learning_rate, self.l2
+        p_step = rate * (gain @ difference - l2 * p)
+        q_i += rate * (total * p - l2 * q_i)
+        factors.items[negatives] -= rate * (gain[:, None] * p + l2 * q_j)
+        self.biases[row] += rate * (total - l2 * self.biases[row])
+        self.biases[negatives] -= rate * (gain + l2 * self.biases[negatives])
+        p += p_step
+
+    def _forget(self, event: Event) -> None:
+        self.factors.users.pop(event.user_id, None)
+
+    def _scores(self, user_id: str) -> np.ndarray:
+        factors = self.factors
+        biases = self.biases[: factors.size]
+        p = factors.users.get(user_id)
+        return biases.copy() if p is None else factors.items[: factors.size] @ p + biases
 
 
 class ISGD(_Baseline):
@@ -256,36 +574,23 @@ class ISGD(_Baseline):
         super().__init__()
         self.learning_rate = learning_rate
         self.l2 = l2
-        self._rng = np.random.default_rng(seed)
-        self._factors = factors
-        self.users: dict[str, np.ndarray] = {}
-        self.item_factors = np.zeros((64, factors))
-        self._item_rows = 0
+        self.factors = _Factors(factors, seed)
 
-    def _new_factors(self) -> np.ndarray:
-        return self._rng.normal(0.0, 0.1, size=self._factors)
-
-    def _learn(self, user_id: str, row: int) -> None:
-        if row == self._item_rows:
-            self.item_factors = grown(self.item_factors, row + 1)
-            self.item_factors[row] = self._new_factors()
-            self._item_rows += 1
-        p = self.users.get(user_id)
-        if p is None:
-            p = self.users[user_id] = self._new_factors()
-        q = self.item_factors[row]
+    def _learn(self, event: Event, row: int) -> None:
+        q = self.factors.item(row)
+        p = self.factors.user(event.user_id)
         error = 1.0 - p @ q
         p += self.learning_rate * (error * q - self.l2 * p)
         q += self.learning_rate * (error * p - self.l2 * q)
 
-    def _forget(self, user_id: str) -> None:
-        self.users.pop(user_id, None)
+    def _forget(self, event: Event) -> None:
+        self.factors.users.pop(event.user_id, None)
 
     def _scores(self, user_id: str) -> np.ndarray | None:
-        p = self.users.get(user_id)
+        p = self.factors.users.get(user_id)
         if p is None:
             return None
-        return -np.abs(1.0 - self.item_factors[: self._item_rows] @ p)
+        return -np.abs(1.0 - self.factors.items[: self.factors.size] @ p)
 
 
 class RiverBiasedMF(_Baseline):
@@ -323,21 +628,21 @@ class RiverBiasedMF(_Baseline):
             seed=seed,
         )
 
-    def _learn(self, user_id: str, row: int) -> None:
+    def _learn(self, event: Event, row: int) -> None:
         ids = self.items.ids
-        self.model.learn_one(user_id, ids[row], 1.0)
-        seen = self.seen.get(user_id, set())
-        if len(ids) == len(seen) + (row not in seen):
+        self.model.learn_one(event.user_id, ids[row], 1.0)
+        seen = self.seen[event.user_id]
+        if len(ids) == len(seen):
             return
         for _ in range(self.negatives):
             negative = self._rng.randrange(len(ids))
-            while negative == row or negative in seen:
+            while negative in seen:
                 negative = self._rng.randrange(len(ids))
-            self.model.learn_one(user_id, ids[negative], 0.0)
+            self.model.learn_one(event.user_id, ids[negative], 0.0)
 
-    def _forget(self, user_id: str) -> None:
-        self.model.u_biases.pop(user_id, None)
-        self.model.u_latents.pop(user_id, None)
+    def _forget(self, event: Event) -> None:
+        self.model.u_biases.pop(event.user_id, None)
+        self.model.u_latents.pop(event.user_id, None)
 
     def recommend(self, user_id: str, k: int) -> list[str]:
         seen = self.seen.get(user_id, set())

@@ -115,7 +115,7 @@ class FileEndpoint:
 class WindowConfig:
     """Per-user event-time windows in front of the user step (see ``operators.windows``)."""
 
-    length_s: float = field(default=60.0, metadata=_at_least(0))
+    length_s: float = field(default=1.0, metadata=_at_least(0))
     allowed_lateness_s: float = field(default=3600.0, metadata=_at_least(0))
     close_after_idle_s: float | None = field(default=60.0, metadata=_at_least(0.001))
 

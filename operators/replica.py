@@ -89,7 +89,9 @@ class ModelReplica:
         user_id = message.user_id
         if user_id not in self.open and message.history:
             candidates = gather(self.items, message.history, message.seen, self.config)
-            self._keep(user_id, candidates.rows, feature_matrix(self.items, candidates, self.config))
+            self._keep(
+                user_id, candidates.rows, feature_matrix(self.items, candidates, self.config)
+            )
         if message.label is not None:
             self._learn(user_id, message.label)
 

@@ -8,15 +8,21 @@ import numpy as np
 import pytest
 
 from operators.baselines import (
+    BPR,
     ISGD,
     Covisitation,
     ItemIndex,
     Popularity,
     RiverBiasedMF,
+    WindowPopularity,
+    covisitation_grid,
     grown,
     top_k,
 )
+from operators.evaluation import prequential
 from operators.events import FORGET_USER, Event
+
+DAY = 86_400_000
 
 
 def buy(user: str, item: str, ts: int = 1) -> Event:
@@ -84,6 +90,24 @@ def test_decayed_popularity_rescales_without_changing_the_ranking() -> None:
     assert model.recommend("v", 2) == ["a", "b"]
 
 
+def test_window_popularity_counts_each_user_once_per_item() -> None:
+    model = WindowPopularity(days=7)
+    learn_all(model, [("ann", "a"), ("ann", "a"), ("ann", "a"), ("bob", "b"), ("cat", "b")])
+    assert model.counts.values.tolist() == [1.0, 2.0]
+    assert model.recommend("dan", 2) == ["b", "a"]
+
+
+def test_window_popularity_forgets_what_left_the_window() -> None:
+    model = WindowPopularity(days=2)
+    for user in ["u1", "u2", "u3"]:
+        model.learn(buy(user, "old", 0))
+    for day, user in [(1, "u4"), (3, "u5")]:
+        model.learn(buy(user, "new", day * DAY))
+    # at day 3 the three buyers of old (day 0) and u4's new (day 1) are out of the window
+    assert model.counts.values.tolist() == [0.0, 1.0]
+    assert model.recommend("dan", 1) == ["new"]
+
+
 def test_covisitation_counts_are_exact_on_a_tiny_stream() -> None:
     model = Covisitation(history=2)
     learn_all(
@@ -91,7 +115,7 @@ def test_covisitation_counts_are_exact_on_a_tiny_stream() -> None:
         [("ann", "a"), ("ann", "b"), ("ann", "c"), ("bob", "a"), ("bob", "c"), ("ann", "a")],
     )
     index = {item: model.items.get(item) for item in "abc"}
-    counts = model.matrix[:3, :3]
+    counts = model.counts.matrix[:3, :3]
 
     def count(x: str, y: str) -> float:
         return float(counts[index[x], index[y]])
@@ -105,8 +129,8 @@ def test_covisitation_counts_are_exact_on_a_tiny_stream() -> None:
     assert model.recent["ann"] == [index["c"], index["a"]]
 
 
-def test_covisitation_ranks_by_summed_covisits_then_fills_with_popularity() -> None:
-    model = Covisitation()
+def test_raw_covisitation_ranks_by_summed_covisits_then_fills_with_popularity() -> None:
+    model = Covisitation(normalisation="raw", recency_half_life=None)
     learn_all(
         model,
         [
@@ -121,16 +145,67 @@ def test_covisitation_ranks_by_summed_covisits_then_fills_with_popularity() -> N
     assert model.recommend("nobody", 2) == ["tea", "pot"]
 
 
+@pytest.mark.parametrize("normalisation", ["conditional", "cosine"])
+def test_normalised_covisitation_beats_raw_counts_next_to_a_popular_item(
+    normalisation: str,
+) -> None:
+    # Of the 100 buyers of pop, 20 bought a; all 5 buyers of rare bought b. Fay bought pop and
+    # rare: raw counts offer a (20 co-visits against 5), normalised counts the specific b.
+    stream = [(f"u{n}", "pop") for n in range(100)] + [(f"u{n}", "a") for n in range(20)]
+    stream += [(f"v{n}", item) for n in range(5) for item in ("rare", "b")]
+    grid = covisitation_grid(histories=(5,), half_lives=(None,), fill_weight=0.0)
+    learn_all(grid[0], [*stream, ("fay", "pop"), ("fay", "rare")])
+    models = {variant.normalisation: variant for variant in grid}
+    assert models["raw"].recommend("fay", 1) == ["a"]
+    assert models[normalisation].recommend("fay", 1) == ["b"]  # type: ignore[index]
+
+
+def test_recency_weighting_follows_the_latest_visit() -> None:
+    # a leads to b and c leads to d; ann bought a long ago and c in her latest visit.
+    stream = [(f"u{n}", item) for n in range(10) for item in ("a", "b")]
+    stream += [(f"v{n}", item) for n in range(8) for item in ("c", "d")]
+    grid = covisitation_grid(histories=(10,), normalisations=("raw",), half_lives=(None, 1.0))
+    for ts, (user, item) in enumerate([*stream, ("ann", "a"), ("ann", "c")], 1):
+        grid[0].learn(buy(user, item, ts))
+    flat, recent = grid
+    assert flat.recommend("ann", 1) == ["b"]  # a's ten co-visits outweigh c's eight
+    assert recent.recommend("ann", 1) == ["d"]  # but a is one visit older: half the weight
+
+
+def test_a_basket_counts_as_one_visit_for_recency() -> None:
+    model = Covisitation(history=10)
+    for user, item, ts in [("ann", "a", 1), ("ann", "b", 2), ("ann", "c", 2), ("ann", "d", 2)]:
+        model.learn(buy(user, item, ts))
+    assert model.counts.visits_ago("ann").tolist() == [1, 0, 0, 0]
+
+
+def test_grid_variants_share_their_counting_and_are_named_by_their_parameters() -> None:
+    grid = covisitation_grid()
+    assert len(grid) == 12 and len({variant.name for variant in grid}) == 12
+    assert "covisitation_w10_conditional_recency1" in {variant.name for variant in grid}
+    event = buy("ann", "a")
+    for variant in grid:
+        variant.learn(event)  # the evaluator hands each variant the same event
+    other = buy("ann", "b", 2)
+    for variant in grid:
+        variant.learn(other)
+    assert grid[0].counts is not grid[-1].counts
+    assert {id(variant.counts) for variant in grid} == {id(grid[0].counts), id(grid[-1].counts)}
+    for counts in {id(variant.counts): variant.counts for variant in grid}.values():
+        assert counts.matrix[0, 1] == counts.matrix[1, 0] == 1.0  # counted once, not 6 times
+    assert grid[0].interactions.users.tolist() == [1.0, 1.0]
+
+
 def test_isgd_step_follows_the_paper() -> None:
     model = ISGD(factors=3, learning_rate=0.1, l2=0.01, seed=1)
     model.learn(buy("ann", "a"))
-    p, q = model.users["ann"].copy(), model.item_factors[0].copy()
+    p, q = model.factors.users["ann"].copy(), model.factors.items[0].copy()
     model.learn(buy("ann", "a", 2))
     error = 1.0 - p @ q
     p_new = p + 0.1 * (error * q - 0.01 * p)
     q_new = q + 0.1 * (error * p_new - 0.01 * q)
-    assert model.users["ann"] == pytest.approx(p_new)
-    assert model.item_factors[0] == pytest.approx(q_new)
+    assert model.factors.users["ann"] == pytest.approx(p_new)
+    assert model.factors.items[0] == pytest.approx(q_new)
 
 
 def test_isgd_moves_the_pair_towards_one_and_ranks_by_closeness_to_one() -> None:
@@ -138,13 +213,32 @@ def test_isgd_moves_the_pair_towards_one_and_ranks_by_closeness_to_one() -> None
     errors = []
     for ts in range(1, 60):
         model.learn(buy("ann", "a", ts))
-        errors.append(abs(1.0 - model.users["ann"] @ model.item_factors[0]))
+        errors.append(abs(1.0 - model.factors.users["ann"] @ model.factors.items[0]))
     assert errors[-1] < 0.05 < errors[0]
     learn_all(model, [("bob", "a"), ("bob", "b"), ("cat", "c")])
-    scores = model.item_factors[:3] @ model.users["ann"]
+    scores = model.factors.items[:3] @ model.factors.users["ann"]
     expected = [model.items.ids[row] for row in np.argsort(np.abs(1.0 - scores))]
     assert model.recommend("ann", 2) == [item for item in expected if item != "a"]
     assert model.recommend("nobody", 2) == []
+
+
+def taste_stream() -> list[Event]:
+    """Eight groups of 10 users, each buying its own 10 items in a shuffled order: the items
+    are equally popular, so only a user's own taste tells which ones come next."""
+    rng = np.random.default_rng(5)
+    events = [
+        (f"u{group}_{user}", f"i{group}_{item}")
+        for group in range(8)
+        for user in range(10)
+        for item in rng.permutation(10)
+    ]
+    order = rng.permutation(len(events))
+    return [buy(*events[position], ts) for ts, position in enumerate(order, 1)]
+
+
+def test_bpr_learns_user_tastes_that_popularity_misses() -> None:
+    reports = prequential(taste_stream(), [BPR(), WindowPopularity()], k=3)
+    assert reports["bpr"].hr > 3 * reports["window_popularity"].hr
 
 
 def covisitation_candidates(model: Covisitation) -> Callable[[str], list[str]]:
@@ -204,17 +298,27 @@ def trained_baselines(events: list[Event]) -> dict[str, object]:
     models = [
         Popularity(),
         Popularity(half_life_events=10),
+        WindowPopularity(),
         covisitation,
+        BPR(),
         ISGD(),
         RiverBiasedMF(candidates=covisitation_candidates(covisitation)),
     ]
     for event in events:
         for model in models:
             model.learn(event)
-    return {model.name: model for model in models}
+    return {model.name.split("_w")[0]: model for model in models}
 
 
-NAMES = ["popularity", "decayed_popularity", "covisitation", "isgd", "river_biasedmf"]
+NAMES = [
+    "popularity",
+    "decayed_popularity",
+    "window_popularity",
+    "covisitation",
+    "bpr",
+    "isgd",
+    "river_biasedmf",
+]
 STREAM = [buy(f"u{n % 7}", f"i{(n * 5) % 31}", n) for n in range(1, 121)]
 
 
@@ -243,7 +347,9 @@ def test_forgetting_drops_the_users_own_model_state() -> None:
     events = [buy("ann", "a", 1), buy("ann", "b", 2), forget("ann")]
     models = trained_baselines(events)
     assert "ann" not in models["covisitation"].recent  # type: ignore[attr-defined]
-    assert "ann" not in models["isgd"].users  # type: ignore[attr-defined]
+    assert "ann" not in models["covisitation"].counts.stamps  # type: ignore[attr-defined]
+    assert "ann" not in models["isgd"].factors.users  # type: ignore[attr-defined]
+    assert "ann" not in models["bpr"].factors.users  # type: ignore[attr-defined]
     river = models["river_biasedmf"].model  # type: ignore[attr-defined]
     assert "ann" not in river.u_latents and "ann" not in river.u_biases
     assert "a" in river.i_latents  # what items learned stays

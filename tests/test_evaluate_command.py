@@ -55,18 +55,25 @@ def test_json_holds_streamrec_baselines_and_ablation(
     code, out, err = run(capsys, str(events), "--k", "5", "--baselines", "--ablation", "--json")
     assert code == 0
     document = orjson.loads(out)
-    assert list(document) == ["streamrec", "baselines", "ablation"]
+    assert list(document) == ["streamrec", "baselines", "covisitation_grid", "ablation"]
     assert list(document["streamrec"]) == METRICS
     assert list(document["baselines"]) == [
         "popularity",
         "decayed_popularity",
+        "window_popularity",
         "covisitation",
+        "bpr",
         "isgd",
         "river_biasedmf",
     ]
     assert list(document["ablation"]) == list(evaluate.ABLATIONS)
     streamrec = document["streamrec"]
-    for metrics in [streamrec, *document["baselines"].values()]:
+    grid = document["covisitation_grid"]
+    best = document["baselines"]["covisitation"].pop("variant")
+    assert len(grid) == 12
+    assert document["baselines"]["covisitation"]["hr@5"] == grid[best]["hr@5"]
+    assert grid[best]["hr@5"] == max(metrics["hr@5"] for metrics in grid.values())
+    for metrics in [streamrec, *document["baselines"].values(), *grid.values()]:
         assert list(metrics) == METRICS
         assert metrics["targets"] == streamrec["targets"] > 0
         assert 0.0 <= metrics["hr@5"] <= 1.0
@@ -116,10 +123,14 @@ def test_table_and_plot(events: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         "targets",
         "events/s",
     ]
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    rows = {
+        line.split()[0]: line.split() for line in out.splitlines()[1:] if len(line.split()) == 10
+    }
     assert rows["baselines/covisitation"][4] == "-"
     assert rows["streamrec"][4] != "-"
     assert "earlier events; warm: the other" in out
+    assert any(line.startswith("covisitation_w30_cosine ") for line in out.splitlines())
+    assert "baselines/covisitation is the best of its grid: covisitation_w" in out
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 

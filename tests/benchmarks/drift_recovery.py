@@ -2,7 +2,7 @@
 
 Generates a synthetic stream whose users partly change taste at a known moment, then runs in
 one prequential pass: streamrec learning all along, a copy of streamrec whose learning is frozen
-at the drift point, and the five baselines. From each sliding-window HR@10 curve it reports the
+at the drift point, and the baselines. From each sliding-window HR@10 curve it reports the
 pre-drift level (mean over the curve points in the last fifth of the stream before the drift)
 and the time after the drift until the curve is back at 90 % of that level::
 
