@@ -339,8 +339,9 @@ class ItemModel:
     # -- snapshots --------------------------------------------------------------------------
 
     def snapshot(self) -> ItemModelSnapshot:
-        """Compact: arrays as bytes, links as three flat arrays."""
-        self.flush()
+        """Compact: arrays as bytes, links as three flat arrays. The embedding steps not applied
+        yet are saved as they are: flushing here would make the model depend on when the
+        runtime snapshots."""
         live = len(self.ids)
         sources, targets, weights = [], [], []
         for row, links in enumerate(self.links):
@@ -366,6 +367,15 @@ class ItemModel:
             "recent": self._recent.tobytes(),
             "rng": self._rng.bit_generator.state,
             "draws": (self._draws.tobytes(), self._draws_at),
+            "pending": [(row, list(context)) for row, context in self._pending],
+            # The caches as they are, so a restored model reads exactly what this one would.
+            "stale": self._stale[:live].tobytes(),
+            "top": (
+                np.array([len(top[0]) for top in self._top], np.int32).tobytes(),
+                joined([top[0].astype(np.int32) for top in self._top], np.int32),
+                joined([top[1] for top in self._top], float),
+            ),
+            "trending": (self._trending.astype(np.int32).tobytes(), self._trending_at),
         }
 
     @classmethod
@@ -390,7 +400,6 @@ class ItemModel:
         model.inp[:live] = np.frombuffer(snapshot["inp"], np.float32).reshape(live, dims)  # type: ignore[arg-type]
         model.out[:live] = np.frombuffer(snapshot["out"], np.float32).reshape(live, dims)  # type: ignore[arg-type]
         model.links = [{} for _ in range(live)]
-        model._top = [(np.zeros(0, np.intp), np.zeros(0)) for _ in range(live)]
         sources, targets, weights = (
             np.frombuffer(raw, dtype)  # type: ignore[arg-type]
             for raw, dtype in zip(snapshot["links"], (np.int32, np.int32, float), strict=True)  # type: ignore[call-overload]
@@ -399,10 +408,21 @@ class ItemModel:
             sources.tolist(), targets.tolist(), weights.tolist(), strict=True
         ):
             model.links[source][target] = weight
-        # Sorted when first read.
-        model._stale[:live] = config.reply_refresh
+        model._stale[:live] = np.frombuffer(snapshot["stale"], np.int32)  # type: ignore[arg-type]
+        lengths, top_rows, top_weights = (
+            np.frombuffer(raw, dtype)  # type: ignore[arg-type]
+            for raw, dtype in zip(snapshot["top"], (np.int32, np.int32, float), strict=True)  # type: ignore[call-overload]
+        )
+        bounds = np.concatenate(([0], np.cumsum(lengths)))
+        model._top = [
+            (top_rows[start:end].astype(np.intp), top_weights[start:end].copy())
+            for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
+        trending, model._trending_at = snapshot["trending"]  # type: ignore[misc]
+        model._trending = np.frombuffer(trending, np.int32).astype(np.intp)
         model._recent = np.frombuffer(snapshot["recent"], np.intp).copy()  # type: ignore[arg-type]
         model._rng.bit_generator.state = snapshot["rng"]
         draws, model._draws_at = snapshot["draws"]  # type: ignore[misc]
         model._draws = np.frombuffer(draws, float).copy()
+        model._pending = [(row, list(context)) for row, context in snapshot["pending"]]  # type: ignore[attr-defined]
         return model

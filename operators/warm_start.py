@@ -1,10 +1,10 @@
 """Warm starts: the state learned from a recorded history, saved to start a job from.
 
 ``streamrec pretrain HISTORY --out DIR`` runs the engine over a history and writes its state
-here: the item model and the ranker (``model.pickle``), the users (``users.pickle``) and a
-``meta.json`` saying what it holds. ``--warm-start DIR`` on ``evaluate``, ``replay`` and ``run``
-starts from that state and keeps learning online. The pickles are as trusted as the recovery
-store: load only directories you wrote.
+here: the item model, the ranker and the open windows' training lists (``model.pickle``), the
+users (``users.pickle``) and a ``meta.json`` saying what it holds. ``--warm-start DIR`` on
+``evaluate``, ``replay`` and ``run`` starts from that state and keeps learning online. The
+pickles are as trusted as the recovery store: load only directories you wrote.
 
 >>> import tempfile
 >>> from operators.engine_config import EngineConfig
@@ -27,6 +27,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from operators.engine_config import EngineConfig
@@ -43,13 +44,15 @@ class WarmStartError(Exception):
 @dataclass(frozen=True)
 class WarmStart:
     meta: dict[str, object]
-    model: ReplicaSnapshot
+    #: The replica's snapshot and the lists it keeps to train on, by user.
+    model: tuple[ReplicaSnapshot, dict[str, tuple[np.ndarray, np.ndarray]]]
     user_snapshots: dict[str, UserSnapshot]
 
     @staticmethod
     def write(directory: Path, replica: ModelReplica, users: dict[str, UserState]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "model.pickle").write_bytes(pickle.dumps(replica.snapshot()))
+        kept = {user: (kept.rows, kept.features) for user, kept in replica.open.items()}
+        (directory / "model.pickle").write_bytes(pickle.dumps((replica.snapshot(), kept)))
         snapshots = {user_id: state.snapshot() for user_id, state in users.items()}
         (directory / "users.pickle").write_bytes(pickle.dumps(snapshots))
         meta = {
@@ -98,7 +101,11 @@ class WarmStart:
 
     def replica(self, config: EngineConfig) -> ModelReplica:
         self.check(config)
-        return ModelReplica.restore(self.model, config)
+        snapshot, kept = self.model
+        replica = ModelReplica.restore(snapshot, config)
+        for user_id, (rows, features) in kept.items():
+            replica.keep(user_id, rows, features)
+        return replica
 
     def users(self) -> dict[str, UserState]:
         return {user_id: UserState.restore(state) for user_id, state in self.user_snapshots.items()}
