@@ -91,9 +91,8 @@ def test_freeze_stops_learning_but_keeps_serving() -> None:
 
 
 def test_a_saved_engine_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
-    # The sorted neighbour and trending caches are rebuilt on restore, not saved: with a refresh
-    # after every update they are always current, so the continuation must be exact.
-    config = EngineConfig(dimensions=8, reply_refresh=1, trend_refresh=1)
+    # Stale neighbour and trending caches are part of the state: a restore must keep them.
+    config = EngineConfig(dimensions=8)
     stream = _stream(900)
     model = Engine(config)
     for event in stream[:600]:

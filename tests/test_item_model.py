@@ -124,9 +124,8 @@ def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
 
 
 def test_snapshot_restore_gives_the_same_lists_and_learns_on_identically() -> None:
-    # The sorted-neighbour and trending caches are rebuilt, not saved: with a refresh after
-    # every update the original's are always current, so both models must agree exactly.
-    config = EngineConfig(dimensions=8, reply_refresh=1, trend_refresh=1, sweep_every=300)
+    # Default refreshes, so that stale neighbour and trending caches are part of the state.
+    config = EngineConfig(dimensions=8, sweep_every=300)
     stream = shopping_stream()
     model = ItemModel(config)
     for observation in stream[:1_000]:

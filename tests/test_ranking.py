@@ -167,7 +167,7 @@ def test_lists_exclude_seen_items_and_say_why_each_item_is_there() -> None:
 
 
 def test_replica_snapshot_restore_serves_the_same_lists() -> None:
-    config = EngineConfig(dimensions=4, k=5, reply_refresh=1, trend_refresh=1)
+    config = EngineConfig(dimensions=4, k=5)
     served = ModelReplica(config)
     minute = 0
     for item, recent in [("tea", ()), ("jam", ("tea",)), ("cup", ("tea", "jam")), ("mug", ())]:

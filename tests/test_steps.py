@@ -162,7 +162,7 @@ def test_replica_step_applies_each_batch_in_input_order_whatever_order_it_arrive
 
 
 def test_replica_step_snapshot_resumes_the_same_replica() -> None:
-    config = EngineConfig(dimensions=4, reply_refresh=1, trend_refresh=1)
+    config = EngineConfig(dimensions=4)
     messages = replica_messages()
     logic = ReplicaLogic(config, None)
     logic.on_batch(messages[:9])
