@@ -14,12 +14,13 @@ Steps::
 
 Item knowledge is replicated: each worker holds one :class:`~operators.replica.ModelReplica`
 (``dataflows.routing`` picks one key per worker) that learns every event's observation and
-serves the users hashed to it, so an event costs one small message per worker and a list reads
-only local state. Every message carries ``seq``, the input position of the event that caused
-it, and the replica step applies each batch in that order: a one-worker run computes exactly
-what the sequential engine computes, and the lists leave in input order. Each step also counts
-what it handles into one :class:`~operators.tally.Tally` (events in, processed, dead-lettered,
-late, lists out), summed by the accounting sink.
+serves the users whose keys live on its worker, so an event costs one small message to each
+other worker, a user's own messages never leave its worker, and a list reads only local state.
+Every message carries ``seq``, the input position of the event that caused it, and the replica
+step applies each batch in that order: a one-worker run computes exactly what the sequential
+engine computes, and the lists leave in input order. Each step also counts what it handles into
+one :class:`~operators.tally.Tally` (events in, processed, dead-lettered, late, lists out),
+summed by the accounting sink.
 
 Processing-time timers (``window.close_after_idle_s``, ``state.*_idle_expire_s``) exist only in
 the live job; a replay leaves them off, so its output depends on the events alone.
@@ -28,7 +29,6 @@ the live job; a replay leaves them off, so its output depends on the events alon
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable
 from functools import partial
 from operator import itemgetter
@@ -65,9 +65,9 @@ DEFAULT_CONFIG = "deploy/config.yaml"
 def _to_replicas(
     keys: list[str], keyed: tuple[str, UserOutput]
 ) -> list[tuple[str, Sequenced[ReplicaMessage]]]:
-    """Observations to every replica, the rest to the user's own."""
-    user_id, output = keyed
-    own = keys[zlib.crc32(user_id.encode()) % len(keys)]
+    """Observations to every replica, the rest to the user's own (on the user's worker)."""
+    output = keyed[1]
+    own = output.replica
     routed: list[tuple[str, Sequenced[ReplicaMessage]]] = []
     for message in output.messages:
         if isinstance(message, Observation):
@@ -188,6 +188,7 @@ def build_flow(
     timers = Timers.from_config(config)
     gate_settings = config.gate_settings()
     warm_users = None if warm is None else warm.user_snapshots
+    replicas = replica_keys(workers)
 
     def replica_logic(resume: ReplicaSnapshot | None) -> ReplicaLogic:
         if resume is None and warm is not None:
@@ -214,13 +215,13 @@ def build_flow(
     user_out = op.stateful_batch(
         "user",
         by_user,
-        lambda resume: UserLogic(engine, gate_settings, timers, resume, warm_users),
+        lambda resume: UserLogic(engine, gate_settings, timers, resume, warm_users, replicas),
     )
     user_split = op.branch("user_split", user_out, lambda kv: isinstance(kv[1], UserOutput))
     outputs = cast(KeyedStream[UserOutput], user_split.trues)
     tallies.append(op.flat_map_batch("count_user", user_out, _count_user_outputs))
 
-    to_replicas = op.flat_map("to_replicas", outputs, partial(_to_replicas, replica_keys(workers)))
+    to_replicas = op.flat_map("to_replicas", outputs, partial(_to_replicas, replicas))
     ranked = op.flat_map_batch(
         "in_input_order", op.stateful_batch("replica", to_replicas, replica_logic), _in_input_order
     )

@@ -4,13 +4,17 @@ Bytewax 0.21 routes a key of a stateful step to worker ``hash(key) % workers``, 
 is Rust's ``DefaultHasher`` (SipHash-1-3 with zero keys) over the key string's bytes followed by
 the byte 0xFF (Rust's ``Hash`` for ``str``). :func:`replica_keys` picks, for ``workers``
 workers, one key per worker; the replica step keeps the model replica under those keys, so
-every worker owns one replica and no worker owns two. ``tests/test_routing.py`` checks the
-prediction against a real multi-worker run.
+every worker owns one replica and no worker owns two. :func:`replica_of` names the replica on
+the worker that holds a user's key, so a user's own messages never leave that worker (only the
+observations, which every replica learns, cross to the others). ``tests/test_routing.py``
+checks the prediction against a real multi-worker run.
 
 >>> replica_keys(1)
 ['replica-0']
 >>> [worker_of(key, 2) for key in replica_keys(2)]
 [0, 1]
+>>> worker_of(replica_of("ann", replica_keys(2)), 2) == worker_of("ann", 2)
+True
 """
 
 from __future__ import annotations
@@ -69,3 +73,8 @@ def replica_keys(workers: int) -> list[str]:
         keys.setdefault(worker_of(key, workers), key)
         number += 1
     return [keys[worker] for worker in range(workers)]
+
+
+def replica_of(key: str, replicas: list[str]) -> str:
+    """The replica key (of :func:`replica_keys`) on the worker that holds ``key``."""
+    return replicas[worker_of(key, len(replicas))]

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows.routing import replica_keys, replica_of
 from operators.config import Config
 from operators.engine_config import EngineConfig
 from operators.intake import Admitted, DeadLetter
@@ -47,6 +48,8 @@ class UserOutput:
     """What one event, closed window or ``forget_user`` of a user sends on."""
 
     seq: int
+    #: The replica that serves this user: the one on the user's own worker.
+    replica: str
     messages: list[ReplicaMessage]
     processed: int
     late: int
@@ -96,8 +99,12 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         timers: Timers,
         resume: UserLogicSnapshot | None,
         warm: Mapping[str, UserSnapshot] | None = None,
+        replicas: list[str] | None = None,
     ) -> None:
         self._engine = engine
+        self._replicas = replicas or replica_keys(1)
+        #: The user's replica key, found at the first event (the logic does not see its key).
+        self._replica = ""
         self._settings = gate_settings
         self._timers = timers
         #: Pretrained users (a warm start), for a key that has no state of its own yet.
@@ -113,6 +120,8 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
 
     def on_batch(self, values: list[Admitted]) -> tuple[Iterable[UserOutput | DeadLetter], bool]:
         out: list[UserOutput | DeadLetter] = []
+        if not self._replica and values:
+            self._replica = replica_of(values[0].event.user_id, self._replicas)
         for admitted in values:
             for result in self.gate.offer(admitted.event, self._settings):
                 if isinstance(result, Dropped):
@@ -128,18 +137,18 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
             self.state = None
             self._warm = None
             event = result.event
-            return UserOutput(seq, [ForgetUser(event.user_id, event.ts)], 1, 0)
+            return UserOutput(seq, self._replica, [ForgetUser(event.user_id, event.ts)], 1, 0)
         if isinstance(result, Close):
             if self.state is None:
                 raise RuntimeError("a window closed that no event opened")
-            return UserOutput(seq, [self.state.serve(self._engine)], 0, 0)
+            return UserOutput(seq, self._replica, [self.state.serve(self._engine)], 0, 0)
         event = result.event
         if self.state is None:
             warm = self._warm.get(event.user_id) if self._warm else None
             self.state = UserState(event.user_id) if warm is None else UserState.restore(warm)
             self._warm = None
         messages = self.state.on_event(event, self._engine, train=result.train, serve=result.serve)
-        return UserOutput(seq, messages, 1, int(result.late))
+        return UserOutput(seq, self._replica, messages, 1, int(result.late))
 
     def _is_empty(self) -> bool:
         return self.state is None and self.gate.is_empty

@@ -13,7 +13,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from dataflows import routing
-from dataflows.routing import replica_keys, worker_of
+from dataflows.routing import replica_keys, replica_of, worker_of
 
 OTHER_KEYS = [f"user-{n}" for n in range(40)] + ["", "é", "a-much-longer-key-than-eight-bytes"]
 
@@ -60,3 +60,10 @@ def test_replica_keys_land_on_distinct_workers_and_every_key_where_predicted(wor
     assert {key: thread_of_worker[worker_of(key, workers)] for key in OTHER_KEYS} == {
         key: threads[key] for key in OTHER_KEYS
     }
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_users_replica_lives_on_the_users_own_worker(workers: int) -> None:
+    replicas = replica_keys(workers)
+    threads = real_threads([*replicas, *OTHER_KEYS], workers)
+    assert all(threads[replica_of(key, replicas)] == threads[key] for key in OTHER_KEYS)
