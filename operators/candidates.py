@@ -95,27 +95,37 @@ def gather(
     wanted = config.similar if len(known) and config.embeddings else 0
     similar = model.similar(interest, wanted)
     pool = np.concatenate((linked, similar, trending[: config.trend_top]))
-    unique, inverse = np.unique(pool, return_inverse=True)
-    seen_rows = [rows_of[item] for item in seen if item in rows_of]
-    keep = ~np.isin(unique, seen_rows) if seen_rows else np.ones(len(unique), bool)
-    column = np.full(len(unique), -1, np.intp)
-    column[keep] = np.arange(int(keep.sum()))
-    rows = unique[keep]
+    ordered = np.sort(pool)
+    distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+    seen_rows = np.fromiter((rows_of[item] for item in seen if item in rows_of), np.intp)
+    keep = ~_members(distinct, seen_rows)
+    rows = distinct[keep]
+    #: Each pool entry's column among the candidates, -1 for a seen item.
+    column = np.where(keep, np.cumsum(keep) - 1, -1)[np.searchsorted(distinct, pool)]
     links = np.zeros((len(history_rows), len(rows)))
     if len(linked):
-        columns = column[inverse[: len(linked)]]
+        columns = column[: len(linked)]
         weights = np.concatenate([top[1] for top in tops])
         history_index = np.repeat(np.arange(len(history_rows)), lengths)
         valid = columns >= 0
         links[history_index[valid], columns[valid]] = weights[valid]
     trend_rank = np.zeros(len(rows))
-    trend_columns = column[inverse[len(linked) + len(similar) :]]
+    trend_columns = column[len(linked) + len(similar) :]
     valid = trend_columns >= 0
     trend_rank[trend_columns[valid]] = 1.0 / np.arange(1, len(trend_columns) + 1)[valid]
     candidates = Candidates(rows, history_rows, recency, links, interest, trend_rank, ts)
     if len(rows) > config.candidates:
         candidates = _strongest(model, candidates, config.candidates)
     return candidates
+
+
+def _members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A mask of the entries of ``sorted_rows`` (sorted, distinct) that are in ``rows``."""
+    found = np.zeros(len(sorted_rows), bool)
+    if len(rows) and len(sorted_rows):
+        at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+        found[at[sorted_rows[at] == rows]] = True
+    return found
 
 
 def _strongest(model: ItemModel, candidates: Candidates, keep: int) -> Candidates:

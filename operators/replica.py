@@ -2,18 +2,18 @@
 
 Every replica learns every :class:`~operators.item_model.Observation` (reading item knowledge is
 far hotter than writing it: a list reads dozens of items, an event writes a few), and serves
-the users routed to it. Learning is test-then-train: a :class:`Train` (the event opening a
-window) builds the list the user's history gave just before the event, the ranker learns from
-the event's item on it, and only then does the event's observation reach the item model. Later
-new items of the same window (:class:`Label`) train on that same list, so the ranker learns from
-every target without ever seeing the window's own links. A :class:`Serve` ranks the candidates
-of the whole history and closes the window.
+the users routed to it. Learning is test-then-train on the list the user was served: a
+:class:`Serve` ranks the candidates of the whole history and keeps that list (candidates and
+features); when the user's next event opens a window (:class:`Train`) the ranker learns from
+its item on the kept list, and only then does the event's observation reach the item model.
+Later new items of the same window (:class:`Label`) train on the same list, so the ranker learns
+from every target without ever seeing the window's own links. A user with no kept list (never
+served here, or dropped) gets one built from the history before the event.
 
-The lists are built again at each window rather than kept from the last :class:`Serve`: that
-costs one more gathering per window, but a replica restored from a snapshot then trains exactly
-as before the restart, so the lists repeated after a crash are the same lists. Open windows'
-lists are transient (at most ``open_lists``, the least recently opened dropped first) and are
-not snapshotted: a window open across a restart misses the training of its later items.
+Kept lists are transient: at most ``open_lists`` (the least recently kept dropped first), and
+not part of the snapshot, which stays the size of the item model however many users there are.
+The price: after a restart a user's first window trains on a list built again, so lists
+repeated after a crash keep their (user, version) but their scores may differ slightly.
 
 >>> from operators.item_model import Observation
 >>> from operators.messages import Serve, Train
@@ -89,8 +89,7 @@ class ModelReplica:
         if not self.learning:
             return
         user_id = message.user_id
-        self.open.pop(user_id, None)
-        if message.history:
+        if user_id not in self.open and message.history:
             candidates = gather(self.items, message.history, message.seen, self.config)
             features = feature_matrix(self.items, candidates, self.config)
             self.keep(user_id, candidates.rows, features)
@@ -98,7 +97,7 @@ class ModelReplica:
             self._learn(user_id, message.label)
 
     def keep(self, user_id: str, rows: np.ndarray, features: np.ndarray) -> None:
-        """Keep the user's list to train on in this window (the least recently kept go first)."""
+        """Keep the user's list to train on (the least recently kept go first)."""
         self.open.pop(user_id, None)
         self.open[user_id] = _TrainingList(rows, features.astype(np.float32))
         if len(self.open) > self.config.open_lists:
@@ -114,11 +113,13 @@ class ModelReplica:
             self.ranker.learn(training.features, column)
 
     def serve(self, message: Serve) -> tuple[Recommendation, Candidates]:
-        """The user's list (and the candidates it was chosen from); closes the open window."""
-        self.open.pop(message.user_id, None)
+        """The user's list (and the candidates it was chosen from), kept to train on when the
+        user is back."""
         config = self.config
         candidates = gather(self.items, message.history, message.seen, config)
         features = feature_matrix(self.items, candidates, config)
+        if self.learning:
+            self.keep(message.user_id, candidates.rows, features)
         standardised = self.ranker.standardised(features)
         scores = standardised @ self.ranker.weights
         count = min(config.k, len(scores))
