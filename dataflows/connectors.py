@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -72,8 +73,11 @@ class _JsonLinesSinkPartition(StatefulSinkPartition[bytes, int]):
     def __init__(self, path: Path, resume_state: int | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("ab")
-        self._file.truncate(resume_state or 0)
-        self._file.seek(resume_state or 0)
+        # A device or a pipe (``--out /dev/null``) can be neither truncated nor synced.
+        self._regular = stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)
+        if self._regular:
+            self._file.truncate(resume_state or 0)
+            self._file.seek(resume_state or 0)
 
     @override
     def write_batch(self, values: list[bytes]) -> None:
@@ -82,6 +86,8 @@ class _JsonLinesSinkPartition(StatefulSinkPartition[bytes, int]):
     @override
     def snapshot(self) -> int:
         self._file.flush()
+        if not self._regular:
+            return 0
         os.fsync(self._file.fileno())
         return self._file.tell()
 

@@ -157,6 +157,8 @@ def owned_partitions(partitions: int, process_id: int, processes: int) -> list[i
 def stored_partitions(directory: Path) -> dict[int, int]:
     """Partition index -> partition count of every recovery partition in ``directory``."""
     found: dict[int, int] = {}
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"the recovery directory {directory} is a file; name a directory")
     if not directory.is_dir():
         return found
     for path in sorted(directory.iterdir()):
@@ -164,9 +166,17 @@ def stored_partitions(directory: Path) -> dict[int, int]:
             continue
         try:
             with closing(sqlite3.connect(path)) as connection:
+                # Bytewax reads the rest of the file only once running, and then panics.
+                (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(" ".join(verdict.split()))
                 rows = connection.execute("SELECT part_index, part_count FROM parts").fetchall()
         except sqlite3.DatabaseError as error:
-            raise UsageError(f"{path} is not a readable recovery partition ({error})") from None
+            raise UsageError(
+                f"{path} is not a readable recovery partition ({error}); restore the store from "
+                f"a backup, or delete {directory} to start over with empty state (Kafka input "
+                "then starts at input.starting_offset)"
+            ) from None
         found.update((int(index), int(count)) for index, count in rows)
     return found
 
@@ -204,6 +214,15 @@ def ensure_partitions(directory: Path, partitions: int, cluster: Cluster | None)
             raise UsageError(
                 f"the recovery store in {directory} has {counts} partitions, this version creates "
                 f"{partitions}; the count cannot change: delete the store to start over"
+            )
+        # A cluster's processes may hold any share after a rescale; only one process must hold
+        # every partition.
+        missing = sorted(set(range(partitions)) - found.keys())
+        if cluster is None and missing:
+            raise UsageError(
+                f"the recovery store in {directory} lacks partitions {missing} of {partitions}; "
+                "restore their part-N.sqlite3 files from a backup, or delete the store to start "
+                "over with empty state (Kafka input then starts at input.starting_offset)"
             )
         return []
     from bytewax.recovery import init_db_dir

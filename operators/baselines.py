@@ -148,7 +148,8 @@ class Interactions(_Shared):
         if event.is_forget:
             self.seen.pop(event.user_id, None)
             return
-        assert event.item_id is not None
+        if event.item_id is None:
+            raise ValueError(f"a {event.type} event needs an item_id (user {event.user_id})")
         self.row = self.items.row(event.item_id)
         seen = self.seen.setdefault(event.user_id, set())
         self.first = self.row not in seen

@@ -6,7 +6,8 @@ An event on the wire (a Kafka message value, or one line of a JSON Lines file)::
      "value": 3, "event_id": "536365-1", "title": "WHITE METAL LANTERN"}
 
 ``ts`` is an ISO-8601 string (UTC when it has no offset) or epoch milliseconds. ``value``,
-``event_id``, ``title`` and ``category`` are optional; other fields are ignored. The control
+``event_id``, ``title`` and ``category`` are optional; other fields are ignored. ``value`` is a
+finite number, within ±100 for a rating and ±1e12 otherwise. The control
 event ``{"type": "forget_user", "user_id": ..., "ts": ...}`` asks to delete a user's state.
 
 Parsing never raises on bad input: it returns a :class:`Rejected` with a reason a person can act
@@ -46,6 +47,12 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
 DEFAULT_MAX_BYTES = 16 * 1024
 
 _MAX_ID_LENGTH = 256
+# The user step weighs a rating by 2 ** (value - the user's mean rating): beyond this the weight
+# overflows a float and no rating scale goes this far anyway.
+_MAX_ABS_RATING = 100.0
+_MAX_ABS_VALUE = 1e12
+# How much of an offending value a rejection reason quotes (a reason is one readable line).
+_SHOWN_CHARS = 60
 # Epoch milliseconds between 1990 and 2100: anything else is almost surely seconds or garbage.
 _MIN_TS_MS = 631_152_000_000
 _MAX_TS_MS = 4_102_444_800_000
@@ -82,6 +89,14 @@ class Event:
         return orjson.dumps(record)
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."
+
+
+def _shown(raw: Any) -> str:
+    return _clip(repr(raw))
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """Why an input could not become an :class:`Event`."""
@@ -109,14 +124,16 @@ def parse_timestamp(raw: Any) -> int:
         try:
             moment = datetime.fromisoformat(raw)
         except ValueError:
-            raise ValueError(f"ts {raw!r} is not an ISO-8601 timestamp") from None
+            raise ValueError(f"ts {_shown(raw)} is not an ISO-8601 timestamp") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         ts = round(moment.timestamp() * 1000)
     else:
-        raise ValueError(f"ts must be an ISO-8601 string or epoch milliseconds, got {raw!r}")
+        raise ValueError(f"ts must be an ISO-8601 string or epoch milliseconds, got {_shown(raw)}")
     if not _MIN_TS_MS <= ts <= _MAX_TS_MS:
-        raise ValueError(f"ts {raw!r} is outside 1990..2100 (is it in seconds, not milliseconds?)")
+        raise ValueError(
+            f"ts {_shown(raw)} is outside 1990..2100 (is it in seconds, not milliseconds?)"
+        )
     return ts
 
 
@@ -141,6 +158,17 @@ def _optional_text(record: dict[str, Any], name: str) -> str | None:
     return str(raw)
 
 
+def _value(raw: Any, event_type: str) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise ValueError(f'field "value" must be a finite number, got {_shown(raw)}')
+    limit = _MAX_ABS_RATING if event_type == "rating" else _MAX_ABS_VALUE
+    if abs(raw) > limit:
+        raise ValueError(f'field "value" of a {event_type} must be within ±{limit:g}, got {raw:g}')
+    return float(raw)
+
+
 def event_from_record(record: Any, known_types: frozenset[str] | None = None) -> Event | Rejected:
     """Validate an already-decoded JSON value."""
     if not isinstance(record, dict):
@@ -150,9 +178,11 @@ def event_from_record(record: Any, known_types: frozenset[str] | None = None) ->
         event_type = record.get("type")
         if event_type is None:
             raise ValueError('missing field "type"')
+        if not isinstance(event_type, str):
+            raise ValueError(f'field "type" must be a string, got {type(event_type).__name__}')
         if event_type != FORGET_USER and event_type not in types:
             known = ", ".join([*sorted(types), FORGET_USER])
-            raise ValueError(f'unknown type "{event_type}" (known: {known})')
+            raise ValueError(f'unknown type "{_clip(event_type)}" (known: {known})')
         user_id = _identifier(record, "user_id")
         if "ts" not in record or record["ts"] is None:
             raise ValueError('missing field "ts"')
@@ -160,16 +190,12 @@ def event_from_record(record: Any, known_types: frozenset[str] | None = None) ->
         if event_type == FORGET_USER:
             return Event(user_id=user_id, item_id=None, ts=ts, type=FORGET_USER)
         item_id = _identifier(record, "item_id")
-        value = record.get("value")
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if value is not None and not (numeric and math.isfinite(value)):
-            raise ValueError(f'field "value" must be a finite number, got {value!r}')
         return Event(
             user_id=user_id,
             item_id=item_id,
             ts=ts,
             type=event_type,
-            value=None if value is None else float(value),
+            value=_value(record.get("value"), event_type),
             event_id=_optional_text(record, "event_id"),
             title=_optional_text(record, "title"),
             category=_optional_text(record, "category"),

@@ -52,8 +52,9 @@ def input_files(path: Path) -> list[Path]:
         return sorted(
             child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")
         )
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
+    # Not only regular files: /dev/null, a named pipe or /dev/stdin read as the lines they hold.
     return [path]
 
 

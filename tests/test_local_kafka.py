@@ -7,6 +7,7 @@ from pathlib import Path
 
 import local_kafka
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 
@@ -76,23 +77,45 @@ def test_a_failed_start_says_why() -> None:
 
 
 @pytest.mark.kafka
-def test_started_broker_answers_metadata_and_stop_removes_it() -> None:
+def test_a_halted_broker_resumes_on_its_port_with_its_data_and_stop_removes_it() -> None:
     broker = local_kafka.start()
     try:
         brokers, cluster_id = local_kafka.probe_metadata(broker.broker_port)
         assert (brokers, cluster_id) == (1, broker.cluster_id)
+        local_kafka.create_topic(broker.bootstrap, "kept")
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        producer.produce("kept", b"before the halt")
+        assert producer.flush(30) == 0
+        broker.halt()
+        assert not broker.is_running()
+        with pytest.raises(local_kafka.LocalKafkaError, match=r"no metadata from 127\.0\.0\.1:"):
+            local_kafka.probe_metadata(broker.broker_port, timeout=1.0)
+        broker.resume()
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "test"})
+        consumer.assign([TopicPartition("kept", 0, OFFSET_BEGINNING)])
+        message = consumer.poll(30)
+        consumer.close()
+        assert message is not None and message.value() == b"before the halt"
     finally:
         broker.stop()
     assert not broker.is_running()
     assert not broker.workdir.exists()
-    with pytest.raises(OSError):
-        local_kafka.probe_metadata(broker.broker_port)
 
 
 def test_create_topic_makes_the_partitions_and_refuses_a_duplicate(kafka_bootstrap: str) -> None:
-    port = int(kafka_bootstrap.rsplit(":", 1)[1])
-    local_kafka.create_topic(port, "made-by-hand", partitions=3)
+    local_kafka.create_topic(kafka_bootstrap, "made-by-hand", partitions=3)
     metadata = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10)
     assert len(metadata.topics["made-by-hand"].partitions) == 3
     with pytest.raises(local_kafka.LocalKafkaError, match=r"made-by-hand.*already exists"):
-        local_kafka.create_topic(port, "made-by-hand")
+        local_kafka.create_topic(kafka_bootstrap, "made-by-hand")
+
+
+def test_delete_topic_removes_it_and_a_missing_topic_is_a_readable_error(
+    kafka_bootstrap: str,
+) -> None:
+    local_kafka.create_topic(kafka_bootstrap, "short-lived")
+    local_kafka.delete_topic(kafka_bootstrap, "short-lived")
+    metadata = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10)
+    assert "short-lived" not in metadata.topics
+    with pytest.raises(local_kafka.LocalKafkaError, match="deleting topic short-lived failed"):
+        local_kafka.delete_topic(kafka_bootstrap, "short-lived")

@@ -1,4 +1,4 @@
-"""A throwaway single-node Apache Kafka broker built from Maven Central jars (stdlib only).
+"""A throwaway single-node Apache Kafka broker built from Maven Central jars.
 
 The broker is the real ``kafka.Kafka`` server in KRaft mode (one process that is both broker and
 controller), resolved with ``mvn`` into a cache outside the repository, so tests and people talk
@@ -11,7 +11,10 @@ to genuine Kafka without Docker or a downloaded tarball::
     python deploy/kafka/local_kafka.py stop
 
 The cache is ``$STREAMREC_KAFKA_CACHE`` (default ``~/.cache/streamrec``); the first start
-downloads into it, later starts reuse it. Tests use the module directly:
+downloads into it, later starts reuse it. Requests to the broker go through confluent-kafka's
+``AdminClient`` (a dependency of streamrec). Tests use the module directly, including
+:meth:`LocalKafka.halt` and :meth:`LocalKafka.resume` to take the broker away and bring it back
+on the same port with its data:
 
 >>> settings = render_server_properties(broker_port=19092, controller_port=19093, data_dir="/d")
 >>> "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in settings
@@ -29,7 +32,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
 KAFKA_VERSION = "4.3.1"
 SCALA_VERSION = "2.13"
@@ -261,70 +266,73 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _read_string(buffer: bytes, at: int) -> tuple[str | None, int]:
-    (length,) = struct.unpack_from(">h", buffer, at)
-    at += 2
-    if length < 0:
-        return None, at
-    return buffer[at : at + length].decode(), at + length
-
-
-def _string(text: str) -> bytes:
-    encoded = text.encode()
-    return struct.pack(">h", len(encoded)) + encoded
-
-
-def _request(port: int, api_key: int, version: int, body: bytes, timeout: float) -> bytes:
-    """One request on the Kafka wire protocol (non-flexible API versions); the response body."""
-    request = struct.pack(">hhi", api_key, version, 1) + _string("local-kafka") + body
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exactly(conn, 4))
-        return _recv_exactly(conn, size)[4:]
+def _admin(bootstrap: str, timeout: float) -> AdminClient:
+    # librdkafka logs every refused connection while a broker starts; failures are raised.
+    return AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+            "log_level": 0,
+        }
+    )
 
 
 def probe_metadata(port: int, timeout: float = 2.0) -> tuple[int, str | None]:
-    """Send one Metadata (v4) request; return (number of live brokers, cluster id).
+    """Ask for the cluster's metadata; return (number of live brokers, cluster id).
 
-    Raises ``OSError`` while nothing answers. A broker in KRaft mode only serves requests after
-    it has registered with the controller, so live brokers > 0 means it is ready for clients.
+    Raises :class:`LocalKafkaError` while nothing answers. A broker in KRaft mode only serves
+    requests after it has registered with the controller, so live brokers > 0 means it is ready
+    for clients.
     """
-    all_topics, auto_create = -1, False
-    response = _request(port, 3, 4, struct.pack(">i?", all_topics, auto_create), timeout)
-    # throttle time, then the broker array, then the cluster id.
-    (broker_count,) = struct.unpack_from(">i", response, 4)
-    at = 8
-    for _ in range(broker_count):
-        at += 4  # node id
-        _, at = _read_string(response, at)  # host
-        at += 4  # port
-        _, at = _read_string(response, at)  # rack
-    cluster_id, _ = _read_string(response, at)
-    return broker_count, cluster_id
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        metadata = _admin(bootstrap, timeout).list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise LocalKafkaError(f"no metadata from {bootstrap}: {error.args[0].str()}") from None
+    return len(metadata.brokers), metadata.cluster_id
 
 
-def create_topic(port: int, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
-    """Create a topic (replication factor 1) with a CreateTopics (v4) request."""
-    no_assignments = no_configs = 0
-    topic = _string(name) + struct.pack(">ihii", partitions, 1, no_assignments, no_configs)
-    body = struct.pack(">i", 1) + topic + struct.pack(">i?", int(timeout * 1000), False)
-    response = _request(port, 19, 4, body, timeout)
-    # throttle time, a one-element topic array: name, error code, error message.
-    _, at = _read_string(response, 8)
-    (code,) = struct.unpack_from(">h", response, at)
-    if code != 0:
-        message, _ = _read_string(response, at + 2)
-        raise LocalKafkaError(f"creating topic {name} failed: {message or f'error code {code}'}")
+def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
+    """Create a topic (replication factor 1) and wait until every partition has a leader.
+
+    The controller acknowledges a new topic before the broker serves it; a client that
+    produced at once would see it unknown.
+    """
+    admin = _admin(bootstrap, timeout)
+    future = admin.create_topics([NewTopic(name, num_partitions=partitions)])[name]
+    try:
+        future.result(timeout=timeout)
+    except KafkaException as error:
+        raise LocalKafkaError(f"creating topic {name} failed: {error.args[0].str()}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        topic = admin.list_topics(name, timeout=timeout).topics[name]
+        leaders = [part.leader for part in topic.partitions.values()]
+        if topic.error is None and len(leaders) == partitions and min(leaders) >= 0:
+            return
+        if time.monotonic() > deadline:
+            raise LocalKafkaError(f"topic {name} has no leader after {timeout:.0f} s")
+        time.sleep(0.1)
 
 
-def _recv_exactly(conn: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = conn.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        chunks += chunk
-    return bytes(chunks)
+def delete_topic(bootstrap: str, name: str, timeout: float = 30.0) -> None:
+    """Delete a topic and wait until the broker no longer lists it."""
+    admin = _admin(bootstrap, timeout)
+    try:
+        admin.delete_topics([name], operation_timeout=timeout)[name].result(timeout=timeout)
+    except KafkaException as error:
+        raise LocalKafkaError(f"deleting topic {name} failed: {error.args[0].str()}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        topic = admin.list_topics(name, timeout=timeout).topics.get(name)
+        gone = topic is None or (
+            topic.error is not None and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        )
+        if gone:
+            return
+        if time.monotonic() > deadline:
+            raise LocalKafkaError(f"topic {name} is still listed {timeout:.0f} s after deletion")
+        time.sleep(0.1)
 
 
 @dataclass
@@ -337,6 +345,7 @@ class LocalKafka:
     workdir: Path
     cluster_id: str
     process: subprocess.Popen[bytes] | None = None  # None when attached from a state file
+    libs: Path | None = None  # None when attached from a state file
 
     @property
     def bootstrap(self) -> str:
@@ -345,6 +354,10 @@ class LocalKafka:
     @property
     def log_path(self) -> Path:
         return self.workdir / "server.log"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.workdir / "server.properties"
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -362,13 +375,40 @@ class LocalKafka:
         return True
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
-        """SIGTERM (Kafka shuts down cleanly), SIGKILL after ``timeout`` seconds."""
+        """End the broker (see :meth:`halt`) and delete its data."""
+        self.halt(timeout)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def halt(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """SIGTERM (Kafka shuts down cleanly), SIGKILL after ``timeout`` seconds; the data
+        stays for :meth:`resume`."""
         if self.is_running():
             os.kill(self.pid, signal.SIGTERM)
             if not self._wait_exit(timeout):
                 os.kill(self.pid, signal.SIGKILL)
                 self._wait_exit(timeout)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def resume(self, timeout: float = DEFAULT_START_TIMEOUT_S) -> None:
+        """Start a halted broker again on the same ports with the same data."""
+        if self.libs is None:
+            raise LocalKafkaError("only a broker started by this process can be resumed")
+        if self.is_running():
+            raise LocalKafkaError(f"Kafka is still running at {self.bootstrap}")
+        self._launch(self.libs, detach=False)
+        self.wait_ready(timeout)
+
+    def _launch(self, libs: Path, detach: bool) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                _java_command(libs, self.workdir, "kafka.Kafka", str(self.properties_path)),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,  # Ctrl-C in a terminal is for the caller to handle
+                preexec_fn=None if detach or sys.platform != "linux" else _die_with_parent,
+            )
+        self.pid = self.process.pid
 
     def _wait_exit(self, timeout: float) -> bool:
         if self.process is not None:
@@ -394,7 +434,7 @@ class LocalKafka:
                     f"Kafka exited during startup: {_cause(tail)}\n"
                     f"last lines of {self.log_path}:\n{tail}"
                 )
-            with contextlib.suppress(OSError, struct.error):
+            with contextlib.suppress(LocalKafkaError):
                 brokers, cluster_id = probe_metadata(self.broker_port)
                 if brokers > 0 and cluster_id == self.cluster_id:
                     return
@@ -450,17 +490,27 @@ def _start_in(
     workdir: Path, libs: Path, port: int | None, timeout: float, detach: bool
 ) -> LocalKafka:
     broker_port = port if port is not None else free_port()
-    controller_port = free_port()
-    cluster_id = new_cluster_id()
-    properties = workdir / "server.properties"
-    properties.write_text(
-        render_server_properties(broker_port, controller_port, str(workdir / "data"))
+    broker = LocalKafka(
+        pid=0,
+        broker_port=broker_port,
+        controller_port=free_port(),
+        workdir=workdir,
+        cluster_id=new_cluster_id(),
+        libs=libs,
+    )
+    broker.properties_path.write_text(
+        render_server_properties(broker.broker_port, broker.controller_port, str(workdir / "data"))
     )
     (workdir / "log4j2.properties").write_text(_LOG4J2)
-    log_path = workdir / "server.log"
-
     fmt = _java_command(
-        libs, workdir, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)
+        libs,
+        workdir,
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        broker.cluster_id,
+        "-c",
+        str(broker.properties_path),
     )
     formatted = subprocess.run(fmt, capture_output=True, text=True, check=False)
     if formatted.returncode != 0:
@@ -468,25 +518,7 @@ def _start_in(
             f"formatting KRaft storage failed (exit {formatted.returncode}):\n"
             f"{_tail(formatted.stdout + formatted.stderr, 20)}"
         )
-
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            _java_command(libs, workdir, "kafka.Kafka", str(properties)),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=True,  # Ctrl-C in a terminal is for the caller to handle
-            preexec_fn=None if detach or sys.platform != "linux" else _die_with_parent,
-        )
-    broker = LocalKafka(
-        pid=process.pid,
-        broker_port=broker_port,
-        controller_port=controller_port,
-        workdir=workdir,
-        cluster_id=cluster_id,
-        process=process,
-    )
+    broker._launch(libs, detach)
     try:
         broker.wait_ready(timeout)
     except BaseException:
@@ -567,7 +599,7 @@ def _cli_topic(root: Path, name: str, partitions: int) -> int:
     running = _attach(root)
     if running is None:
         raise LocalKafkaError("Kafka is not running; start it first")
-    create_topic(running.broker_port, name, partitions)
+    create_topic(running.bootstrap, name, partitions)
     print(f"created topic {name} ({partitions} partitions) on {running.bootstrap}")
     return 0
 
