@@ -52,6 +52,14 @@ from operators.windows import GateSettings
 
 _DAY_S = 86_400.0
 _ENV_PREFIX = "STREAMREC_KAFKA_"
+#: The Kafka fields the environment overrides (where and as whom to connect).
+_ENVIRONMENT_FIELDS = (
+    "brokers",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+)
 
 
 class ConfigError(Exception):
@@ -95,7 +103,8 @@ def _above(bound: float) -> dict[str, Range]:
 
 @dataclass(frozen=True)
 class KafkaConnection:
-    """How to reach the Kafka cluster (every ``STREAMREC_KAFKA_<FIELD>`` overrides a field)."""
+    """How to reach the Kafka cluster (``STREAMREC_KAFKA_<FIELD>`` overrides each of the
+    fields in :data:`_ENVIRONMENT_FIELDS`)."""
 
     brokers: tuple[str, ...] = field(default=("localhost:9092",), metadata={_NON_EMPTY: True})
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -104,6 +113,11 @@ class KafkaConnection:
     sasl_password: str | None = field(default=None, repr=False)
     #: Any other librdkafka properties, passed through as they are.
     extra: dict[str, str] = field(default_factory=dict)
+    #: ``streamrec run`` creates the topics that are missing (the output topic compacted)
+    #: instead of stopping with the command that creates them.
+    create_topics: bool = False
+    #: Partitions of the topics ``create_topics`` creates.
+    topic_partitions: int = field(default=3, metadata=_at_least(1))
 
     def client_config(self) -> dict[str, str]:
         """librdkafka properties for consumers and producers (brokers excluded)."""
@@ -310,7 +324,7 @@ def _with_environment(config: Config, environ: Mapping[str, str]) -> Config:
     hints = typing.get_type_hints(KafkaConnection)
     for spec in dataclasses.fields(KafkaConnection):
         variable = _ENV_PREFIX + spec.name.upper()
-        if spec.name == "extra" or variable not in environ:
+        if spec.name not in _ENVIRONMENT_FIELDS or variable not in environ:
             continue
         raw: Any = environ[variable]
         if spec.name == "brokers":
