@@ -8,8 +8,8 @@ exports it whenever ``/metrics`` is scraped. Bytewax's own API server (``streamr
 
 The totals are the sink's snapshot, so after a restart from the recovery store the counters
 continue where they were from the first batch on (Bytewax builds the sink when its first item
-arrives; until then they read 0, which Prometheus takes for a counter reset). Only the process holding the accounting partition exports them; every process
-serves Bytewax's step metrics.
+arrives; until then they read 0, which Prometheus takes for a counter reset). Only the process
+holding the accounting partition exports them; every process serves Bytewax's step metrics.
 
 >>> from prometheus_client import CollectorRegistry, generate_latest
 >>> registry = CollectorRegistry()
