@@ -11,10 +11,24 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from operators.config import Config
 
 
 class UsageError(Exception):
     """A problem the user can fix (bad path, bad config, bad option); printed without traceback."""
+
+
+def load_config_or_stop(path: Path) -> Config:
+    """The config at ``path``, or a :class:`UsageError` with its one-line problem."""
+    from operators.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -34,8 +34,8 @@ from typing import Any, TextIO
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from dataflows.cli import UsageError
-from operators.config import Config, ConfigError, KafkaTopic, load_config
+from dataflows.cli import UsageError, load_config_or_stop
+from operators.config import Config, KafkaTopic
 
 #: How long to wait for the broker's metadata and for each poll.
 METADATA_TIMEOUT_S = 10.0
@@ -196,10 +196,7 @@ def _show(update: Update, as_json: bool, out: TextIO) -> None:
 def main(args: argparse.Namespace) -> int:
     from dataflows.recommend import DEFAULT_CONFIG
 
-    try:
-        config = load_config(Path(args.config or DEFAULT_CONFIG))
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    config = load_config_or_stop(Path(args.config or DEFAULT_CONFIG))
     reader = TopicReader(config, output_topic(config))
     try:
         latest = tail(reader, args.user, args.follow, args.json, sys.stdout)

@@ -56,8 +56,8 @@ from types import FrameType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dataflows.cli import UsageError
-from operators.config import Config, ConfigError, KafkaInput, KafkaTopic, load_config
+from dataflows.cli import UsageError, load_config_or_stop
+from operators.config import Config, KafkaInput, KafkaTopic
 
 #: Where the dataflow lives, as ``bytewax.run`` imports it.
 FLOW = "dataflows.recommend:flow"
@@ -364,20 +364,13 @@ def _wait_until_served(
         time.sleep(0.2)
 
 
-def _load(config_path: Path) -> Config:
-    try:
-        return load_config(config_path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
-
-
 def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
     """Check the options and config and work out the Bytewax command line (no side effects)."""
     from dataflows.recommend import CONFIG_ENV, DEFAULT_CONFIG, WARM_START_ENV, WORKERS_ENV
 
     # The flow reads the same file (DEFAULT_CONFIG is relative to the working directory).
     config_path = Path(args.config or DEFAULT_CONFIG).resolve()
-    config = _load(config_path)
+    config = load_config_or_stop(config_path)
     if args.workers_per_process < 1:
         raise UsageError(f"-w must be at least 1, got {args.workers_per_process}")
     cluster = resolve_cluster(args.process_id, args.addresses, args.processes)
