@@ -11,10 +11,24 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from operators.config import Config
 
 
 class UsageError(Exception):
     """A problem the user can fix (bad path, bad config, bad option); printed without traceback."""
+
+
+def load_config_or_stop(path: Path) -> Config:
+    """The config at ``path``, or a :class:`UsageError` with its one-line problem."""
+    from operators.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -73,6 +87,12 @@ def _run(args: argparse.Namespace) -> int:
     from dataflows import run
 
     return run.main(args)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from dataflows import consume
+
+    return consume.main(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -175,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--metrics-port", type=int, default=3030, help="Prometheus /metrics port (0: off)"
     )
+
+    sub = command("tail", _tail, "Print the newest list of each user from the output topic.")
+    sub.add_argument("-c", "--config", help="YAML config (default: deploy/config.yaml)")
+    sub.add_argument("--user", help="only this user's lists")
+    sub.add_argument(
+        "-f", "--follow", action="store_true", help="then print each new list until Ctrl-C"
+    )
+    sub.add_argument("--json", action="store_true", help="one JSON object per line")
 
     sub = command("bench", _bench, "Measure throughput, latency, memory and recovery cost.")
     sub.add_argument("--quick", action="store_true", help="smaller inputs: under 2 minutes")

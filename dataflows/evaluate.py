@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -229,38 +230,76 @@ _LINE_STYLES: dict[str, dict[str, object]] = {
 }
 
 
-def _plot(plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, path: Path) -> None:
-    """One line per report, with its table label, and the legend beside the axes."""
+#: A curve is broken where consecutive points are further apart than this many times their
+#: median spacing (a shop closed for the holidays, a pause in a stream).
+_GAP_FACTOR = 5.0
+
+
+def _broken_at_gaps(
+    moments: list[datetime], rates: list[float]
+) -> tuple[list[datetime], list[float]]:
+    """The points with a NaN inserted into each long gap, which matplotlib leaves undrawn.
+
+    >>> day = [datetime(2010, 12, d, tzinfo=UTC) for d in (1, 2, 3, 4, 20)]
+    >>> _broken_at_gaps(day, [0.1, 0.2, 0.3, 0.4, 0.5])[1]
+    [0.1, 0.2, 0.3, 0.4, nan, 0.5]
+    """
+    if len(moments) < 3:
+        return moments, rates
+    steps = sorted(later - earlier for earlier, later in itertools.pairwise(moments))
+    limit = steps[len(steps) // 2] * _GAP_FACTOR
+    xs, ys = [moments[0]], [rates[0]]
+    for earlier, later, rate in zip(moments, moments[1:], rates[1:], strict=False):
+        if later - earlier > limit:
+            xs.append(earlier + (later - earlier) / 2)
+            ys.append(float("nan"))
+        xs.append(later)
+        ys.append(rate)
+    return xs, ys
+
+
+def _plot(
+    plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, events: Path, path: Path
+) -> None:
+    """One line per report, labelled with its overall HR@k, legend beside the axes, best first
+    within each section; a curve is broken where no target came for long (the points would
+    otherwise join across the gap as if it had been measured)."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import PercentFormatter
 
     figure, axes = plt.subplots(figsize=(11, 5), layout="constrained")
+    first = last = None
     for section, reports in sections.items():
         if section == "covisitation_grid":
             continue
-        for name, report in reports.items():
+        for name, report in sorted(reports.items(), key=lambda named: -named[1].hr):
             moments = [datetime.fromtimestamp(ts / 1000, UTC) for ts, _ in report.curve]
+            rates = [rate for _, rate in report.curve]
+            if moments:
+                first = moments[0] if first is None else min(first, moments[0])
+                last = moments[-1] if last is None else max(last, moments[-1])
             axes.plot(
-                moments,
-                [rate for _, rate in report.curve],
-                label=_label(section, name),
+                *_broken_at_gaps(moments, rates),
+                label=f"{_label(section, name)}  ({report.hr:.2%})",
                 marker="." if len(report.curve) < 30 else None,
                 **_LINE_STYLES[section],
             )
+    targets = next(iter(sections["streamrec"].values())).targets
     axes.set_title(
-        f"Prequential HR@{k} over time\n"
-        f"share of the last {CURVE.window:,} targets in the top {k}, "
-        f"one point per {CURVE.every:,} targets",
+        f"HR@{k} over event time: {events.name}, {targets:,} targets\n"
+        f"share of each model's last {CURVE.window:,} targets in its top {k}, one point per "
+        f"{CURVE.every:,} targets",
         loc="left",
     )
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    axes.set_xlabel("event time (UTC)")
-    axes.set_ylabel(f"HR@{k} (% of targets)")
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=False))
+    span = "" if first is None else f", {first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    axes.set_xlabel(f"event time (UTC{span})")
+    axes.set_ylabel(f"HR@{k}, sliding window")
     axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     axes.set_ylim(bottom=0)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="model")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title=f"model  (HR@{k})")
     axes.grid(alpha=0.3)
     try:
         figure.savefig(path, dpi=120)
@@ -404,5 +443,5 @@ def main(args: argparse.Namespace) -> int:
         if variant is not None:
             print(f"baselines/covisitation is the best of its grid: {variant}")
     if plt is not None:
-        _plot(plt, sections, args.k, Path(args.plot))
+        _plot(plt, sections, args.k, Path(args.events), Path(args.plot))
     return 0

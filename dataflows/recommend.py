@@ -254,9 +254,13 @@ def build_flow(
 def __getattr__(name: str) -> Dataflow:
     """``flow`` is built on first access, so importing this module has no side effects."""
     if name == "flow":
+        from dataflows.metrics import JobMetrics
+
         warm = os.environ.get(WARM_START_ENV)
+        config = load_config(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))
         return build_flow(
-            load_config(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)),
+            config,
+            report=JobMetrics.live(config),
             workers=int(os.environ.get(WORKERS_ENV, "1")),
             warm=None if not warm else WarmStart.read(Path(warm)),
         )

@@ -1,10 +1,17 @@
 """``streamrec run``: the Kafka-to-Kafka job under ``python -m bytewax.run``, recovery on.
 
 This is a thin launcher. It checks what a user can get wrong (config, cluster options, the
-recovery store) and reports it in one line, creates the recovery partitions on the first start,
-then replaces itself (``exec``) with ``python -m bytewax.run dataflows.recommend:flow`` so that
-signals and the exit code are Bytewax's own. The dataflow reads the config from the
-``STREAMREC_CONFIG`` environment variable, which this launcher sets to the file it checked.
+recovery store, the Kafka topics) and reports it in one line, creates the recovery partitions on
+the first start (and the topics when ``kafka.create_topics`` allows it), then runs ``python -m
+bytewax.run dataflows.recommend:flow`` as its child. The dataflow reads the config from the
+``STREAMREC_CONFIG`` environment variable, which this launcher sets to the file it checked, and
+logs one "ready" line once it is built and resumed.
+
+SIGINT and SIGTERM stop the job: the launcher passes SIGINT on to Bytewax, which stops at once;
+the next start resumes from the last snapshot in the recovery store (delivery is at-least-once).
+Bytewax reports that stop as a panic with exit 1; the launcher keeps it to itself, logs one
+"stopped" line and exits 0. Any other end of the child is passed through with its exit code.
+The child dies with the launcher (``kill -9`` of the launcher is ``kill -9`` of the job).
 
 A cluster is ``-i`` (this process) plus ``-a`` (every process, this one included). In a
 Kubernetes StatefulSet ``-i`` may be the pod name, whose ordinal suffix is the process id, and
@@ -31,19 +38,26 @@ partition when it resumes.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
+import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-from dataflows.cli import UsageError
-from operators.config import Config, ConfigError, load_config
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from dataflows.cli import UsageError, load_config_or_stop
+from operators.config import Config, KafkaInput, KafkaTopic
 
 #: Where the dataflow lives, as ``bytewax.run`` imports it.
 FLOW = "dataflows.recommend:flow"
@@ -55,6 +69,11 @@ DEFAULT_RECOVERY_DIR = "streamrec-recovery"
 #: How long a cluster process waits for its own address to resolve (a StatefulSet pod's DNS
 #: record appears shortly after the pod starts; timely binds to that name and fails without it).
 DNS_WAIT_S = 120.0
+#: How long the launcher waits for the Kafka cluster to answer, and for created topics to serve.
+KAFKA_WAIT_S = 10.0
+#: What Bytewax prints when a signal stops it (a panic the launcher does not pass on).
+_SIGNAL_STOP_MARKS = ("signal received", "KeyboardInterrupt")
+_PR_SET_PDEATHSIG = 1
 
 _ORDINAL = re.compile(r"(?:^|-)(\d+)$")
 _PARTITION_FILE = re.compile(r"^part-(\d+)\.sqlite3$")
@@ -86,12 +105,13 @@ class Recovery:
 
 @dataclass(frozen=True)
 class Launch:
-    """The exact command and environment ``main`` executes."""
+    """The exact command and environment ``main`` runs."""
 
     argv: list[str]
     env: dict[str, str]
     recovery: Recovery | None
     cluster: Cluster | None
+    config: Config
 
 
 def process_index(value: str) -> int:
@@ -270,11 +290,97 @@ def wait_for_address(address: str, timeout_s: float) -> None:
             time.sleep(1.0)
 
 
-def _load(config_path: Path) -> Config:
+def kafka_topics(config: Config) -> dict[str, str]:
+    """The job's Kafka topics by role (input, output, dead letters), in that order."""
+    endpoints = {"input": config.input, "output": config.output, "dead letters": config.dead_letter}
+    return {
+        role: endpoint.topic
+        for role, endpoint in endpoints.items()
+        if isinstance(endpoint, KafkaInput | KafkaTopic)
+    }
+
+
+def missing_topics_message(config: Config, missing: dict[str, str]) -> str:
+    """One line naming the missing topics and the commands that create them.
+
+    >>> print(missing_topics_message(Config(), {"input": "streamrec.events"}))
+    Kafka at localhost:9092 has no topic streamrec.events (input); create it with \
+kafka-topics.sh --bootstrap-server localhost:9092 --create --topic NAME (the local broker: \
+python3 deploy/kafka/local_kafka.py topic NAME), or set kafka.create_topics: true
+    """
+    brokers = ",".join(config.kafka.brokers)
+    names = ", ".join(f"{topic} ({role})" for role, topic in missing.items())
+    plural = "s" if len(missing) > 1 else ""
+    return (
+        f"Kafka at {brokers} has no topic{plural} {names}; create {'them' if plural else 'it'} "
+        f"with kafka-topics.sh --bootstrap-server {brokers} --create --topic NAME (the local "
+        "broker: python3 deploy/kafka/local_kafka.py topic NAME), or set kafka.create_topics: true"
+    )
+
+
+def ensure_topics(config: Config, timeout_s: float = KAFKA_WAIT_S) -> list[str]:
+    """Check that the job's topics exist; create the missing ones when the config allows it
+    (the output topic compacted, so it keeps the newest list per user). Returns those created.
+
+    Bytewax would otherwise fail inside the dataflow with a long panic."""
+    topics = kafka_topics(config)
+    if not topics:
+        return []
+    brokers = ",".join(config.kafka.brokers)
+    # log_level 0: an unreachable broker is this one line, not librdkafka's retry log.
+    settings = {"bootstrap.servers": brokers, "log_level": 0, **config.kafka.client_config()}
+    admin = AdminClient(settings)
     try:
-        return load_config(config_path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as error:
+        raise UsageError(
+            f"cannot reach Kafka at {brokers} ({error.args[0].str()}); start it (the local "
+            "broker: python3 deploy/kafka/local_kafka.py start) or set kafka.brokers "
+            "or $STREAMREC_KAFKA_BROKERS"
+        ) from None
+    missing = {role: topic for role, topic in topics.items() if topic not in existing}
+    if not missing:
+        return []
+    if not config.kafka.create_topics:
+        raise UsageError(missing_topics_message(config, missing))
+    # replication_factor -1: the broker's default.replication.factor.
+    new = [
+        NewTopic(
+            topic,
+            config.kafka.topic_partitions,
+            -1,
+            config={"cleanup.policy": "compact" if role == "output" else "delete"},
+        )
+        for role, topic in missing.items()
+    ]
+    for topic, future in admin.create_topics(new, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as error:
+            raise UsageError(f"cannot create Kafka topic {topic}: {error.args[0].str()}") from None
+    _wait_until_served(admin, list(missing.values()), config.kafka.topic_partitions, timeout_s)
+    return list(missing.values())
+
+
+def _wait_until_served(
+    admin: AdminClient, topics: list[str], partitions: int, timeout_s: float
+) -> None:
+    """Block until every partition of ``topics`` has a leader (Bytewax lists them at start)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        served = [
+            topic in metadata
+            and metadata[topic].error is None
+            and len(metadata[topic].partitions) == partitions
+            and all(part.leader >= 0 for part in metadata[topic].partitions.values())
+            for topic in topics
+        ]
+        if all(served):
+            return
+        if time.monotonic() >= deadline:
+            raise UsageError(f"created topics {', '.join(topics)} have no leader yet; start again")
+        time.sleep(0.2)
 
 
 def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
@@ -283,7 +389,7 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
 
     # The flow reads the same file (DEFAULT_CONFIG is relative to the working directory).
     config_path = Path(args.config or DEFAULT_CONFIG).resolve()
-    config = _load(config_path)
+    config = load_config_or_stop(config_path)
     if args.workers_per_process < 1:
         raise UsageError(f"-w must be at least 1, got {args.workers_per_process}")
     cluster = resolve_cluster(args.process_id, args.addresses, args.processes)
@@ -353,7 +459,7 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
         "BYTEWAX_HOSTFILE_PATH",
     ):
         env.pop(name, None)
-    return Launch(argv, env, recovery, cluster)
+    return Launch(argv, env, recovery, cluster, config)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -366,13 +472,66 @@ def main(args: argparse.Namespace) -> int:
             launch.recovery.directory, launch.recovery.partitions, launch.cluster
         )
         if created:
-            print(
+            _log(
                 f"created recovery partitions {created} of {launch.recovery.partitions} "
-                f"in {launch.recovery.directory}",
-                file=sys.stderr,
+                f"in {launch.recovery.directory}"
             )
+    created_topics = ensure_topics(launch.config)
+    if created_topics:
+        _log(f"created Kafka topics {', '.join(created_topics)}")
     if launch.cluster is not None:
         wait_for_address(launch.cluster.addresses[launch.cluster.process_id], DNS_WAIT_S)
-    sys.stderr.flush()
-    os.execve(launch.argv[0], launch.argv, launch.env)
-    return 0  # not reached: exec replaces this process
+    if args.metrics_port:
+        _log(f"metrics at http://0.0.0.0:{args.metrics_port}/metrics")
+    return supervise(launch)
+
+
+def _log(line: str) -> None:
+    print(f"streamrec run: {line}", file=sys.stderr, flush=True)
+
+
+def _die_with_launcher() -> None:
+    """In the child: get SIGKILL when the launcher dies, however it dies (Linux)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def supervise(launch: Launch) -> int:
+    """Run the dataflow as a child; SIGINT or SIGTERM stop it and end with exit 0."""
+    child = subprocess.Popen(
+        launch.argv,
+        env=launch.env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        # Ctrl-C reaches the launcher alone, which passes it on exactly once.
+        start_new_session=True,
+        preexec_fn=_die_with_launcher if sys.platform == "linux" else None,
+    )
+    stop_signal: list[str] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        if not stop_signal:
+            stop_signal.append(signal.Signals(signum).name)
+            child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    held: list[str] = []
+    assert child.stderr is not None
+    for raw in child.stderr:
+        line = raw.decode(errors="replace")
+        if stop_signal:
+            held.append(line)
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    code = child.wait()
+    if stop_signal and (code == 0 or any(m in line for line in held for m in _SIGNAL_STOP_MARKS)):
+        resume = (
+            f"the next start resumes from the last snapshot in {launch.recovery.directory}"
+            if launch.recovery is not None
+            else "no recovery: the next start reads from input.kafka.starting_offset"
+        )
+        _log(f"stopped on {stop_signal[0]}; {resume}")
+        return 0
+    sys.stderr.writelines(held)
+    return code

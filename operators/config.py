@@ -3,8 +3,10 @@
 Every key has a default (``deploy/config.yaml`` documents them all and equals the defaults), so a
 file only names what it changes. Sections are built from dataclass fields by name, the
 ``engine:`` section included, so a new field of :class:`~operators.engine_config.EngineConfig`
-is a new config key with no change here. Unknown keys and values of the wrong type are refused
-when the job starts, with a :class:`ConfigError` that names the key and the fix.
+is a new config key with no change here. Unknown keys, values of the wrong type and values out
+of range are refused when the job starts, with a :class:`ConfigError` that names the key and
+what is allowed. The ranges of the ``engine`` section live here (:data:`ENGINE_RANGES`), beside
+the others, and every numeric engine field must have one.
 
 ``input``, ``output`` and ``dead_letter`` name exactly one kind of endpoint (``kafka`` or
 ``file``); ``output`` and ``dead_letter`` may also be null (counted, not written). The Kafka
@@ -22,7 +24,12 @@ environment overrides it so secrets need not be in the file: ``STREAMREC_KAFKA_B
 ...     print(error)
 config.yaml: unknown key "window.lenght_s" (did you mean "length_s"?)
 >>> config_from_mapping({"input": {"file": {"path": "e.jsonl"}}}).input
-FileEndpoint(path='e.jsonl')
+FileEndpoint(path='e.jsonl', batch_size=1000)
+>>> try:
+...     config_from_mapping({"engine": {"link_half_life_ms": 0}}, source="config.yaml")
+... except ConfigError as error:
+...     print(error)
+config.yaml: "engine.link_half_life_ms" must be above 0, got 0
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -44,27 +52,72 @@ from operators.windows import GateSettings
 
 _DAY_S = 86_400.0
 _ENV_PREFIX = "STREAMREC_KAFKA_"
+#: The Kafka fields the environment overrides (where and as whom to connect).
+_ENVIRONMENT_FIELDS = (
+    "brokers",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+)
 
 
 class ConfigError(Exception):
     """A configuration problem, described in one line that names the key and the fix."""
 
 
-def _at_least(minimum: float) -> dict[str, float]:
-    return {"min": minimum}
+#: Kafka's own rule for topic names.
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a number (of each item of a list or mapping): at least ``minimum``,
+    or strictly above ``above``."""
+
+    minimum: float | None = None
+    above: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with ``value``, or None."""
+        if self.minimum is not None and value < self.minimum:
+            return f"must be at least {self.minimum:g}"
+        if self.above is not None and value <= self.above:
+            return f"must be above {self.above:g}"
+        return None
+
+
+#: Field metadata keys: a :class:`Range`; a Kafka topic name; a list that must not be empty.
+_RANGE = "range"
+_TOPIC = "topic"
+_NON_EMPTY = "non_empty"
+
+
+def _at_least(minimum: float) -> dict[str, Range]:
+    return {_RANGE: Range(minimum=minimum)}
+
+
+def _above(bound: float) -> dict[str, Range]:
+    return {_RANGE: Range(above=bound)}
 
 
 @dataclass(frozen=True)
 class KafkaConnection:
-    """How to reach the Kafka cluster (every ``STREAMREC_KAFKA_<FIELD>`` overrides a field)."""
+    """How to reach the Kafka cluster (``STREAMREC_KAFKA_<FIELD>`` overrides each of the
+    fields in :data:`_ENVIRONMENT_FIELDS`)."""
 
-    brokers: tuple[str, ...] = ("localhost:9092",)
+    brokers: tuple[str, ...] = field(default=("localhost:9092",), metadata={_NON_EMPTY: True})
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     #: Any other librdkafka properties, passed through as they are.
     extra: dict[str, str] = field(default_factory=dict)
+    #: ``streamrec run`` creates the topics that are missing (the output topic compacted)
+    #: instead of stopping with the command that creates them.
+    create_topics: bool = False
+    #: Partitions of the topics ``create_topics`` creates.
+    topic_partitions: int = field(default=3, metadata=_at_least(1))
 
     def client_config(self) -> dict[str, str]:
         """librdkafka properties for consumers and producers (brokers excluded)."""
@@ -84,7 +137,7 @@ class KafkaInput:
     """Consume one topic (every partition). Offsets live in the recovery snapshots."""
 
     KIND: ClassVar[str] = "kafka"
-    topic: str = "streamrec.events"
+    topic: str = field(default="streamrec.events", metadata={_TOPIC: True})
     #: Where a job without recovery state starts reading.
     starting_offset: Literal["earliest", "latest"] = "earliest"
     #: Keep waiting for new messages at the end of the topic (false: stop there, for tests).
@@ -97,7 +150,7 @@ class KafkaTopic:
     """Produce to one topic."""
 
     KIND: ClassVar[str] = "kafka"
-    topic: str
+    topic: str = field(metadata={_TOPIC: True})
 
 
 @dataclass(frozen=True)
@@ -117,7 +170,7 @@ class WindowConfig:
 
     length_s: float = field(default=1.0, metadata=_at_least(0))
     allowed_lateness_s: float = field(default=3600.0, metadata=_at_least(0))
-    close_after_idle_s: float | None = field(default=60.0, metadata=_at_least(0.001))
+    close_after_idle_s: float | None = field(default=60.0, metadata=_above(0))
 
 
 @dataclass(frozen=True)
@@ -132,7 +185,7 @@ class StateConfig:
     """Processing-time expiry of idle users in the live job (null keeps them). Items expire in
     event time inside the model replicas (``engine.item_idle_ms``)."""
 
-    user_idle_expire_s: float | None = field(default=30 * _DAY_S, metadata=_at_least(0.001))
+    user_idle_expire_s: float | None = field(default=30 * _DAY_S, metadata=_above(0))
 
 
 @dataclass(frozen=True)
@@ -186,6 +239,58 @@ class Config:
         )
 
 
+_POSITIVE = Range(above=0)
+_COUNT = Range(minimum=1)
+_NON_NEGATIVE = Range(minimum=0)
+
+#: The allowed values of every numeric ``engine`` key (of each value of ``type_weights``).
+#: Half-lives and spreads divide, so they must be above 0; caps, sizes and refresh periods
+#: count something, so they are at least 1.
+ENGINE_RANGES: dict[str, Range] = {
+    "history_cap": _COUNT,
+    "seen_cap": _NON_NEGATIVE,
+    "link_recent": _COUNT,
+    "query_recent": _COUNT,
+    "neighbours": _COUNT,
+    "reply_neighbours": _COUNT,
+    "reply_refresh": _COUNT,
+    "link_half_life_ms": _POSITIVE,
+    "link_gap_half_life_ms": _POSITIVE,
+    "pop_short_half_life_ms": _POSITIVE,
+    "pop_long_half_life_ms": _POSITIVE,
+    "trending": _COUNT,
+    "trend_top": _NON_NEGATIVE,
+    "trend_refresh": _COUNT,
+    "similar": _NON_NEGATIVE,
+    "recency_half_life_ms": _POSITIVE,
+    "recency_half_life_items": _POSITIVE,
+    "dimensions": _COUNT,
+    "embedding_rate": _POSITIVE,
+    "negatives": _COUNT,
+    "seed": _NON_NEGATIVE,
+    "candidates": _COUNT,
+    "k": _COUNT,
+    "learning_rate": _POSITIVE,
+    "open_lists": _COUNT,
+    "item_idle_ms": _POSITIVE,
+    "sweep_every": _COUNT,
+    "rating_spread": _POSITIVE,
+    "type_weights": _NON_NEGATIVE,
+}
+
+#: Engine keys that must not exceed another: (key, its bound).
+ENGINE_BOUNDS: tuple[tuple[str, str], ...] = (("k", "candidates"), ("trend_top", "trending"))
+
+
+def _check_engine(engine: EngineConfig, source: str) -> None:
+    for name, bound in ENGINE_BOUNDS:
+        value, limit = getattr(engine, name), getattr(engine, bound)
+        if value > limit:
+            raise ConfigError(
+                f'{source}: "engine.{name}" must be at most "engine.{bound}" ({limit}), got {value}'
+            )
+
+
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (the defaults when None) and apply the environment's Kafka overrides."""
     data: Any = {}
@@ -207,8 +312,11 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
 
 def config_from_mapping(data: Any, source: str = "config") -> Config:
-    """Build a :class:`Config` from decoded YAML, refusing unknown keys and wrong types."""
-    return _build(Config, data, source, "")
+    """Build a :class:`Config` from decoded YAML, refusing unknown keys, wrong types and values
+    out of range."""
+    config = _build(Config, data, source, "")
+    _check_engine(config.engine, source)
+    return config
 
 
 def _with_environment(config: Config, environ: Mapping[str, str]) -> Config:
@@ -216,7 +324,7 @@ def _with_environment(config: Config, environ: Mapping[str, str]) -> Config:
     hints = typing.get_type_hints(KafkaConnection)
     for spec in dataclasses.fields(KafkaConnection):
         variable = _ENV_PREFIX + spec.name.upper()
-        if spec.name == "extra" or variable not in environ:
+        if spec.name not in _ENVIRONMENT_FIELDS or variable not in environ:
             continue
         raw: Any = environ[variable]
         if spec.name == "brokers":
@@ -237,12 +345,14 @@ def _build(cls: type, data: Any, source: str, path: str) -> Any:
         raise ConfigError(f"{source}: {where} must be a mapping of keys, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     specs = {spec.name: spec for spec in dataclasses.fields(cls) if spec.init}
+    ranges = ENGINE_RANGES if cls is EngineConfig else {}
     values: dict[str, Any] = {}
     for name, raw in data.items():
         key = _key(path, str(name))
         if name not in specs:
             raise ConfigError(f'{source}: unknown key "{key}" ({_suggest(str(name), specs)})')
-        values[name] = _convert(hints[name], raw, source, key, specs[name].metadata)
+        metadata = {_RANGE: ranges[name]} if name in ranges else specs[name].metadata
+        values[name] = _convert(hints[name], raw, source, key, metadata)
     for name, spec in specs.items():
         no_default = spec.default is dataclasses.MISSING
         if name not in values and no_default and spec.default_factory is dataclasses.MISSING:
@@ -296,13 +406,16 @@ def _convert(kind: Any, raw: Any, source: str, key: str, metadata: Mapping[str, 
     if origin is tuple:
         if not isinstance(raw, list):
             raise ConfigError(f"{prefix}{label} must be a list, got {_show(raw)}")
+        if not raw and metadata.get(_NON_EMPTY):
+            raise ConfigError(f"{prefix}{label} must list at least one value")
         return tuple(_convert(args[0], item, source, key, {}) for item in raw)
     if origin is dict:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{prefix}{label} must be a mapping, got {_show(raw)}")
+        # A mapping's range applies to each of its values.
         return {
             _convert(args[0], name, source, key, {}): _convert(
-                args[1], value, source, f"{key}.{name}", {}
+                args[1], value, source, f"{key}.{name}", metadata
             )
             for name, value in raw.items()
         }
@@ -312,9 +425,15 @@ def _convert(kind: Any, raw: Any, source: str, key: str, metadata: Mapping[str, 
         raise ConfigError(
             f"{prefix}{label} must be {expected.get(kind, 'a string')}, got {_show(raw)}"
         )
-    minimum = metadata.get("min")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{prefix}{label} must be at least {minimum:g}, got {_show(raw)}")
+    allowed: Range | None = metadata.get(_RANGE)
+    problem = None if allowed is None else allowed.problem(value)
+    if problem is not None:
+        raise ConfigError(f"{prefix}{label} {problem}, got {_show(raw)}")
+    if metadata.get(_TOPIC) and not _TOPIC_NAME.match(value):
+        raise ConfigError(
+            f"{prefix}{label} must be a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -), "
+            f"got {_show(raw)}"
+        )
     return value
 
 

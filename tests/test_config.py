@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dataflows import cli
 from operators.config import (
+    ENGINE_RANGES,
     Config,
     ConfigError,
     FileEndpoint,
@@ -95,6 +97,89 @@ def test_invalid_values_name_the_key_and_what_is_expected() -> None:
     assert '"kafka.brokers" must be a list' in error_of({"kafka": {"brokers": "a:9092"}})
     assert '"dedupe" must be a mapping' in error_of({"dedupe": [1]})
     assert '"input" must not be null' in error_of({"input": None})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"engine": {"shards": 0}}, 'unknown key "engine.shards" (known keys: history_cap, '),
+        ({"engine": {"link_half_life_ms": 0}}, '"engine.link_half_life_ms" must be above 0, got 0'),
+        ({"engine": {"learning_rate": -0.1}}, '"engine.learning_rate" must be above 0, got -0.1'),
+        ({"engine": {"k": 0}}, '"engine.k" must be at least 1, got 0'),
+        ({"engine": {"sweep_every": 0}}, '"engine.sweep_every" must be at least 1, got 0'),
+        ({"engine": {"rating_spread": 0.0}}, '"engine.rating_spread" must be above 0, got 0.0'),
+        ({"engine": {"dimensions": -4}}, '"engine.dimensions" must be at least 1, got -4'),
+        (
+            {"engine": {"type_weights": {"view": -1}}},
+            '"engine.type_weights.view" must be at least 0, got -1',
+        ),
+        (
+            {"engine": {"k": 20, "candidates": 10}},
+            '"engine.k" must be at most "engine.candidates" (10), got 20',
+        ),
+        (
+            {"engine": {"trend_top": 300}},
+            '"engine.trend_top" must be at most "engine.trending" (200), got 300',
+        ),
+        ({"window": {"close_after_idle_s": 0}}, '"window.close_after_idle_s" must be above 0'),
+        ({"recovery": {"snapshot_interval_s": 0}}, '"recovery.snapshot_interval_s" must be at'),
+        ({"limits": {"max_message_bytes": -5}}, '"limits.max_message_bytes" must be at least 1'),
+        ({"kafka": {"brokers": []}}, '"kafka.brokers" must list at least one value'),
+        (
+            {"output": {"kafka": {"topic": "my topic"}}},
+            '"output.kafka.topic" must be a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -), '
+            "got 'my topic'",
+        ),
+        ({"input": {"kafka": {"topic": ""}}}, '"input.kafka.topic" must be a Kafka topic name'),
+        ({"input": {"kafka": {"batch_size": "many"}}}, "must be a whole number, got 'many'"),
+    ],
+)
+def test_values_out_of_range_are_one_line_naming_the_key_and_what_is_allowed(
+    data: dict, message: str
+) -> None:
+    assert message in error_of(data)
+
+
+def test_every_numeric_engine_key_has_a_range() -> None:
+    numeric = {
+        spec.name
+        for spec in dataclasses.fields(EngineConfig)
+        if isinstance(getattr(EngineConfig(), spec.name), int | float | dict)
+        and not isinstance(getattr(EngineConfig(), spec.name), bool)
+    }
+    assert numeric == set(ENGINE_RANGES)
+    # The defaults are inside their own ranges.
+    config_from_mapping({"engine": dataclasses.asdict(EngineConfig())})
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "message"),
+    [
+        ("run", "engine:\n  shards: 0\n", 'unknown key "engine.shards"'),
+        ("run", "engine:\n  pop_short_half_life_ms: 0\n", "must be above 0"),
+        ("replay", "engine:\n  learning_rate: -1\n", '"engine.learning_rate" must be above 0'),
+        ("evaluate", "engine: {k: 50, candidates: 20}\n", '"engine.k" must be at most'),
+        ("pretrain", "window:\n  length_s: -1\n", '"window.length_s" must be at least 0'),
+    ],
+)
+def test_bad_configs_stop_every_command_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, text: str, message: str
+) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text, encoding="utf-8")
+    events = tmp_path / "events.jsonl"
+    events.write_text("", encoding="utf-8")
+    argv = {
+        "run": ["run", "-c", str(config)],
+        "replay": ["replay", str(events), "-c", str(config)],
+        "evaluate": ["evaluate", str(events), "-c", str(config)],
+        "pretrain": ["pretrain", str(events), "--out", str(tmp_path / "warm"), "-c", str(config)],
+    }[command]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith(f"streamrec {command}: {config}: ")
+    assert message in error
 
 
 def test_endpoints_name_exactly_one_kind() -> None:

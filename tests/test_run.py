@@ -1,21 +1,33 @@
-"""``streamrec run``: option checks, the Bytewax command line, and the recovery store."""
+"""``streamrec run``: option checks, the Bytewax command line, the recovery store, and against
+the local Kafka: the topics, the ready line, the metrics and a clean Ctrl-C."""
 
 from __future__ import annotations
 
 import doctest
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+from kafka_job import event, free_ports, produce, start_job, stop, tail, write_config
 
 from dataflows import cli, run
 from dataflows.cli import UsageError
+from operators.config import Config, config_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_700_000_000_000
+#: Longest wait for the live job to say ready or to count what it was sent.
+WAIT_S = 120.0
 # What the installed ``streamrec`` console script does.
 _ENTRY_POINT = "import sys; from dataflows.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -211,3 +223,109 @@ def test_a_taken_metrics_port_is_reported_before_bytewax_starts() -> None:
 def test_an_unresolvable_own_address_is_reported() -> None:
     with pytest.raises(UsageError, match="did not resolve"):
         run.wait_for_address("no-such-host.invalid:2101", timeout_s=0)
+
+
+def _kafka_config(bootstrap: str, prefix: str, **kafka: object) -> Config:
+    return config_from_mapping(
+        {
+            "kafka": {"brokers": [bootstrap], **kafka},
+            "input": {"kafka": {"topic": f"{prefix}.events"}},
+            "output": {"kafka": {"topic": f"{prefix}.recs"}},
+            "dead_letter": {"kafka": {"topic": f"{prefix}.dead"}},
+        }
+    )
+
+
+def test_missing_topics_are_named_in_one_line_or_created_when_allowed(
+    kafka_bootstrap: str,
+) -> None:
+    prefix = f"missing-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(UsageError) as refused:
+        run.ensure_topics(_kafka_config(kafka_bootstrap, prefix))
+    message = str(refused.value)
+    assert "\n" not in message
+    for topic in (f"{prefix}.events (input)", f"{prefix}.recs (output)", f"{prefix}.dead"):
+        assert topic in message
+    assert "kafka-topics.sh" in message
+    assert "kafka.create_topics: true" in message
+
+    config = _kafka_config(kafka_bootstrap, prefix, create_topics=True, topic_partitions=2)
+    created = run.ensure_topics(config)
+    assert created == [f"{prefix}.events", f"{prefix}.recs", f"{prefix}.dead"]
+    assert run.ensure_topics(config) == [], "existing topics are left alone"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    assert all(len(topics[topic].partitions) == 2 for topic in created)
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in created]
+    policies = {
+        resource.name: future.result(timeout=10)["cleanup.policy"].value
+        for resource, future in admin.describe_configs(resources).items()
+    }
+    assert policies == {
+        f"{prefix}.events": "delete",
+        f"{prefix}.recs": "compact",
+        f"{prefix}.dead": "delete",
+    }
+
+
+def test_an_unreachable_broker_is_one_line() -> None:
+    (port,) = free_ports(1)
+    with pytest.raises(UsageError, match=rf"^cannot reach Kafka at 127.0.0.1:{port} \("):
+        run.ensure_topics(_kafka_config(f"127.0.0.1:{port}", "nowhere"), timeout_s=1)
+
+
+def test_the_live_job_says_ready_exports_its_counts_and_stops_cleanly_on_ctrl_c(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    prefix = f"live-{uuid.uuid4().hex[:8]}"
+    config = write_config(
+        tmp_path / "config.yaml",
+        kafka_bootstrap,
+        f"{prefix}.events",
+        f"{prefix}.recs",
+        f"{prefix}.dead",
+        tail=True,
+        overrides={"kafka": {"create_topics": True, "topic_partitions": 1}},
+    )
+    log = tmp_path / "job.log"
+    (port,) = free_ports(1)
+    job = start_job(
+        config, log, "--recovery-dir", str(tmp_path / "rec"), "--metrics-port", str(port)
+    )
+    try:
+        _wait(lambda: "streamrec run: ready: reading topic" in log.read_text(), job, log, "ready")
+        alice = [event("alice", "lamp", T0), event("alice", "shade", T0 + 60_000)]
+        produce(kafka_bootstrap, f"{prefix}.events", [*alice, b"not json"])
+        wanted = {
+            "streamrec_events_in_total": 3.0,
+            'streamrec_events_total{outcome="processed"}': 2.0,
+            'streamrec_events_total{outcome="dead_lettered"}': 1.0,
+            "streamrec_lists_out_total": 1.0,
+            "streamrec_events_pending": 0.0,
+        }
+        _wait(lambda: _scrape(port, wanted) == wanted, job, log, f"the metrics {wanted}")
+        job.send_signal(signal.SIGINT)
+        assert job.wait(timeout=60) == 0, tail(log)
+    finally:
+        stop(job)
+    text = log.read_text()
+    assert "panicked" not in text and "Traceback" not in text, text
+    assert text.rstrip().splitlines()[-1].startswith("streamrec run: stopped on SIGINT; ")
+
+
+def _scrape(port: int, names: dict[str, float]) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+    except OSError:
+        return {}
+    samples = dict(line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+    return {name: float(samples[name]) for name in names if name in samples}
+
+
+def _wait(done: Callable[[], bool], job: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not done():
+        assert job.poll() is None, f"the job ended before {what}:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"no {what} in {WAIT_S:.0f} s:\n{tail(log)}"
+        time.sleep(0.2)
