@@ -388,7 +388,6 @@ def test_prod_reaches_kafka_over_tls_with_the_strimzi_ca_and_only_the_brokers(
     ]
     (peer,) = kafka_rule["to"]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kafka"}
-    assert config.recovery.backup_interval_s > 0
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
