@@ -4,11 +4,13 @@ downstream service would."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +107,16 @@ def _user_key(value: bytes) -> bytes | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return user.encode() if isinstance(user, str) else None
+
+
+def committed_epoch(directory: Path) -> int:
+    """The newest epoch Bytewax has committed to every partition it wrote (0: none yet)."""
+    newest = 0
+    for path in directory.glob("part-*.sqlite3"):
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            (epoch,) = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()
+        newest = max(newest, epoch or 0)
+    return newest
 
 
 def write_file_config(path: Path, events: Path, out: Path, dead: Path) -> Path:

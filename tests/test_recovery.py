@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 import orjson
 from kafka_job import (
     GroupReader,
     Record,
+    committed_epoch,
     free_ports,
     produce,
     start_job,
@@ -58,16 +57,6 @@ def _stream(count: int, seed: int = 11) -> list[bytes]:
     return events
 
 
-def _committed_epoch(directory: Path) -> int:
-    """The newest epoch Bytewax has committed to every partition it wrote (0: none yet)."""
-    newest = 0
-    for path in directory.glob("part-*.sqlite3"):
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
-            (epoch,) = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()
-        newest = max(newest, epoch or 0)
-    return newest
-
-
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -97,7 +86,7 @@ def _kill_mid_stream_and_restart(
     try:
         _wait(
             lambda: (
-                min(map(_committed_epoch, stores)) >= 2
+                min(map(committed_epoch, stores)) >= 2
                 or any(job.poll() is not None for job, _ in jobs)
             ),
             RUN_TIMEOUT_S,
