@@ -131,9 +131,8 @@ def _kafka_dead(error: KafkaError[bytes | None, bytes | None]) -> DeadLetter:
 def _input(flow: Dataflow, config: Config) -> tuple[Stream[Raw], Stream[DeadLetter] | None]:
     """The raw input, and the consumer errors of a Kafka input as dead letters."""
     source = config.input
-    if isinstance(source, FileEndpoint):
+    if not isinstance(source, KafkaInput):
         return op.input("input", flow, JsonLinesSource(Path(source.path), source.batch_size)), None
-    assert isinstance(source, KafkaInput)
     kafka = kop.input(
         "input",
         flow,

@@ -94,5 +94,7 @@ class EngineConfig:
         against the user's ``mean`` rating so far (None: no rating yet)."""
         weight = self.type_weights.get(event_type, 1.0)
         if event_type == "rating" and value is not None and mean is not None:
-            return weight * 2.0 ** ((value - mean) / self.rating_spread)
+            # Clamped so that no rating outweighs ~a billion events (nor overflows a float).
+            exponent = min(max((value - mean) / self.rating_spread, -30.0), 30.0)
+            return weight * 2.0**exponent
         return weight
