@@ -106,7 +106,7 @@ def test_train_learns_on_the_list_from_before_the_events_own_observation() -> No
     expected = Ranker(CONFIG)
     gathered = gather(before, train.history, train.seen, CONFIG)
     column = [before.ids[row] for row in gathered.rows].index("jam")
-    kept = feature_matrix(before, gathered, CONFIG).astype(np.float32)
+    kept = feature_matrix(before, gathered, CONFIG).astype(np.float16).astype(np.float64)
     expected.learn(kept, column)
     assert served.ranker.snapshot()[:4] == expected.snapshot()[:4]
     # A later new item of the same window trains on that same list.
