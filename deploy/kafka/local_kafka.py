@@ -304,6 +304,8 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout: float 
         future.result(timeout=timeout)
     except KafkaException as error:
         raise LocalKafkaError(f"creating topic {name} failed: {error.args[0].str()}") from None
+    except TimeoutError:
+        raise LocalKafkaError(f"creating topic {name}: no answer from {bootstrap}") from None
     deadline = time.monotonic() + timeout
     while True:
         topic = admin.list_topics(name, timeout=timeout).topics[name]

@@ -142,7 +142,7 @@ def new_topics(kafka: local_kafka.LocalKafka, name: str) -> Topics:
     tag = uuid.uuid4().hex[:6]
     topics = Topics(f"bench-{name}-{tag}", f"bench-{name}-{tag}-out", f"bench-{name}-{tag}-dead")
     for topic in (topics.events, topics.out, topics.dead):
-        local_kafka.create_topic(kafka.broker_port, topic)
+        local_kafka.create_topic(kafka.bootstrap, topic)
     return topics
 
 
@@ -160,10 +160,7 @@ def live_job(
     """``streamrec run`` with the default config but for ``overrides``, recovery on, ready
     (it answered a first message), with a consumer of its output."""
     scratch.mkdir(parents=True)
-    state = {
-        "user_idle_expire_s": DEFAULTS.state.user_idle_expire_s,
-        "item_idle_expire_s": DEFAULTS.state.item_idle_expire_s,
-    }
+    state = {"user_idle_expire_s": DEFAULTS.state.user_idle_expire_s}
     config = write_config(
         scratch / "config.yaml",
         kafka.bootstrap,

@@ -183,7 +183,7 @@ def _kafka_parts(
 
     def idle_users() -> None:
         shared = kafka_e2e.new_topics(kafka, "idle")
-        expiring = {"state": {"user_idle_expire_s": 2.0, "item_idle_expire_s": 2.0}}
+        expiring = {"state": {"user_idle_expire_s": 2.0}}
         kept = kafka_e2e.new_topics(kafka, "idle-kept")
         with (
             kafka_e2e.live_job(kafka, shared, scratch / "idle", expiring) as (expiry, _),
