@@ -26,7 +26,9 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from subprocess import Popen
 
 import local_kafka
 import orjson
@@ -149,8 +151,11 @@ def _check_nothing_lost(
     )
 
 
-def _job(tmp_path: Path, bootstrap: str, events: str, out: str, dead: str) -> tuple[Path, Path]:
-    """The job's config (live, every event its own window) and its log."""
+@contextmanager
+def _running_job(
+    tmp_path: Path, bootstrap: str, events: str, out: str, dead: str
+) -> Iterator[tuple[Popen[bytes], Path]]:
+    """The live job (every event its own window) with recovery on, and its log; stopped after."""
     config = write_config(
         tmp_path / "config.yaml",
         bootstrap,
@@ -161,7 +166,12 @@ def _job(tmp_path: Path, bootstrap: str, events: str, out: str, dead: str) -> tu
         batch_size=100,
         overrides={"window": {"length_s": 0}},
     )
-    return config, tmp_path / "job.log"
+    log = tmp_path / "job.log"
+    job = start_job(config, log, "--recovery-dir", str(tmp_path / "store"), "--metrics-port", "0")
+    try:
+        yield job, log
+    finally:
+        stop(job)
 
 
 def test_a_mixed_stream_over_three_partitions_is_processed_or_dead_lettered_exactly(
@@ -170,14 +180,12 @@ def test_a_mixed_stream_over_three_partitions_is_processed_or_dead_lettered_exac
     events, out, dead = kafka_topic(partitions=3), kafka_topic(), kafka_topic()
     stream = Stream(seed=1)
     _produce(kafka_bootstrap, events, stream.take(3000))
-    config, log = _job(tmp_path, kafka_bootstrap, events, out, dead)
-    job = start_job(config, log, "--recovery-dir", str(tmp_path / "store"), "--metrics-port", "0")
     lists, letters = GroupReader(kafka_bootstrap, out), GroupReader(kafka_bootstrap, dead)
     try:
-        _check_nothing_lost(stream, lists, letters)
-        assert job.poll() is None, f"the job stopped:\n{tail(log)}"
+        with _running_job(tmp_path, kafka_bootstrap, events, out, dead) as (job, log):
+            _check_nothing_lost(stream, lists, letters)
+            assert job.poll() is None, f"the job stopped:\n{tail(log)}"
     finally:
-        stop(job)
         lists.close()
         letters.close()
 
@@ -205,24 +213,22 @@ def test_the_broker_stopped_for_20_s_mid_stream_and_restarted_loses_nothing(
     local_kafka.create_topic(bootstrap, dead)
     stream = Stream(seed=2)
     _produce(bootstrap, events, stream.take(3000))
-    config, log = _job(tmp_path, bootstrap, events, out, dead)
-    job = start_job(config, log, "--recovery-dir", str(tmp_path / "store"), "--metrics-port", "0")
     lists, letters = GroupReader(bootstrap, out), GroupReader(bootstrap, dead)
     try:
-        lists.read_until(lambda records: len(records) >= 50, TIMEOUT_S, "the first lists")
-        print(f"\nbroker stopped with {len(lists.records)} of {stream.valid} lists read")
-        own_broker.halt()
-        stopped = time.monotonic()
-        while time.monotonic() - stopped < OUTAGE_S:
-            time.sleep(1.0)
-            assert job.poll() is None, f"the job stopped with the broker:\n{tail(log)}"
-        own_broker.resume()
-        # More input after the outage: the job must be consuming again, not only flushing.
-        _produce(bootstrap, events, stream.take(1000))
-        _check_nothing_lost(stream, lists, letters)
-        assert job.poll() is None, f"the job stopped:\n{tail(log)}"
+        with _running_job(tmp_path, bootstrap, events, out, dead) as (job, log):
+            lists.read_until(lambda records: len(records) >= 50, TIMEOUT_S, "the first lists")
+            print(f"\nbroker stopped with {len(lists.records)} of {stream.valid} lists read")
+            own_broker.halt()
+            stopped = time.monotonic()
+            while time.monotonic() - stopped < OUTAGE_S:
+                time.sleep(1.0)
+                assert job.poll() is None, f"the job stopped with the broker:\n{tail(log)}"
+            own_broker.resume()
+            # More input after the outage: the job must be consuming again, not only flushing.
+            _produce(bootstrap, events, stream.take(1000))
+            _check_nothing_lost(stream, lists, letters)
+            assert job.poll() is None, f"the job stopped:\n{tail(log)}"
     finally:
-        stop(job)
         lists.close()
         letters.close()
 
@@ -233,27 +239,25 @@ def test_an_output_topic_deleted_for_20_s_and_recreated_makes_the_job_wait_and_l
     events, out, dead = kafka_topic(partitions=3), kafka_topic(), kafka_topic()
     stream = Stream(seed=3)
     _produce(kafka_bootstrap, events, stream.take(500))
-    config, log = _job(tmp_path, kafka_bootstrap, events, out, dead)
-    job = start_job(config, log, "--recovery-dir", str(tmp_path / "store"), "--metrics-port", "0")
     before, letters = GroupReader(kafka_bootstrap, out), GroupReader(kafka_bootstrap, dead)
     after = None
     try:
-        before.read_until(
-            lambda records: len(_lists(records)) >= stream.valid, TIMEOUT_S, "the first lists"
-        )
-        before.close()
-        local_kafka.delete_topic(kafka_bootstrap, out)
-        _produce(kafka_bootstrap, events, stream.take(500))
-        time.sleep(OUTAGE_S)
-        assert job.poll() is None, f"the job stopped without its output topic:\n{tail(log)}"
-        local_kafka.create_topic(kafka_bootstrap, out)
-        after = GroupReader(kafka_bootstrap, out)
-        # The deleted topic took its lists with it: they were read before.
-        _check_nothing_lost(stream, after, letters, earlier=before.records)
-        assert after.records, "no list was held back while the topic was missing"
-        assert job.poll() is None, f"the job stopped:\n{tail(log)}"
+        with _running_job(tmp_path, kafka_bootstrap, events, out, dead) as (job, log):
+            before.read_until(
+                lambda records: len(_lists(records)) >= stream.valid, TIMEOUT_S, "the first lists"
+            )
+            before.close()
+            local_kafka.delete_topic(kafka_bootstrap, out)
+            _produce(kafka_bootstrap, events, stream.take(500))
+            time.sleep(OUTAGE_S)
+            assert job.poll() is None, f"the job stopped without its output topic:\n{tail(log)}"
+            local_kafka.create_topic(kafka_bootstrap, out)
+            after = GroupReader(kafka_bootstrap, out)
+            # The deleted topic took its lists with it: they were read before.
+            _check_nothing_lost(stream, after, letters, earlier=before.records)
+            assert after.records, "no list was held back while the topic was missing"
+            assert job.poll() is None, f"the job stopped:\n{tail(log)}"
     finally:
-        stop(job)
         letters.close()
         if after is not None:
             after.close()
