@@ -74,9 +74,19 @@ class Job:
             )
 
     def rss_bytes(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        (kilobytes,) = re.findall(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        return int(kilobytes) * 1024
+        """RSS of the job's whole process tree (``streamrec run`` supervises Bytewax as a child)."""
+        total, pids = 0, [self.process.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except FileNotFoundError:  # ended between the two reads
+                continue
+            (kilobytes,) = re.findall(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+            total += int(kilobytes) * 1024
+            pids.extend(int(child) for child in children)
+        return total
 
     def metric_sums(self) -> dict[str, float]:
         """Every Prometheus sample of the job, summed over its labels."""
