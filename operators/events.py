@@ -90,6 +90,9 @@ class Event:
 
 
 def _clip(text: str) -> str:
+    """``text`` shortened for a one-line reason (control characters escaped)."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."
 
 
