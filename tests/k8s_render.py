@@ -44,9 +44,10 @@ def kustomize() -> Path:
     if go is None:
         raise KustomizeError(
             f"kustomize {KUSTOMIZE_VERSION} is not in {binary.parent} and there is no `go` "
-            "to install it with: install Go 1.22 or newer"
+            "to install it with: install Go (1.21 or newer fetches the toolchain it needs)"
         )
-    env = {**os.environ, "GOBIN": str(binary.parent), "GOTOOLCHAIN": "local", "GOFLAGS": ""}
+    # GOTOOLCHAIN=auto: an older Go fetches the toolchain kustomize's go.mod asks for.
+    env = {**os.environ, "GOBIN": str(binary.parent), "GOTOOLCHAIN": "auto", "GOFLAGS": ""}
     command = [go, "install", f"{KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION}"]
     try:
         result = subprocess.run(
