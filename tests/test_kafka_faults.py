@@ -26,7 +26,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from subprocess import Popen
 
@@ -180,14 +180,13 @@ def test_a_mixed_stream_over_three_partitions_is_processed_or_dead_lettered_exac
     events, out, dead = kafka_topic(partitions=3), kafka_topic(), kafka_topic()
     stream = Stream(seed=1)
     _produce(kafka_bootstrap, events, stream.take(3000))
-    lists, letters = GroupReader(kafka_bootstrap, out), GroupReader(kafka_bootstrap, dead)
-    try:
-        with _running_job(tmp_path, kafka_bootstrap, events, out, dead) as (job, log):
-            _check_nothing_lost(stream, lists, letters)
-            assert job.poll() is None, f"the job stopped:\n{tail(log)}"
-    finally:
-        lists.close()
-        letters.close()
+    with (
+        closing(GroupReader(kafka_bootstrap, out)) as lists,
+        closing(GroupReader(kafka_bootstrap, dead)) as letters,
+        _running_job(tmp_path, kafka_bootstrap, events, out, dead) as (job, log),
+    ):
+        _check_nothing_lost(stream, lists, letters)
+        assert job.poll() is None, f"the job stopped:\n{tail(log)}"
 
 
 @pytest.fixture
@@ -213,24 +212,23 @@ def test_the_broker_stopped_for_20_s_mid_stream_and_restarted_loses_nothing(
     local_kafka.create_topic(bootstrap, dead)
     stream = Stream(seed=2)
     _produce(bootstrap, events, stream.take(3000))
-    lists, letters = GroupReader(bootstrap, out), GroupReader(bootstrap, dead)
-    try:
-        with _running_job(tmp_path, bootstrap, events, out, dead) as (job, log):
-            lists.read_until(lambda records: len(records) >= 50, TIMEOUT_S, "the first lists")
-            print(f"\nbroker stopped with {len(lists.records)} of {stream.valid} lists read")
-            own_broker.halt()
-            stopped = time.monotonic()
-            while time.monotonic() - stopped < OUTAGE_S:
-                time.sleep(1.0)
-                assert job.poll() is None, f"the job stopped with the broker:\n{tail(log)}"
-            own_broker.resume()
-            # More input after the outage: the job must be consuming again, not only flushing.
-            _produce(bootstrap, events, stream.take(1000))
-            _check_nothing_lost(stream, lists, letters)
-            assert job.poll() is None, f"the job stopped:\n{tail(log)}"
-    finally:
-        lists.close()
-        letters.close()
+    with (
+        closing(GroupReader(bootstrap, out)) as lists,
+        closing(GroupReader(bootstrap, dead)) as letters,
+        _running_job(tmp_path, bootstrap, events, out, dead) as (job, log),
+    ):
+        lists.read_until(lambda records: len(records) >= 50, TIMEOUT_S, "the first lists")
+        print(f"\nbroker stopped with {len(lists.records)} of {stream.valid} lists read")
+        own_broker.halt()
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < OUTAGE_S:
+            time.sleep(1.0)
+            assert job.poll() is None, f"the job stopped with the broker:\n{tail(log)}"
+        own_broker.resume()
+        # More input after the outage: the job must be consuming again, not only flushing.
+        _produce(bootstrap, events, stream.take(1000))
+        _check_nothing_lost(stream, lists, letters)
+        assert job.poll() is None, f"the job stopped:\n{tail(log)}"
 
 
 def test_an_output_topic_deleted_for_20_s_and_recreated_makes_the_job_wait_and_loses_nothing(
