@@ -1,8 +1,9 @@
 """Bytewax sources and sinks for local files and the job's accounting.
 
 * :class:`JsonLinesSource` reads a JSON Lines file (``.gz`` too) or a directory of them as
-  :class:`~operators.intake.Raw` messages (file and line number kept for dead letters). One
-  partition, so the input order is the file order; its resume state is the count of lines read.
+  :class:`~operators.intake.Raw` messages (file and line number kept for dead letters), in one
+  partition per worker that holds its workers' users' lines in file order; a partition's resume
+  state is the count of lines it has passed.
 * :class:`JsonLinesSink` writes one record per line to one file. It flushes (and fsyncs) only
   when Bytewax snapshots, not per batch, and on resume truncates back to the snapshotted length,
   so with recovery the file holds every record exactly once.
@@ -23,28 +24,41 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from typing_extensions import override
 
+from dataflows.routing import worker_of
+from operators.events import user_key
 from operators.intake import Origin, Raw
 from operators.jsonl import Line, numbered_lines
 from operators.tally import Tally
 
 
 class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
-    def __init__(self, path: Path, batch_size: int, skip: int) -> None:
+    """The lines of users whose keys live on worker ``part`` of ``parts``; its resume state is
+    the count of the file's lines it has passed (its own and the other partitions')."""
+
+    def __init__(self, path: Path, batch_size: int, part: int, parts: int, skip: int) -> None:
         self._read = skip
         self._batch_size = batch_size
+        self._part = part
+        self._parts = parts
         lines = enumerate(numbered_lines(path))
         self._lines: Iterator[tuple[int, Line]] = islice(lines, skip, None)
 
+    def _mine(self, seq: int, raw: bytes) -> bool:
+        user = user_key(raw)
+        owner = seq % self._parts if user is None else worker_of(user, self._parts)
+        return owner == self._part
+
     @override
     def next_batch(self) -> list[Raw]:
-        batch = [
-            Raw(seq, Origin(str(line.path), line.number), line.raw)
-            for seq, line in islice(self._lines, self._batch_size)
-        ]
-        if not batch:
+        chunk = list(islice(self._lines, self._batch_size))
+        if not chunk:
             raise StopIteration
-        self._read += len(batch)
-        return batch
+        self._read += len(chunk)
+        return [
+            Raw(seq, Origin(str(line.path), line.number), line.raw)
+            for seq, line in chunk
+            if self._parts == 1 or self._mine(seq, line.raw)
+        ]
 
     @override
     def snapshot(self) -> int:
@@ -52,21 +66,31 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
 
 
 class JsonLinesSource(FixedPartitionedSource[Raw, int]):
-    """Read a JSON Lines file or directory (in name order) as one partition."""
+    """Read a JSON Lines file or directory (in name order) as ``parts`` partitions, one per
+    worker: each reads the whole file and keeps the lines of the users whose keys Bytewax puts
+    on its worker (unreadable lines are shared out by line number), so every worker parses its
+    own users' events, in file order. One partition reads every line."""
 
-    def __init__(self, path: Path, batch_size: int = 1000) -> None:
+    def __init__(self, path: Path, batch_size: int = 1000, parts: int = 1) -> None:
         self._path = Path(path)
         self._batch_size = batch_size
+        self._parts = parts
 
     @override
     def list_parts(self) -> list[str]:
-        return ["events"]
+        if self._parts == 1:
+            return ["events"]
+        # Bytewax makes worker N the primary of the N-th partition name in sorted order.
+        return [f"events-{part:04d}-of-{self._parts:04d}" for part in range(self._parts)]
 
     @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _JsonLinesPartition:
-        return _JsonLinesPartition(self._path, self._batch_size, resume_state or 0)
+        part = 0 if self._parts == 1 else int(for_part.split("-")[1])
+        return _JsonLinesPartition(
+            self._path, self._batch_size, part, self._parts, resume_state or 0
+        )
 
 
 class _JsonLinesSinkPartition(StatefulSinkPartition[bytes, int]):

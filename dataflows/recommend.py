@@ -7,15 +7,19 @@ recorded file with ``streamrec replay``. Tests and tools call :func:`build_flow`
 Steps::
 
     input (Kafka | JSON Lines) -> admit (parse, validate) -------------------> dead letter
-      -> key by user -> user step [UserGate + UserState] ---------------------> dead letter
+      -> one packet per worker -> unpack by user -> user step [UserGate + UserState] -> dead letter
            |-- Observation -> every replica key --.
            '-- Train / Label / Serve / ForgetUser -+-> replica step [ModelReplica] -> output
                -> the user's replica key ---------'   (one key per worker)
 
 Item knowledge is replicated: each worker holds one :class:`~operators.replica.ModelReplica`
 (``dataflows.routing`` picks one key per worker) that learns every event's observation and
-serves the users whose keys live on its worker, so an event costs one small message to each
-other worker, a user's own messages never leave its worker, and a list reads only local state.
+serves the users whose keys live on its worker, so a user's own messages never leave its worker
+and a list reads only local state. What crosses between workers is packed: each activation's
+admitted events go to the users' workers as one list per worker (a file input is read by one
+partition per worker that keeps its own users' lines, so nothing crosses there), and its
+observations go to every other replica as one list per replica. A worker thus pickles a few
+lists per batch instead of an object per event.
 Every message carries ``seq``, the input position of the event that caused it, and the replica
 step applies each batch in that order: a one-worker run computes exactly what the sequential
 engine computes, and the lists leave in input order. Each step also counts what it handles into
@@ -44,12 +48,12 @@ from bytewax.operators import KeyedStream
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from dataflows.connectors import JsonLinesSink, JsonLinesSource, TallySink
-from dataflows.routing import replica_keys
-from dataflows.steps import Ranked, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
+from dataflows.routing import replica_keys, replica_of
+from dataflows.steps import Packet, Ranked, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.item_model import Observation
-from operators.messages import ReplicaMessage, Tombstone
+from operators.messages import Tombstone
 from operators.replica import ReplicaSnapshot
 from operators.tally import Tally
 from operators.warm_start import WarmStart
@@ -63,18 +67,29 @@ DEFAULT_CONFIG = "deploy/config.yaml"
 
 
 def _to_replicas(
-    keys: list[str], keyed: tuple[str, UserOutput]
-) -> list[tuple[str, Sequenced[ReplicaMessage]]]:
-    """Observations to every replica, the rest to the user's own (on the user's worker)."""
-    output = keyed[1]
-    own = output.replica
-    routed: list[tuple[str, Sequenced[ReplicaMessage]]] = []
-    for message in output.messages:
-        if isinstance(message, Observation):
-            routed.extend((key, (output.seq, message)) for key in keys)
-        else:
-            routed.append((own, (output.seq, message)))
-    return routed
+    keys: list[str], batch: list[tuple[str, UserOutput | DeadLetter]]
+) -> list[tuple[str, Packet]]:
+    """One packet per replica for the whole batch: every observation goes to every replica,
+    the rest to the user's own (on the user's worker). Packing a batch into one item per replica
+    means a worker pickles one list per activation for each other worker, not one per event."""
+    packets: dict[str, Packet] = {key: [] for key in keys}
+    everyone = list(packets.values())
+    for _user, output in batch:
+        if not isinstance(output, UserOutput):
+            continue
+        seq = output.seq
+        own = packets[output.replica]
+        for message in output.messages:
+            if isinstance(message, Observation):
+                for packet in everyone:
+                    packet.append((seq, message))
+            else:
+                own.append((seq, message))
+    return [(key, packet) for key, packet in packets.items() if packet]
+
+
+def _dead_letter_of(keyed: tuple[str, UserOutput | DeadLetter]) -> DeadLetter | None:
+    return keyed[1] if isinstance(keyed[1], DeadLetter) else None
 
 
 def _count_user_outputs(batch: list[tuple[str, UserOutput | DeadLetter]]) -> list[Tally]:
@@ -128,11 +143,15 @@ def _kafka_dead(error: KafkaError[bytes | None, bytes | None]) -> DeadLetter:
     return DeadLetter(f"Kafka error: {error.err.str()}", origin, message.value)
 
 
-def _input(flow: Dataflow, config: Config) -> tuple[Stream[Raw], Stream[DeadLetter] | None]:
-    """The raw input, and the consumer errors of a Kafka input as dead letters."""
+def _input(
+    flow: Dataflow, config: Config, workers: int
+) -> tuple[Stream[Raw], Stream[DeadLetter] | None]:
+    """The raw input (a file: one partition per worker), and the consumer errors of a Kafka
+    input as dead letters."""
     source = config.input
     if not isinstance(source, KafkaInput):
-        return op.input("input", flow, JsonLinesSource(Path(source.path), source.batch_size)), None
+        lines = JsonLinesSource(Path(source.path), source.batch_size, parts=workers)
+        return op.input("input", flow, lines), None
     kafka = kop.input(
         "input",
         flow,
@@ -144,6 +163,19 @@ def _input(flow: Dataflow, config: Config) -> tuple[Stream[Raw], Stream[DeadLett
         batch_size=source.batch_size,
     )
     return op.map("kafka_raw", kafka.oks, _kafka_raw), op.map("kafka_dead", kafka.errs, _kafka_dead)
+
+
+def _by_worker(replicas: list[str], batch: list[Admitted]) -> list[tuple[str, list[Admitted]]]:
+    """The batch's events in one packet per worker, keyed by the worker's replica key: one
+    pickled list per worker and activation crosses to the worker holding the users' keys."""
+    packets: dict[str, list[Admitted]] = {}
+    for admitted in batch:
+        packets.setdefault(replica_of(admitted.event.user_id, replicas), []).append(admitted)
+    return list(packets.items())
+
+
+def _unpack(_state: None, packet: list[Admitted]) -> tuple[None, list[tuple[str, Admitted]]]:
+    return None, [(admitted.event.user_id, admitted) for admitted in packet]
 
 
 def _write(
@@ -194,7 +226,7 @@ def build_flow(
             return ReplicaLogic(engine, warm.replica(engine))
         return ReplicaLogic(engine, resume)
 
-    raw, input_errors = _input(flow, config)
+    raw, input_errors = _input(flow, config, workers)
     arrivals: list[Stream[Any]] = [raw] if input_errors is None else [raw, input_errors]
     tallies = [
         op.flat_map_batch(f"count_in_{number}", stream, partial(_count, "events_in"))
@@ -210,17 +242,18 @@ def build_flow(
         ),
     )
     valid = op.branch("valid", admitted, lambda x: isinstance(x, Admitted))
-    by_user = op.key_on("by_user", cast(Stream[Admitted], valid.trues), lambda a: a.event.user_id)
+    packets = op.flat_map_batch(
+        "to_user_workers", cast(Stream[Admitted], valid.trues), partial(_by_worker, replicas)
+    )
+    by_user = op.map("by_user", op.stateful_flat_map("unpack", packets, _unpack), itemgetter(1))
     user_out = op.stateful_batch(
         "user",
         by_user,
         lambda resume: UserLogic(engine, gate_settings, timers, resume, warm_users, replicas),
     )
-    user_split = op.branch("user_split", user_out, lambda kv: isinstance(kv[1], UserOutput))
-    outputs = cast(KeyedStream[UserOutput], user_split.trues)
     tallies.append(op.flat_map_batch("count_user", user_out, _count_user_outputs))
 
-    to_replicas = op.flat_map("to_replicas", outputs, partial(_to_replicas, replicas))
+    to_replicas = op.flat_map_batch("to_replicas", user_out, partial(_to_replicas, replicas))
     ranked = op.flat_map_batch(
         "in_input_order", op.stateful_batch("replica", to_replicas, replica_logic), _in_input_order
     )
@@ -228,7 +261,7 @@ def build_flow(
     _write("output", ranked, config.output, config, kafka_message, file_line)
 
     dead: list[Stream[DeadLetter]] = [
-        op.map("user_dead", cast(Stream[Any], user_split.falses), itemgetter(1)),
+        op.filter_map("user_dead", user_out, _dead_letter_of),
         cast(Stream[DeadLetter], valid.falses),
     ]
     if input_errors is not None:

@@ -39,6 +39,8 @@ EOF_SEQ = 1 << 62
 M = TypeVar("M")
 #: A message with the input position of the event that caused it.
 Sequenced = tuple[int, M]
+#: What one worker's user step sends one replica per activation, in input order.
+Packet = list[Sequenced[ReplicaMessage]]
 #: What the replica step emits.
 Ranked = Recommendation | Tombstone
 
@@ -178,9 +180,7 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         return self.gate.snapshot(), state, touched
 
 
-class ReplicaLogic(
-    StatefulBatchLogic[Sequenced[ReplicaMessage], Sequenced[Ranked], ReplicaSnapshot]
-):
+class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked], ReplicaSnapshot]):
     """One model replica: applies its messages in input order and emits the lists it serves."""
 
     def __init__(self, engine: EngineConfig, resume: ReplicaSnapshot | ModelReplica | None) -> None:
@@ -191,14 +191,13 @@ class ReplicaLogic(
         else:
             self.replica = ModelReplica.restore(resume, engine)
 
-    def on_batch(
-        self, values: list[Sequenced[ReplicaMessage]]
-    ) -> tuple[Iterable[Sequenced[Ranked]], bool]:
-        values.sort(key=itemgetter(0))
+    def on_batch(self, values: list[Packet]) -> tuple[Iterable[Sequenced[Ranked]], bool]:
+        messages = [entry for packet in values for entry in packet]
+        messages.sort(key=itemgetter(0))
         replica = self.replica
         out = [
             (seq, ranked)
-            for seq, message in values
+            for seq, message in messages
             if (ranked := replica.on_message(message)) is not None
         ]
         return out, False

@@ -207,6 +207,23 @@ def event_from_record(record: Any, known_types: frozenset[str] | None = None) ->
         return Rejected(str(error))
 
 
+def user_key(raw: bytes) -> str | None:
+    """The user id a message names, read without validating the rest (None when it names
+    none): enough to route a message to its user's worker before it is parsed there.
+
+    >>> user_key(b'{"user_id": 42, "type": "view"}'), user_key(b"not json")
+    ('42', None)
+    """
+    if len(raw) > DEFAULT_MAX_BYTES:
+        return None
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    user = record.get("user_id") if isinstance(record, dict) else None
+    return str(user) if isinstance(user, str | int) and not isinstance(user, bool) else None
+
+
 def parse_event(
     raw: bytes,
     known_types: frozenset[str] | None = None,

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from dataflows.connectors import JsonLinesSink, JsonLinesSource, TallySink
+from dataflows.routing import worker_of
 from operators.intake import Origin
 from operators.tally import Tally
 
 
-def read_all(source: JsonLinesSource, resume: int | None = None) -> list:
-    partition = source.build_part("input", "events", resume)
+def read_all(source: JsonLinesSource, resume: int | None = None, part: str = "events") -> list:
+    partition = source.build_part("input", part, resume)
     out = []
     with pytest.raises(StopIteration):
         while True:
@@ -48,6 +49,34 @@ def test_source_resumes_after_the_last_line_read(tmp_path: Path) -> None:
     assert resume == 2
     rest = read_all(JsonLinesSource(path), resume)
     assert [raw.seq for raw in rest] == [2, 3, 4]
+
+
+def test_partitions_share_the_lines_out_by_the_users_worker_in_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    users = [f"u{n % 7}" for n in range(40)]
+    lines = [b'{"user_id": "%s", "n": %d}' % (user.encode(), n) for n, user in enumerate(users)]
+    path.write_bytes(b"\n".join([*lines, b"not json", b'{"n": 41}']) + b"\n")
+    source = JsonLinesSource(path, batch_size=3, parts=2)
+    parts = source.list_parts()
+    assert parts == sorted(parts) and len(parts) == 2
+    shares = [read_all(source, part=part) for part in parts]
+    assert sorted(raw.seq for share in shares for raw in share) == list(range(42))
+    for worker, share in enumerate(shares):
+        assert [raw.seq for raw in share] == sorted(raw.seq for raw in share)
+        mine = {users[raw.seq] for raw in share if raw.seq < 40}
+        assert mine and all(worker_of(user, 2) == worker for user in mine)
+
+
+def test_a_partition_resumes_where_it_left_off(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(b'{"user_id": "u%d"}\n' % (n % 5) for n in range(30)))
+    source = JsonLinesSource(path, batch_size=4, parts=2)
+    part = source.list_parts()[1]
+    whole = read_all(source, part=part)
+    partition = source.build_part("input", part, None)
+    first = partition.next_batch() + partition.next_batch()
+    rest = read_all(source, partition.snapshot(), part)
+    assert [raw.seq for raw in first + rest] == [raw.seq for raw in whole]
 
 
 def test_sink_truncates_to_the_snapshot_on_resume(tmp_path: Path) -> None:

@@ -150,11 +150,12 @@ def test_replica_step_applies_each_batch_in_input_order_whatever_order_it_arrive
     answers = [(seq, expected.on_message(message)) for seq, message in in_order]
     expected_out = [(seq, answer) for seq, answer in answers if answer is not None]
 
-    # Bytewax hands a batch over grouped by where it came from, not in input order: here the
-    # odd events' messages come first (each event's own messages stay in their order).
-    shuffled = sorted(in_order, key=lambda pair: pair[0] % 2 == 0)
+    # Packets from two workers arrive in either order, each in input order: here the odd
+    # events' messages come first (each event's own messages stay in their order).
+    odd = [pair for pair in in_order if pair[0] % 2]
+    even = [pair for pair in in_order if not pair[0] % 2]
     logic = ReplicaLogic(ENGINE, None)
-    out, discard = logic.on_batch(list(shuffled))
+    out, discard = logic.on_batch([odd, even])
     released = list(out)
     assert released == expected_out and not discard
     assert [type(value) for _, value in released] == [Recommendation] * 5 + [Tombstone]
@@ -165,9 +166,9 @@ def test_replica_step_snapshot_resumes_the_same_replica() -> None:
     config = EngineConfig(dimensions=4)
     messages = replica_messages()
     logic = ReplicaLogic(config, None)
-    logic.on_batch(messages[:9])
+    logic.on_batch([messages[:9]])
     restored = ReplicaLogic(config, logic.snapshot())
     later = [(9, Observation("mug", T0 + 10**6, 1.0, True, (("cup", T0, 1.0),)))]
     serve = [(10, Serve("cat", (("cup", T0 + 10**6, 1.0),), ("cup",), 1, T0 + 10**6))]
     for batch in (later, serve):
-        assert restored.on_batch(list(batch))[0] == logic.on_batch(list(batch))[0]
+        assert restored.on_batch([list(batch)])[0] == logic.on_batch([list(batch)])[0]
