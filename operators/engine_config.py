@@ -75,7 +75,7 @@ class EngineConfig:
     #: a listwise softmax loss, starting from the fixed prior; "fixed": the prior alone.
     ranker: Literal["river", "fixed"] = "river"
     #: AdaGrad learning rate of the River ranker.
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     #: Training lists of open windows a replica keeps at most (the oldest is dropped).
     open_lists: int = 10_000
     #: Items with no event for this long are dropped (swept every ``sweep_every`` events).

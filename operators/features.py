@@ -4,10 +4,15 @@ Co-visitation in three normalisations (each history item's links weighted by its
 ``covisitation`` (log of the raw decayed weight), ``conditional`` (divided by the source item's
 own link mass: how often the candidate follows it), ``cosine`` (divided by the geometric mean of
 both items' masses), plus ``last`` (conditional on the newest item alone) and ``spread`` (the
-share of history items linking to it). ``similarity`` is the dot product of the user's interest
-vector with the candidate's output vector. ``popularity``/``popularity_long`` are the log of the
-distinct-user counts at the short and long half-life, ``trend_rank`` the position among the
-trending items.
+share of history items linking to it). ``conditional``, ``cosine`` and ``last`` are shares of
+the list's best (in [0, 1], as co-visitation baselines scale their scores): raw, they are
+heavy-tailed, a few candidates lay tens of standard deviations out and the listwise softmax
+learned to shun them (on the cold-start stream the weight of ``last`` fell from 0.3 to 0.03,
+and HR@10 was 0.131 against 0.137 with shares).
+
+``similarity`` is the dot product of the user's interest vector with the candidate's output
+vector. ``popularity``/``popularity_long`` are the log of the distinct-user counts at the short
+and long half-life, ``trend_rank`` the position among the trending items.
 
 >>> from operators.item_model import ItemModel, Observation
 >>> from operators.candidates import gather
@@ -64,6 +69,9 @@ COVISITATION = frozenset({"covisitation", "conditional", "cosine", "last", "spre
 POPULARITY = frozenset({"popularity", "popularity_long", "trend_rank"})
 
 
+_SHARES = [FEATURES.index(name) for name in ("conditional", "cosine", "last")]
+
+
 def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfig) -> np.ndarray:
     """The (candidates, features) matrix of one list."""
     rows = candidates.rows
@@ -92,4 +100,6 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
         model.long[rows] / model.decay(candidates.ts, config.pop_long_half_life_ms)
     )
     matrix[:, 8] = candidates.trend_rank
+    best = matrix[:, _SHARES].max(axis=0, initial=0.0)
+    matrix[:, _SHARES] /= np.where(best > 0, best, 1.0)
     return matrix
