@@ -117,8 +117,9 @@ class KafkaConnection:
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
-    #: Any other librdkafka properties, passed through as they are.
-    extra: dict[str, str] = field(default_factory=dict)
+    #: Any other librdkafka properties, passed through as they are (left out of the repr: they
+    #: may hold ``ssl.key.password`` and the like).
+    extra: dict[str, str] = field(default_factory=dict, repr=False)
     #: ``streamrec run`` creates the topics that are missing (the output topic compacted)
     #: instead of stopping with the command that creates them.
     create_topics: bool = False
@@ -412,7 +413,13 @@ def _suggest(name: str, known: Mapping[str, Any]) -> str:
     return "known keys: " + ", ".join(known)
 
 
-def _show(raw: Any) -> str:
+#: Keys whose values are never quoted in an error (SASL and SSL passwords, tokens, keys).
+_SECRET_KEY = re.compile(r"password|secret|token|key$", re.IGNORECASE)
+
+
+def _show(raw: Any, key: str = "") -> str:
+    if _SECRET_KEY.search(key):
+        return "a value not shown (a secret)"
     if raw is None:
         return "null"
     if isinstance(raw, Mapping):
@@ -441,19 +448,19 @@ def _convert(kind: Any, raw: Any, source: str, key: str, metadata: Mapping[str, 
     if origin is Literal:
         if raw not in args:
             choices = ", ".join(f'"{arg}"' if isinstance(arg, str) else str(arg) for arg in args)
-            raise ConfigError(f"{prefix}{label} must be one of {choices}, got {_show(raw)}")
+            raise ConfigError(f"{prefix}{label} must be one of {choices}, got {_show(raw, key)}")
         return raw
     if dataclasses.is_dataclass(kind):
         return _build(kind, raw, source, key)  # type: ignore[arg-type]
     if origin is tuple:
         if not isinstance(raw, list):
-            raise ConfigError(f"{prefix}{label} must be a list, got {_show(raw)}")
+            raise ConfigError(f"{prefix}{label} must be a list, got {_show(raw, key)}")
         if not raw and metadata.get(_NON_EMPTY):
             raise ConfigError(f"{prefix}{label} must list at least one value")
         return tuple(_convert(args[0], item, source, key, {}) for item in raw)
     if origin is dict:
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{prefix}{label} must be a mapping, got {_show(raw)}")
+            raise ConfigError(f"{prefix}{label} must be a mapping, got {_show(raw, key)}")
         # A mapping's range applies to each of its values.
         return {
             _convert(args[0], name, source, key, {}): _convert(
@@ -465,16 +472,16 @@ def _convert(kind: Any, raw: Any, source: str, key: str, metadata: Mapping[str, 
     if value is None:
         expected = {bool: "true or false", int: "a whole number", float: "a number"}
         raise ConfigError(
-            f"{prefix}{label} must be {expected.get(kind, 'a string')}, got {_show(raw)}"
+            f"{prefix}{label} must be {expected.get(kind, 'a string')}, got {_show(raw, key)}"
         )
     allowed: Range | None = metadata.get(_RANGE)
     problem = None if allowed is None else allowed.problem(value)
     if problem is not None:
-        raise ConfigError(f"{prefix}{label} {problem}, got {_show(raw)}")
+        raise ConfigError(f"{prefix}{label} {problem}, got {_show(raw, key)}")
     if metadata.get(_TOPIC) and not _TOPIC_NAME.match(value):
         raise ConfigError(
             f"{prefix}{label} must be a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -), "
-            f"got {_show(raw)}"
+            f"got {_show(raw, key)}"
         )
     return value
 
