@@ -7,14 +7,14 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import pytest
+from fake_clock import Clock
 from kafka_job import ENTRY_POINT, ROOT, write_file_config
 
-from dataflows import steps
 from dataflows.steps import Timers, UserLogic, UserOutput
 from operators.config import Config
 from operators.engine_config import EngineConfig
@@ -64,21 +64,6 @@ def test_duplicates_are_applied_once_also_across_a_restart(tmp_path: Path) -> No
     assert len(versions) == len(set(versions)), "no list is served twice"
     # Events a minute apart in 1 s windows: one list per applied event of each user.
     assert len(lists) == 400
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(steps, "_now", fake)
-    return fake
 
 
 def admitted(seq: int, user: str, item: int, ms: int) -> Admitted:

@@ -4,9 +4,9 @@ step's input order."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import pytest
+from fake_clock import START, Clock
 
 from dataflows import steps
 from dataflows.steps import ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
@@ -27,26 +27,10 @@ from operators.user_state import UserState
 from operators.windows import GateSettings
 
 T0 = 1_700_000_000_000
-START = datetime(2026, 1, 1, tzinfo=UTC)
 ENGINE = EngineConfig(dimensions=4)
 LIVE = Timers(timedelta(seconds=60), timedelta(days=30))
 REPLAY = Timers(None, None)
 WINDOW = GateSettings(length_ms=600_000)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(steps, "_now", fake)
-    return fake
 
 
 def admitted(seq: int, item: str | None, minute: int, kind: str = "view") -> Admitted:
