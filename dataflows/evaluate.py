@@ -62,6 +62,7 @@ from operators.evaluation import (
 )
 from operators.events import DEFAULT_MAX_BYTES, Event, Rejected, parse_event
 from operators.jsonl import numbered_lines, read_lines
+from operators.privacy import Pseudonymiser
 from operators.warm_start import WarmStart, WarmStartError
 
 #: Candidates the River baseline ranks per list.
@@ -122,15 +123,21 @@ def best_covisitation(grid: list[Report]) -> tuple[str, Report]:
 
 
 def read_events(
-    path: Path, known_types: frozenset[str], max_bytes: int = DEFAULT_MAX_BYTES
+    path: Path,
+    known_types: frozenset[str],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    users: Pseudonymiser | None = None,
 ) -> tuple[list[Event], int]:
     """The valid events of ``path`` and how many lines were skipped (the first one reported);
-    ``known_types`` and ``max_bytes`` validate as the dataflow does."""
+    ``known_types``, ``max_bytes`` and ``users`` validate and pseudonymise as the dataflow
+    does."""
     events: list[Event] = []
     skipped = 0
     try:
         for line in numbered_lines(path):
             parsed = parse_event(line.raw, known_types, max_bytes)
+            if users is not None and isinstance(parsed, Event):
+                parsed = users.event(parsed)
             if isinstance(parsed, Rejected):
                 if not skipped:
                     print(
@@ -349,7 +356,10 @@ def pretrain(args: argparse.Namespace) -> int:
     are served, as the job would, since serving trains the ranker), then its state saved."""
     config = _config(args.config)
     events, skipped = read_events(
-        Path(args.history), config.known_types(), config.limits.max_message_bytes
+        Path(args.history),
+        config.known_types(),
+        config.limits.max_message_bytes,
+        config.pseudonymiser(),
     )
     if not events:
         raise UsageError(f"{args.history} holds no valid event")
@@ -385,7 +395,10 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(f"no such file or directory: {recs}")
         emitted = read_emitted(read_lines(recs))
     events, skipped = read_events(
-        Path(args.events), config.known_types(), config.limits.max_message_bytes
+        Path(args.events),
+        config.known_types(),
+        config.limits.max_message_bytes,
+        config.pseudonymiser(),
     )
     if skipped:
         print(f"evaluate: skipped {skipped:,} invalid lines", file=sys.stderr)

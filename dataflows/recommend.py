@@ -26,8 +26,11 @@ engine computes, and the lists leave in input order. Each step also counts what 
 one :class:`~operators.tally.Tally` (events in, processed, dead-lettered, late, lists out),
 summed by the accounting sink.
 
-Processing-time timers (``window.close_after_idle_s``, ``state.*_idle_expire_s``) exist only in
-the live job; a replay leaves them off, so its output depends on the events alone.
+Processing-time timers (``window.close_after_idle_s``, ``state.*_idle_expire_s``,
+``privacy.forget_guard_s``) exist only in the live job; a replay leaves them off, so its output
+depends on the events alone. With ``privacy.pseudonymise_users`` the admit step replaces each
+user id by its pseudonym (:mod:`operators.privacy`), so every later step, the output keys and
+the dead letters see only the pseudonym.
 """
 
 from __future__ import annotations
@@ -147,7 +150,8 @@ def _input(
     flow: Dataflow, config: Config, workers: int
 ) -> tuple[Stream[Raw], Stream[DeadLetter] | None]:
     """The raw input (a file: one partition per worker), and the consumer errors of a Kafka
-    input as dead letters."""
+    input as dead letters (without their payload when user ids are pseudonymised: it was not
+    parsed)."""
     source = config.input
     if not isinstance(source, KafkaInput):
         lines = JsonLinesSource(Path(source.path), source.batch_size, parts=workers)
@@ -162,7 +166,10 @@ def _input(
         add_config=config.kafka.client_config(),
         batch_size=source.batch_size,
     )
-    return op.map("kafka_raw", kafka.oks, _kafka_raw), op.map("kafka_dead", kafka.errs, _kafka_dead)
+    errors = op.map("kafka_dead", kafka.errs, _kafka_dead)
+    if config.pseudonymiser() is not None:
+        errors = op.map("kafka_dead_withheld", errors, DeadLetter.withheld)
+    return op.map("kafka_raw", kafka.oks, _kafka_raw), errors
 
 
 def _by_worker(replicas: list[str], batch: list[Admitted]) -> list[tuple[str, list[Admitted]]]:
@@ -239,6 +246,7 @@ def build_flow(
             admit,
             known_types=config.known_types(),
             max_bytes=config.limits.max_message_bytes,
+            users=config.pseudonymiser(),
         ),
     )
     valid = op.branch("valid", admitted, lambda x: isinstance(x, Admitted))

@@ -7,6 +7,10 @@ bytewax.run dataflows.recommend:flow`` as its child. The dataflow reads the conf
 ``STREAMREC_CONFIG`` environment variable, which this launcher sets to the file it checked, and
 logs one "ready" line once it is built and resumed.
 
+Forgotten users leave no trace in the store: the launcher scrubs it (:func:`scrub_store`)
+before the job starts and after it ends, since the store holds the keys of deleted state and
+SQLite the bytes of deleted rows until then.
+
 SIGINT and SIGTERM stop the job: the launcher passes SIGINT on to Bytewax, which stops at once;
 the next start resumes from the last snapshot in the recovery store (delivery is at-least-once).
 Bytewax reports that stop as a panic with exit 1; the launcher keeps it to itself, logs one
@@ -199,6 +203,30 @@ def stored_partitions(directory: Path) -> dict[int, int]:
             ) from None
         found.update((int(index), int(count)) for index, count in rows)
     return found
+
+
+#: Deletion markers of keys that have no older snapshot: they say no more than a missing row.
+_NEEDLESS_MARKERS = """
+    DELETE FROM snaps WHERE ser_change IS NULL AND NOT EXISTS (
+        SELECT 1 FROM snaps AS older
+        WHERE older.step_id = snaps.step_id AND older.state_key = snaps.state_key
+        AND older.snap_epoch < snaps.snap_epoch)
+"""
+
+
+def scrub_store(directory: Path) -> None:
+    """Remove every trace of deleted state from this process's recovery partitions; only while
+    no job uses them.
+
+    Bytewax keeps a discarded key (a forgotten user) as a row with its key and no state, and
+    SQLite leaves the bytes of deleted rows (the superseded snapshots) in its free space. Such a
+    marker is dropped when no older snapshot of the key remains, and ``VACUUM`` rewrites the
+    file without free space, so a forgotten user's id is in no byte of the store afterwards.
+    """
+    for path in sorted(directory.glob("part-*.sqlite3")):
+        with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+            connection.execute(_NEEDLESS_MARKERS)
+            connection.execute("VACUUM")
 
 
 def check_layout(base: Path, cluster: Cluster | None) -> None:
@@ -476,6 +504,7 @@ def main(args: argparse.Namespace) -> int:
                 f"created recovery partitions {created} of {launch.recovery.partitions} "
                 f"in {launch.recovery.directory}"
             )
+        scrub_store(launch.recovery.directory)
     created_topics = ensure_topics(launch.config)
     if created_topics:
         _log(f"created Kafka topics {', '.join(created_topics)}")
@@ -483,7 +512,10 @@ def main(args: argparse.Namespace) -> int:
         wait_for_address(launch.cluster.addresses[launch.cluster.process_id], DNS_WAIT_S)
     if args.metrics_port:
         _log(f"metrics at http://0.0.0.0:{args.metrics_port}/metrics")
-    return supervise(launch)
+    code = supervise(launch)
+    if launch.recovery is not None:
+        scrub_store(launch.recovery.directory)
+    return code
 
 
 def _log(line: str) -> None:

@@ -6,10 +6,16 @@ Each logic holds one key's state from ``operators`` and adds only what the runti
   that caused it. Bytewax hands a step each batch grouped by key, so the replica step sorts
   each batch by ``seq`` (stably: one event's messages keep their order) before applying it.
   With one worker the replica therefore sees exactly the sequence the sequential
-  ``operators.engine.Engine`` gives it.
+  ``operators.engine.Engine`` gives it. A Kafka ``seq`` is the offset in its partition, which
+  orders nothing across partitions, and a user's events may come from several; so the user
+  step never lets a user's ``seq`` go down (it sends ``max(seq, the user's last)``) and the
+  stable sort never puts one user's messages out of the order the user step sent them in (a
+  list after the tombstone that came before it, say). Dedupe and lateness use event ids and
+  timestamps, never ``seq``.
 * compact snapshots (the engine states' own, plus the gate's);
 * processing-time timers of the live job (:class:`Timers`): a user's open window closes after
-  ``close_after_idle``, idle users are dropped. Replays run without them.
+  ``close_after_idle``, a forget_user's guard ends after ``forget_guard``, idle users are
+  dropped. Replays run without them.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class Timers:
 
     close_after_idle: timedelta | None
     user_expire: timedelta | None
+    forget_guard: timedelta | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Timers:
@@ -72,6 +79,14 @@ class Timers:
         return cls(
             span(config.window.close_after_idle_s),
             span(config.state.user_idle_expire_s),
+            span(config.privacy.forget_guard_s),
+        )
+
+    @property
+    def any(self) -> bool:
+        return any(
+            span is not None
+            for span in (self.close_after_idle, self.user_expire, self.forget_guard)
         )
 
 
@@ -87,8 +102,9 @@ def _after(start: datetime | None, span: timedelta | None) -> datetime | None:
     return None if start is None or span is None else start + span
 
 
-#: (gate, user state or None, processing time of the last event as a POSIX timestamp or None).
-UserLogicSnapshot = tuple[GateSnapshot, UserSnapshot | None, float | None]
+#: (gate, user state or None, processing time of the last event as a POSIX timestamp or None,
+#: the user's last ``seq``).
+UserLogicSnapshot = tuple[GateSnapshot, UserSnapshot | None, float | None, int]
 
 
 class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogicSnapshot]):
@@ -114,8 +130,12 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         self.gate = UserGate()
         self.state: UserState | None = None
         self._touched: datetime | None = None
+        #: The highest ``seq`` sent for the user (see the module docstring).
+        self._seq = 0
         if resume is not None:
-            gate, state, touched = resume
+            # Stores written before ``seq`` was kept hold three fields.
+            gate, state, touched, *seq = resume
+            self._seq = seq[0] if seq else 0
             self.gate = UserGate.restore(gate)
             self.state = None if state is None else UserState.restore(state)
             self._touched = None if touched is None else datetime.fromtimestamp(touched, UTC)
@@ -129,8 +149,9 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
                 if isinstance(result, Dropped):
                     out.append(DeadLetter(result.reason, admitted.origin, admitted.raw))
                 else:
-                    out.append(self._process(admitted.seq, result))
-        if self._timers.close_after_idle is not None or self._timers.user_expire is not None:
+                    self._seq = max(self._seq, admitted.seq)
+                    out.append(self._process(self._seq, result))
+        if self._timers.any:
             self._touched = _now()
         return out, self._is_empty()
 
@@ -159,25 +180,33 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         now = _now()
         expiry = _after(self._touched, self._timers.user_expire)
         closing = _after(self._touched, self._timers.close_after_idle)
+        guard = _after(self._touched, self._timers.forget_guard)
         out = []
         if (expiry is not None and expiry <= now) or (closing is not None and closing <= now):
-            out = [self._process(EOF_SEQ, window) for window in self.gate.flush()]
+            # Right after the user's last event in input order.
+            out = [self._process(self._seq, window) for window in self.gate.flush()]
+        if guard is not None and guard <= now:
+            self.gate.end_forget_guard()
         discard = self._is_empty() or (expiry is not None and expiry <= now)
         return out, discard
 
     def on_eof(self) -> tuple[Iterable[UserOutput], bool]:
-        return [self._process(EOF_SEQ, window) for window in self.gate.flush()], self._is_empty()
+        out = [self._process(EOF_SEQ, window) for window in self.gate.flush()]
+        self.gate.end_forget_guard()
+        return out, self._is_empty()
 
     def notify_at(self) -> datetime | None:
-        closing = None
+        closing = guard = None
         if self.gate.has_open_window:
             closing = _after(self._touched, self._timers.close_after_idle)
-        return _soonest(closing, _after(self._touched, self._timers.user_expire))
+        if self.gate.guards_forget:
+            guard = _after(self._touched, self._timers.forget_guard)
+        return _soonest(closing, guard, _after(self._touched, self._timers.user_expire))
 
     def snapshot(self) -> UserLogicSnapshot:
         touched = None if self._touched is None else self._touched.timestamp()
         state = None if self.state is None else self.state.snapshot()
-        return self.gate.snapshot(), state, touched
+        return self.gate.snapshot(), state, touched, self._seq
 
 
 class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked], ReplicaSnapshot]):

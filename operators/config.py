@@ -13,7 +13,10 @@ the others, and every numeric engine field must have one.
 connection (brokers, SASL) is the top-level ``kafka`` section, shared by all three; the
 environment overrides it so secrets need not be in the file: ``STREAMREC_KAFKA_BROKERS``
 (comma-separated), ``STREAMREC_KAFKA_SECURITY_PROTOCOL``, ``STREAMREC_KAFKA_SASL_MECHANISM``,
-``STREAMREC_KAFKA_SASL_USERNAME`` and ``STREAMREC_KAFKA_SASL_PASSWORD``.
+``STREAMREC_KAFKA_SASL_USERNAME`` and ``STREAMREC_KAFKA_SASL_PASSWORD``. The key of
+``privacy.pseudonymise_users`` comes from ``STREAMREC_USER_KEY`` only (see
+:mod:`operators.privacy`): a file that names it is refused, and so is a config that turns
+pseudonymisation on while the variable is unset.
 
 >>> config = config_from_mapping({"window": {"length_s": 60}, "engine": {"k": 5}})
 >>> config.window.length_s, config.window.allowed_lateness_s, config.engine.k
@@ -48,6 +51,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from operators.engine_config import EngineConfig
+from operators.privacy import USER_KEY_ENV, Pseudonymiser
 from operators.windows import GateSettings
 
 _DAY_S = 86_400.0
@@ -87,10 +91,12 @@ class Range:
         return None
 
 
-#: Field metadata keys: a :class:`Range`; a Kafka topic name; a list that must not be empty.
+#: Field metadata keys: a :class:`Range`; a Kafka topic name; a list that must not be empty;
+#: the environment variable that alone may set the field (never a file).
 _RANGE = "range"
 _TOPIC = "topic"
 _NON_EMPTY = "non_empty"
+_ENVIRONMENT_ONLY = "environment_only"
 
 
 def _at_least(minimum: float) -> dict[str, Range]:
@@ -111,8 +117,9 @@ class KafkaConnection:
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
-    #: Any other librdkafka properties, passed through as they are.
-    extra: dict[str, str] = field(default_factory=dict)
+    #: Any other librdkafka properties, passed through as they are (left out of the repr: they
+    #: may hold ``ssl.key.password`` and the like).
+    extra: dict[str, str] = field(default_factory=dict, repr=False)
     #: ``streamrec run`` creates the topics that are missing (the output topic compacted)
     #: instead of stopping with the command that creates them.
     create_topics: bool = False
@@ -204,6 +211,20 @@ class RecoveryConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """User ids in the job (see ``operators.privacy``)."""
+
+    #: Replace every user id by HMAC-SHA256 with the key in ``$STREAMREC_USER_KEY``.
+    pseudonymise_users: bool = False
+    #: Live only: how long after a user's last event the timestamp of their forget_user is kept
+    #: to refuse delayed older events (``operators.windows``); null keeps it until they expire.
+    forget_guard_s: float | None = field(default=3600.0, metadata=_above(0))
+    user_key: str | None = field(
+        default=None, repr=False, metadata={_ENVIRONMENT_ONLY: USER_KEY_ENV}
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConnection = field(default_factory=KafkaConnection)
     input: KafkaInput | FileEndpoint = field(default_factory=KafkaInput)
@@ -214,7 +235,20 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def pseudonymiser(self) -> Pseudonymiser | None:
+        """What replaces user ids, or None when they are kept; a :class:`ConfigError` when
+        pseudonymisation is on without a key."""
+        if not self.privacy.pseudonymise_users:
+            return None
+        if not self.privacy.user_key:
+            raise ConfigError(
+                f"privacy.pseudonymise_users is true but ${USER_KEY_ENV} is not set; set it to "
+                "the secret key (from a Kubernetes Secret, never in the config file)"
+            )
+        return Pseudonymiser(self.privacy.user_key.encode("utf-8"))
 
     def gate_settings(self) -> GateSettings:
         return GateSettings(
@@ -236,6 +270,7 @@ class Config:
             dead_letter=None if dead_letter is None else FileEndpoint(str(dead_letter)),
             window=dataclasses.replace(self.window, close_after_idle_s=None),
             state=StateConfig(user_idle_expire_s=None),
+            privacy=dataclasses.replace(self.privacy, forget_guard_s=None),
         )
 
 
@@ -308,7 +343,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             problem = getattr(error, "problem", None) or "not valid YAML"
             raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
     config = config_from_mapping({} if data is None else data, source)
-    return _with_environment(config, os.environ if environ is None else environ)
+    config = _with_environment(config, os.environ if environ is None else environ)
+    config.pseudonymiser()
+    return config
 
 
 def config_from_mapping(data: Any, source: str = "config") -> Config:
@@ -330,9 +367,12 @@ def _with_environment(config: Config, environ: Mapping[str, str]) -> Config:
         if spec.name == "brokers":
             raw = [broker.strip() for broker in raw.split(",") if broker.strip()]
         changes[spec.name] = _convert(hints[spec.name], raw, f"${variable}", "", spec.metadata)
-    if not changes:
-        return config
-    return dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, **changes))
+    if changes:
+        config = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, **changes))
+    if config.privacy.pseudonymise_users and environ.get(USER_KEY_ENV):
+        privacy = dataclasses.replace(config.privacy, user_key=environ[USER_KEY_ENV])
+        config = dataclasses.replace(config, privacy=privacy)
+    return config
 
 
 def _key(path: str, name: str) -> str:
@@ -351,6 +391,9 @@ def _build(cls: type, data: Any, source: str, path: str) -> Any:
         key = _key(path, str(name))
         if name not in specs:
             raise ConfigError(f'{source}: unknown key "{key}" ({_suggest(str(name), specs)})')
+        if _ENVIRONMENT_ONLY in specs[name].metadata:
+            variable = specs[name].metadata[_ENVIRONMENT_ONLY]
+            raise ConfigError(f'{source}: "{key}" is never read from a file; set ${variable}')
         metadata = {_RANGE: ranges[name]} if name in ranges else specs[name].metadata
         values[name] = _convert(hints[name], raw, source, key, metadata)
     for name, spec in specs.items():
@@ -370,7 +413,13 @@ def _suggest(name: str, known: Mapping[str, Any]) -> str:
     return "known keys: " + ", ".join(known)
 
 
-def _show(raw: Any) -> str:
+#: Keys whose values are never quoted in an error (SASL and SSL passwords, tokens, keys).
+_SECRET_KEY = re.compile(r"password|secret|token|key$", re.IGNORECASE)
+
+
+def _show(raw: Any, key: str = "") -> str:
+    if _SECRET_KEY.search(key):
+        return "a value not shown (a secret)"
     if raw is None:
         return "null"
     if isinstance(raw, Mapping):
@@ -399,19 +448,19 @@ def _convert(kind: Any, raw: Any, source: str, key: str, metadata: Mapping[str, 
     if origin is Literal:
         if raw not in args:
             choices = ", ".join(f'"{arg}"' if isinstance(arg, str) else str(arg) for arg in args)
-            raise ConfigError(f"{prefix}{label} must be one of {choices}, got {_show(raw)}")
+            raise ConfigError(f"{prefix}{label} must be one of {choices}, got {_show(raw, key)}")
         return raw
     if dataclasses.is_dataclass(kind):
         return _build(kind, raw, source, key)  # type: ignore[arg-type]
     if origin is tuple:
         if not isinstance(raw, list):
-            raise ConfigError(f"{prefix}{label} must be a list, got {_show(raw)}")
+            raise ConfigError(f"{prefix}{label} must be a list, got {_show(raw, key)}")
         if not raw and metadata.get(_NON_EMPTY):
             raise ConfigError(f"{prefix}{label} must list at least one value")
         return tuple(_convert(args[0], item, source, key, {}) for item in raw)
     if origin is dict:
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{prefix}{label} must be a mapping, got {_show(raw)}")
+            raise ConfigError(f"{prefix}{label} must be a mapping, got {_show(raw, key)}")
         # A mapping's range applies to each of its values.
         return {
             _convert(args[0], name, source, key, {}): _convert(
@@ -423,16 +472,16 @@ def _convert(kind: Any, raw: Any, source: str, key: str, metadata: Mapping[str, 
     if value is None:
         expected = {bool: "true or false", int: "a whole number", float: "a number"}
         raise ConfigError(
-            f"{prefix}{label} must be {expected.get(kind, 'a string')}, got {_show(raw)}"
+            f"{prefix}{label} must be {expected.get(kind, 'a string')}, got {_show(raw, key)}"
         )
     allowed: Range | None = metadata.get(_RANGE)
     problem = None if allowed is None else allowed.problem(value)
     if problem is not None:
-        raise ConfigError(f"{prefix}{label} {problem}, got {_show(raw)}")
+        raise ConfigError(f"{prefix}{label} {problem}, got {_show(raw, key)}")
     if metadata.get(_TOPIC) and not _TOPIC_NAME.match(value):
         raise ConfigError(
             f"{prefix}{label} must be a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -), "
-            f"got {_show(raw)}"
+            f"got {_show(raw, key)}"
         )
     return value
 

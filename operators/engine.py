@@ -31,7 +31,7 @@ from operators.messages import ForgetUser, Recommendation, ReplicaMessage, Serve
 from operators.replica import ModelReplica
 from operators.user_state import UserState
 from operators.warm_start import WarmStart
-from operators.windows import Forget, GateSettings, Learn, UserGate
+from operators.windows import Dropped, Forget, GateSettings, Learn, UserGate
 
 
 class Engine:
@@ -81,7 +81,7 @@ class Engine:
                 self._learn(output)
             elif isinstance(output, Forget):
                 self._forget(output.event)
-            else:
+            elif not isinstance(output, Dropped):
                 self._serve(event.user_id)
         if gate.is_empty:
             del self.gates[event.user_id]

@@ -7,6 +7,10 @@ original bytes, the reason and the origin, so a person can find and fix it, and 
 on. ``seq`` travels with everything an event causes; the dataflow's keyed steps sort each batch
 by it, which gives them the order of the input rather than Bytewax's per-batch key order.
 
+With a :class:`~operators.privacy.Pseudonymiser` the admitted event carries the pseudonym, and
+so does its ``raw`` (the canonical JSON of the pseudonymised event), while a dead letter of
+input that did not parse keeps no payload, only its length (see :mod:`operators.privacy`).
+
 >>> raw = Raw(7, Origin("events.jsonl", 8), b'{"user_id": "u1", "ts": 1700000000000}')
 >>> letter = admit(raw, frozenset({"view"}), max_bytes=1024)
 >>> letter.reason, letter.origin.fields()
@@ -17,6 +21,9 @@ by it, which gives them the order of the input rather than Bytewax's per-batch k
 ...     b'"ts": 1700000000000, "type": "view"}'), frozenset({"view"}), max_bytes=1024)
 >>> ok.event.item_id, ok.seq
 ('i1', 8)
+>>> withheld = letter.withheld()
+>>> withheld.raw, orjson.loads(withheld.to_json())["raw_withheld_bytes"]
+(None, 38)
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 import orjson
 
 from operators.events import Event, Rejected, parse_event
+from operators.privacy import Pseudonymiser
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,13 @@ class DeadLetter:
     reason: str
     origin: Origin
     raw: bytes | None
+    #: The length of a payload left out (:meth:`withheld`), else None.
+    withheld_bytes: int | None = None
+
+    def withheld(self) -> DeadLetter:
+        """This dead letter without its payload (it may hold a raw user id)."""
+        size = None if self.raw is None else len(self.raw)
+        return DeadLetter(self.reason, self.origin, None, size)
 
     def to_json(self) -> bytes:
         """One JSON object; ``raw`` is the text when it is UTF-8, else ``raw_base64``."""
@@ -82,14 +97,23 @@ class DeadLetter:
                 record["raw"] = self.raw.decode("utf-8")
             except UnicodeDecodeError:
                 record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
+        if self.withheld_bytes is not None:
+            record["raw_withheld_bytes"] = self.withheld_bytes
         return orjson.dumps(record)
 
 
-def admit(raw: Raw, known_types: frozenset[str], max_bytes: int) -> Admitted | DeadLetter:
-    """Validate one message; never raises on bad input."""
+def admit(
+    raw: Raw, known_types: frozenset[str], max_bytes: int, users: Pseudonymiser | None = None
+) -> Admitted | DeadLetter:
+    """Validate one message (and pseudonymise its user with ``users``); never raises on bad
+    input."""
     if raw.value is None:
         return DeadLetter("empty message (null value)", raw.origin, None)
     parsed = parse_event(raw.value, known_types, max_bytes)
     if isinstance(parsed, Rejected):
-        return DeadLetter(parsed.reason, raw.origin, raw.value)
-    return Admitted(raw.seq, parsed, raw.origin, raw.value)
+        letter = DeadLetter(parsed.reason, raw.origin, raw.value)
+        return letter if users is None else letter.withheld()
+    if users is None:
+        return Admitted(raw.seq, parsed, raw.origin, raw.value)
+    event = users.event(parsed)
+    return Admitted(raw.seq, event, raw.origin, event.to_json())

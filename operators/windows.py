@@ -19,7 +19,13 @@ Every event of one user passes through that user's :class:`UserGate`, in arrival
    processing time without events, see below). A late event joins the open window (or opens
    one), so it is never held back.
 5. **forget_user** yields a :class:`Forget` and resets the gate: nothing about the user, not
-   even the ids seen, is kept.
+   even the ids seen, is kept, except the forget's timestamp ``T``. It deletes everything
+   received before it, whatever the timestamps (an event newer than ``T`` that came first is
+   forgotten too: nothing the user sent before asking stays). An event that arrives after it
+   with ``ts <= T`` happened before the request and is dropped (``before forget_user at T``), so
+   delayed input cannot bring the forgotten past back; a newer one starts the user afresh. The
+   dataflow drops ``T`` too (:meth:`UserGate.end_forget_guard`) at the end of the input, and in
+   the live job once the user has been idle ``privacy.forget_guard_s``.
 
 Closing on the user's next event keeps the result a function of the event stream alone, so a
 replay is reproducible and equals the sequential engine, and the list is as fresh as possible
@@ -40,6 +46,11 @@ True
 True
 >>> gate.close_before(1_010_000, settings), gate.close_before(1_020_000, settings)
 ([], [Serve()])
+>>> forget = Event("u1", None, 1_100_000, "forget_user")
+>>> gate.offer(forget, settings) == [Forget(forget)]
+True
+>>> gate.offer(Event("u1", "i5", 1_050_000, "view"), settings)[0].reason
+'before forget_user at ts 1100000'
 """
 
 from __future__ import annotations
@@ -50,8 +61,8 @@ from dataclasses import dataclass
 from operators.events import Event
 
 #: What :meth:`UserGate.snapshot` returns: (open window index, newest accepted ts, recent event
-#: ids oldest first).
-GateSnapshot = tuple[int | None, int | None, tuple[str, ...]]
+#: ids oldest first, ts of the last forget_user still guarded).
+GateSnapshot = tuple[int | None, int | None, tuple[str, ...], int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +123,11 @@ def _seconds(ms: int) -> str:
 class UserGate:
     """One user's gate state; feed it the user's events with :meth:`offer`."""
 
-    __slots__ = ("_id_set", "_ids", "_latest", "_window")
+    __slots__ = ("_forgotten", "_id_set", "_ids", "_latest", "_window")
 
     def __init__(self) -> None:
         self._reset()
+        self._forgotten: int | None = None
 
     def _reset(self) -> None:
         self._window: int | None = None
@@ -128,16 +140,29 @@ class UserGate:
         return self._window is not None
 
     @property
+    def guards_forget(self) -> bool:
+        """True while the timestamp of a forget_user is kept (see the module docstring)."""
+        return self._forgotten is not None
+
+    @property
     def is_empty(self) -> bool:
         """True when the gate holds nothing (a fresh gate: it may be dropped)."""
-        return self._window is None and self._latest is None and not self._ids
+        return (
+            self._window is None
+            and self._latest is None
+            and not self._ids
+            and self._forgotten is None
+        )
 
     def offer(self, event: Event, settings: GateSettings) -> list[GateOutput]:
         """Admit one event; returns what leaves the gate because of it, in order."""
         if event.is_forget:
             # Everything the user did is already learned; a list for them would be dropped.
             self._reset()
+            self._forgotten = max(event.ts, self._forgotten or event.ts)
             return [Forget(event)]
+        if self._forgotten is not None and event.ts <= self._forgotten:
+            return [Dropped(event, f"before forget_user at ts {self._forgotten}")]
         if event.event_id is not None and event.event_id in self._id_set:
             return [Dropped(event, f"duplicate event_id {event.event_id}")]
         late = self._latest is not None and event.ts < self._latest
@@ -171,6 +196,10 @@ class UserGate:
         self._window = None
         return [Serve()]
 
+    def end_forget_guard(self) -> None:
+        """Forget the last forget_user's timestamp too (no delayed input is expected)."""
+        self._forgotten = None
+
     def _remember(self, event_id: str | None, capacity: int) -> None:
         if event_id is None or capacity == 0:
             return
@@ -181,14 +210,18 @@ class UserGate:
 
     def snapshot(self) -> GateSnapshot:
         """An immutable, compact copy of the state (events are immutable)."""
-        return self._window, self._latest, tuple(self._ids)
+        return self._window, self._latest, tuple(self._ids), self._forgotten
 
     @classmethod
-    def restore(cls, snapshot: GateSnapshot) -> UserGate:
+    def restore(
+        cls, snapshot: GateSnapshot | tuple[int | None, int | None, tuple[str, ...]]
+    ) -> UserGate:
         gate = cls()
-        window, latest, ids = snapshot
+        # Stores written before the forget guard hold three fields.
+        window, latest, ids, *forgotten = snapshot
         gate._window = window
         gate._latest = latest
         gate._ids = deque(ids)
         gate._id_set = set(ids)
+        gate._forgotten = forgotten[0] if forgotten else None
         return gate

@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "kafka"))
 
 import local_kafka
+from fake_clock import Clock
 
 TOPIC_READY_TIMEOUT_S = 30.0
 
@@ -56,3 +57,13 @@ def kafka_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callabl
         return name
 
     return create
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The live timers' wall clock, standing still until the test moves it."""
+    from dataflows import steps
+
+    fake = Clock()
+    monkeypatch.setattr(steps, "_now", fake)
+    return fake

@@ -82,6 +82,8 @@ class Pod:
             if "value" in item
             else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
             for item in self.container["env"]
+            # An optional Secret that is not there (the pseudonymisation key) sets nothing.
+            if "secretKeyRef" not in item.get("valueFrom", {})
         }
         assert [source["secretRef"]["name"] for source in self.container["envFrom"]]
         self.env.update(secret)

@@ -26,6 +26,7 @@ from k8s_render import K8S, OVERLAYS, ROOT, only, render
 
 from dataflows import cli, run
 from operators.config import load_config
+from operators.privacy import USER_KEY_ENV
 
 KUBERNETES_VERSION = "1.34"
 NAMESPACES = {"dev": "streamrec-dev", "prod": "streamrec"}
@@ -228,6 +229,7 @@ def _pod_args(overlay: str, ordinal: int, config_path: Path) -> list[str]:
     env = {
         item["name"]: item.get("value") or values[item["valueFrom"]["fieldRef"]["fieldPath"]]
         for item in _container(overlay)["env"]
+        if "secretKeyRef" not in item.get("valueFrom", {})
     }
     expanded = [
         re.sub(r"\$\((\w+)\)", lambda match: env[match.group(1)], arg)
@@ -406,6 +408,14 @@ def test_kafka_settings_come_from_a_secret(overlay: str) -> None:
     assert all(key.startswith("STREAMREC_KAFKA_") for key in environ)
     config = load_config(None, environ)
     assert config.kafka.brokers == tuple(environ["STREAMREC_KAFKA_BROKERS"].split(","))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_pseudonymisation_key_comes_from_an_optional_secret(overlay: str) -> None:
+    (item,) = [e for e in _container(overlay)["env"] if e["name"] == USER_KEY_ENV]
+    reference = item["valueFrom"]["secretKeyRef"]
+    assert reference == {"name": "streamrec-user-key", "key": USER_KEY_ENV, "optional": True}
+    assert not [d for d in render(overlay) if d["metadata"]["name"] == reference["name"]]
 
 
 def test_the_topics_are_the_configs_and_the_output_is_compacted(tmp_path: Path) -> None:

@@ -4,15 +4,15 @@ step's input order."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import pytest
+from fake_clock import START, Clock
 
 from dataflows import steps
 from dataflows.steps import ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.engine_config import EngineConfig
 from operators.events import FORGET_USER, Event
-from operators.intake import Admitted, Origin
+from operators.intake import Admitted, DeadLetter, Origin
 from operators.item_model import Observation
 from operators.messages import (
     ForgetUser,
@@ -27,26 +27,10 @@ from operators.user_state import UserState
 from operators.windows import GateSettings
 
 T0 = 1_700_000_000_000
-START = datetime(2026, 1, 1, tzinfo=UTC)
 ENGINE = EngineConfig(dimensions=4)
 LIVE = Timers(timedelta(seconds=60), timedelta(days=30))
 REPLAY = Timers(None, None)
 WINDOW = GateSettings(length_ms=600_000)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(steps, "_now", fake)
-    return fake
 
 
 def admitted(seq: int, item: str | None, minute: int, kind: str = "view") -> Admitted:
@@ -104,13 +88,25 @@ def test_user_step_snapshot_restores_gate_state_and_timer(clock: Clock) -> None:
     assert isinstance(serve, Serve) and serve.version == 1 and serve.history[0][0] == "a"
 
 
-def test_forget_user_deletes_the_state_and_lets_the_key_go(clock: Clock) -> None:
+def test_forget_user_deletes_the_state_and_lets_the_key_go_at_the_end(clock: Clock) -> None:
     logic = UserLogic(ENGINE, GateSettings(), REPLAY, None)
     logic.on_batch([admitted(0, "a", 0)])
     (output,), discard = logic.on_batch([admitted(1, None, 1, FORGET_USER)])
     assert isinstance(output, UserOutput)
     assert output.messages == [ForgetUser("u1", T0 + 60_000)] and output.processed == 1
-    assert discard, "nothing of the user is kept"
+    assert not discard and logic.snapshot()[:2] == ((None, None, (), T0 + 60_000), None)
+    (stale,), _ = logic.on_batch([admitted(2, "b", 1)])
+    assert isinstance(stale, DeadLetter) and stale.reason.startswith("before forget_user")
+    assert logic.on_eof() == ([], True), "nothing of the user is kept"
+
+
+def test_the_live_forget_guard_ends_after_the_user_is_idle(clock: Clock) -> None:
+    timers = Timers(None, timedelta(days=30), timedelta(hours=1))
+    logic = UserLogic(ENGINE, GateSettings(), timers, None)
+    logic.on_batch([admitted(0, "a", 0), admitted(1, None, 1, FORGET_USER)])
+    assert logic.notify_at() == START + timedelta(hours=1)
+    clock.now = START + timedelta(hours=1)
+    assert logic.on_notify() == ([], True)
 
 
 def test_a_warm_user_continues_from_the_pretrained_state_until_forgotten(clock: Clock) -> None:
@@ -172,3 +168,20 @@ def test_replica_step_snapshot_resumes_the_same_replica() -> None:
     serve = [(10, Serve("cat", (("cup", T0 + 10**6, 1.0),), ("cup",), 1, T0 + 10**6))]
     for batch in (later, serve):
         assert restored.on_batch([list(batch)])[0] == logic.on_batch([list(batch)])[0]
+
+
+def test_a_users_messages_keep_their_order_when_seq_comes_from_several_partitions() -> None:
+    """Kafka offsets of two partitions: the forget (offset 100 of one) arrives before a newer
+    event (offset 5 of another). Sorting by the raw offsets would serve the new list first and
+    let the tombstone hide it."""
+    user = UserLogic(ENGINE, GateSettings(), REPLAY, None)
+    user.on_batch([admitted(99, "a", 0)])
+    (forget,), _ = user.on_batch([admitted(100, None, 1, FORGET_USER)])
+    (back,), _ = user.on_batch([admitted(5, "b", 2)])
+    assert isinstance(forget, UserOutput) and isinstance(back, UserOutput)
+    assert back.seq >= forget.seq, "a user's seq never goes down"
+    batch: list[Sequenced[ReplicaMessage]] = [
+        (output.seq, message) for output in (forget, back) for message in output.messages
+    ]
+    released, _ = ReplicaLogic(ENGINE, None).on_batch([batch])
+    assert [type(value) for _, value in released] == [Tombstone, Recommendation]

@@ -117,10 +117,24 @@ def test_forget_user_drops_the_window_and_resets_everything() -> None:
     gate.offer(event("a", T0 + 30 * MINUTE, "e1"), settings)
     forget = Event("u1", None, T0 + 31 * MINUTE, FORGET_USER)
     assert gate.offer(forget, settings) == [Forget(forget)]
-    assert gate.is_empty
-    # Nothing is remembered: the same id and an older timestamp are accepted as new.
-    assert trace(gate.offer(event("b", T0, "e1"), settings)) == ["b+t"]
+    assert gate.snapshot() == (None, None, (), forget.ts), "only the forget's ts is kept"
+    # An event from before the request is refused, however little late; the same event id
+    # later is new.
+    (stale,) = gate.offer(event("b", forget.ts, "e2"), settings)
+    assert isinstance(stale, Dropped)
+    assert stale.reason == f"before forget_user at ts {forget.ts}"
+    assert trace(gate.offer(event("b", forget.ts + 1, "e1"), settings)) == ["b+t"]
     assert gate.flush() == [Serve()]
+
+
+def test_the_forget_guard_ends_and_leaves_nothing() -> None:
+    gate = UserGate()
+    settings = GateSettings(length_ms=0, allowed_lateness_ms=60 * MINUTE)
+    gate.offer(Event("u1", None, T0, FORGET_USER), settings)
+    assert gate.guards_forget and not gate.is_empty
+    gate.end_forget_guard()
+    assert gate.is_empty
+    assert trace(gate.offer(event("a", T0 - MINUTE), settings)) == ["a+ts"]
 
 
 def test_snapshot_is_compact_immutable_and_restores_the_same_behaviour() -> None:
