@@ -35,8 +35,17 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
     """The lines of users whose keys live on worker ``part`` of ``parts``; its resume state is
     the count of the file's lines it has passed (its own and the other partitions')."""
 
-    def __init__(self, path: Path, batch_size: int, part: int, parts: int, skip: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        batch_size: int,
+        part: int,
+        parts: int,
+        skip: int,
+        key: Callable[[str], str],
+    ) -> None:
         self._read = skip
+        self._key = key
         self._batch_size = batch_size
         self._part = part
         self._parts = parts
@@ -45,7 +54,7 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
 
     def _mine(self, seq: int, raw: bytes) -> bool:
         user = user_key(raw)
-        owner = seq % self._parts if user is None else worker_of(user, self._parts)
+        owner = seq % self._parts if user is None else worker_of(self._key(user), self._parts)
         return owner == self._part
 
     @override
@@ -69,12 +78,20 @@ class JsonLinesSource(FixedPartitionedSource[Raw, int]):
     """Read a JSON Lines file or directory (in name order) as ``parts`` partitions, one per
     worker: each reads the whole file and keeps the lines of the users whose keys Bytewax puts
     on its worker (unreadable lines are shared out by line number), so every worker parses its
-    own users' events, in file order. One partition reads every line."""
+    own users' events, in file order. One partition reads every line. ``key`` turns a user id
+    into the user step's key (a pseudonym)."""
 
-    def __init__(self, path: Path, batch_size: int = 1000, parts: int = 1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        batch_size: int = 1000,
+        parts: int = 1,
+        key: Callable[[str], str] = str,
+    ) -> None:
         self._path = Path(path)
         self._batch_size = batch_size
         self._parts = parts
+        self._key = key
 
     @override
     def list_parts(self) -> list[str]:
@@ -89,7 +106,7 @@ class JsonLinesSource(FixedPartitionedSource[Raw, int]):
     ) -> _JsonLinesPartition:
         part = 0 if self._parts == 1 else int(for_part.split("-")[1])
         return _JsonLinesPartition(
-            self._path, self._batch_size, part, self._parts, resume_state or 0
+            self._path, self._batch_size, part, self._parts, resume_state or 0, self._key
         )
 
 

@@ -154,7 +154,9 @@ def _input(
     parsed)."""
     source = config.input
     if not isinstance(source, KafkaInput):
-        lines = JsonLinesSource(Path(source.path), source.batch_size, parts=workers)
+        users = config.pseudonymiser()
+        key = str if users is None else users.pseudonym
+        lines = JsonLinesSource(Path(source.path), source.batch_size, workers, key)
         return op.input("input", flow, lines), None
     kafka = kop.input(
         "input",
