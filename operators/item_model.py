@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from dataclasses import dataclass
 from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -57,9 +57,11 @@ Previous = tuple[str, int, float]
 ItemModelSnapshot = dict[str, object]
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One accepted event as the item model sees it (no user id: it is not needed here)."""
+class Observation(NamedTuple):
+    """One accepted event as the item model sees it (no user id: it is not needed here).
+
+    A named tuple: every event's observation crosses to every other worker, and a tuple pickles
+    and unpickles in about half the time of a frozen dataclass."""
 
     item_id: str
     ts: int
