@@ -422,6 +422,7 @@ def main(args: argparse.Namespace) -> int:
             emitted_name=config.engine.model_name,
             curve=CURVE,
             progress=_progress(started),
+            known=None if warm is None else warm.seen_items(),
         )
     except EmittedFormatError as error:
         raise UsageError(f"{args.recs}: {error}") from None

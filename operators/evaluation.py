@@ -78,7 +78,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
@@ -356,10 +356,13 @@ def prequential(
     curve: Curve | None = None,
     progress: Callable[[int, int], None] | None = None,
     progress_every: int = 50_000,
+    known: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Report]:
     """Score every model (and the ``emitted`` lists, if given) in one pass; reports by name.
 
-    ``progress(done, total)`` is called about every ``progress_every`` events.
+    ``progress(done, total)`` is called about every ``progress_every`` events. ``known`` holds
+    the items each user interacted with before ``events`` (a warm start's history): they are no
+    targets, and such a user's first basket is scored (a warm model has a list for it).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -373,8 +376,8 @@ def prequential(
     if emitted is not None:
         drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
 
-    seen: dict[str, set[str]] = {}
-    history: dict[str, int] = {}
+    seen: dict[str, set[str]] = {user: set(items) for user, items in (known or {}).items()}
+    history: dict[str, int] = {user: len(items) for user, items in seen.items()}
     done = 0
     for ts, same_time in groupby(ordered, key=attrgetter("ts")):
         group = list(same_time)

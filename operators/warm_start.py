@@ -107,5 +107,9 @@ class WarmStart:
             replica.keep(user_id, rows, features)
         return replica
 
+    def seen_items(self) -> dict[str, tuple[str, ...]]:
+        """Each pretrained user's items (the evaluation leaves them out of the targets)."""
+        return {user_id: state[2] for user_id, state in self.user_snapshots.items()}
+
     def users(self) -> dict[str, UserState]:
         return {user_id: UserState.restore(state) for user_id, state in self.user_snapshots.items()}

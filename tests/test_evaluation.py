@@ -186,6 +186,16 @@ def test_users_without_a_list_miss_and_seen_items_are_no_targets() -> None:
     assert (report.targets, report.hits) == (2, 0)
 
 
+def test_items_known_from_a_warm_start_are_no_targets_and_its_users_are_returning() -> None:
+    model = Recorder(["b", "c"])
+    stream = [buy("ann", "a", 1), buy("ann", "b", 1), buy("bob", "c", 2)]
+    report = prequential(stream, [model], known={"ann": ("a",)})["recorder"]
+    # ann bought a before the stream: only b is a target, scored against her list (a hit);
+    # bob is new: his first basket has no list.
+    assert (report.targets, report.hits) == (2, 1)
+    assert model.calls[0] == ("recommend", "ann")
+
+
 def test_distinct_items_of_a_basket_are_one_target_each() -> None:
     model = Recorder(["b"])
     stream = [buy("ann", "a", 1), buy("ann", "b", 2), buy("ann", "b", 2), buy("ann", "c", 2)]
