@@ -11,8 +11,10 @@ learned to shun them (on the cold-start stream the weight of ``last`` fell from 
 and HR@10 was 0.131 against 0.137 with shares).
 
 ``similarity`` is the dot product of the user's interest vector with the candidate's output
-vector. ``popularity``/``popularity_long`` are the log of the distinct-user counts at the short
-and long half-life, ``trend_rank`` the position among the trending items.
+vector, divided by the list's largest in magnitude (the interest vector's length varies from
+user to user; as a share, cold-start HR@10 rose from 0.138 to 0.140).
+``popularity``/``popularity_long`` are the log of the distinct-user counts at the short and long
+half-life, ``trend_rank`` the position among the trending items.
 
 >>> from operators.item_model import ItemModel, Observation
 >>> from operators.candidates import gather
@@ -69,7 +71,7 @@ COVISITATION = frozenset({"covisitation", "conditional", "cosine", "last", "spre
 POPULARITY = frozenset({"popularity", "popularity_long", "trend_rank"})
 
 
-_SHARES = [FEATURES.index(name) for name in ("conditional", "cosine", "last")]
+_SHARES = [FEATURES.index(name) for name in ("conditional", "cosine", "last", "similarity")]
 
 
 def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfig) -> np.ndarray:
@@ -100,6 +102,6 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
         model.long[rows] / model.decay(candidates.ts, config.pop_long_half_life_ms)
     )
     matrix[:, 8] = candidates.trend_rank
-    best = matrix[:, _SHARES].max(axis=0, initial=0.0)
+    best = np.abs(matrix[:, _SHARES]).max(axis=0, initial=0.0)
     matrix[:, _SHARES] /= np.where(best > 0, best, 1.0)
     return matrix
