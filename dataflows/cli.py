@@ -2,7 +2,7 @@
 
 Each handler parses nothing itself and imports its module lazily, so ``streamrec --help`` is
 fast and one broken subcommand cannot break the others. Errors a user can fix are raised as
-:class:`UsageError` and printed as one line, never as a traceback.
+:class:`~dataflows.errors.UsageError` and printed as one line, never as a traceback.
 """
 
 from __future__ import annotations
@@ -11,24 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from operators.config import Config
-
-
-class UsageError(Exception):
-    """A problem the user can fix (bad path, bad config, bad option); printed without traceback."""
-
-
-def load_config_or_stop(path: Path) -> Config:
-    """The config at ``path``, or a :class:`UsageError` with its one-line problem."""
-    from operators.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+from dataflows.errors import UsageError
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -47,9 +47,9 @@ from types import ModuleType
 
 import orjson
 
-from dataflows.cli import UsageError
+from dataflows.errors import UsageError, load_config_or_stop
 from operators import baselines
-from operators.config import Config, ConfigError, load_config
+from operators.config import Config
 from operators.engine import Engine
 from operators.evaluation import (
     COLD_EVENTS,
@@ -146,13 +146,6 @@ def read_events(
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error}") from None
     return events, skipped
-
-
-def _config(path: str | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
 
 
 def _progress(started: float) -> Callable[[int, int], None]:
@@ -347,7 +340,7 @@ def _warm_start(path: str | None, config: Config) -> WarmStart | None:
 def pretrain(args: argparse.Namespace) -> int:
     """``streamrec pretrain HISTORY --out DIR``: one pass of the engine over the history (lists
     are served, as the job would, since serving trains the ranker), then its state saved."""
-    config = _config(args.config)
+    config = load_config_or_stop(args.config)
     events, skipped = read_events(
         Path(args.history), config.known_types(), config.limits.max_message_bytes
     )
@@ -377,7 +370,7 @@ def main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1, got {args.k}")
     plt = _pyplot() if args.plot else None
-    config = _config(args.config)
+    config = load_config_or_stop(args.config)
     emitted = None
     if args.recs is not None:
         recs = Path(args.recs)

@@ -38,9 +38,9 @@ from typing import TextIO
 import orjson
 from bytewax.testing import cluster_main, run_main
 
-from dataflows.cli import UsageError
+from dataflows.errors import UsageError, load_config_or_stop
 from dataflows.recommend import build_flow
-from operators.config import Config, ConfigError, FileEndpoint, load_config
+from operators.config import Config, FileEndpoint
 from operators.tally import Tally
 from operators.warm_start import WarmStart, WarmStartError
 
@@ -106,10 +106,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.processes < 1:
         raise UsageError(f"--processes must be at least 1, got {args.processes}")
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    config = load_config_or_stop(args.config)
     with tempfile.TemporaryDirectory(prefix="streamrec-replay-") as scratch:
         out = Path(args.out) if args.out else None
         if out is None and args.evaluate:

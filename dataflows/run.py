@@ -56,7 +56,7 @@ from types import FrameType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dataflows.cli import UsageError, load_config_or_stop
+from dataflows.errors import UsageError, load_config_or_stop
 from operators.config import Config, KafkaInput, KafkaTopic
 
 #: Where the dataflow lives, as ``bytewax.run`` imports it.

@@ -3,7 +3,6 @@ the local Kafka: the topics, the ready line, the metrics and a clean Ctrl-C."""
 
 from __future__ import annotations
 
-import doctest
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from kafka_job import event, free_ports, produce, start_job, stop, tail, write_config
 
 from dataflows import cli, run
-from dataflows.cli import UsageError
+from dataflows.errors import UsageError
 from operators.config import Config, config_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +39,6 @@ def _config(tmp_path: Path, text: str = "recovery:\n  snapshot_interval_s: 3\n")
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def test_docstring_example_runs() -> None:
-    assert doctest.testmod(run).failed == 0
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0", 0), ("3", 3), ("streamrec-12", 12)])
