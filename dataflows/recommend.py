@@ -7,6 +7,7 @@ recorded file with ``streamrec replay``. Tests and tools call :func:`build_flow`
 Steps::
 
     input (Kafka | JSON Lines) -> admit (parse, validate) -------------------> dead letter
+      '-> offsets read (Kafka) -> committed to kafka.group_id at each epoch's end
       -> key by user -> user step [UserGate + UserState] ---------------------> dead letter
            |-- Observation -> every replica key --.
            '-- Train / Label / Serve / ForgetUser -+-> replica step [ModelReplica] -> output
@@ -43,7 +44,13 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-from dataflows.connectors import JsonLinesSink, JsonLinesSource, TallySink
+from dataflows.connectors import (
+    JsonLinesSink,
+    JsonLinesSource,
+    OffsetCommitSink,
+    TallySink,
+    next_offsets,
+)
 from dataflows.routing import replica_keys
 from dataflows.steps import Ranked, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
@@ -143,7 +150,17 @@ def _input(flow: Dataflow, config: Config) -> tuple[Stream[Raw], Stream[DeadLett
         add_config=config.kafka.client_config(),
         batch_size=source.batch_size,
     )
-    return op.map("kafka_raw", kafka.oks, _kafka_raw), op.map("kafka_dead", kafka.errs, _kafka_dead)
+    raw = op.map("kafka_raw", kafka.oks, _kafka_raw)
+    if config.kafka.group_id is not None:
+        settings = {
+            "bootstrap.servers": ",".join(config.kafka.brokers),
+            "group.id": config.kafka.group_id,
+            **config.kafka.client_config(),
+        }
+        offsets = op.flat_map_batch("offsets", raw, next_offsets)
+        keyed = op.key_on("offsets_key", offsets, lambda _offsets: "offsets")
+        op.output("commit_offsets", keyed, OffsetCommitSink(settings))
+    return raw, op.map("kafka_dead", kafka.errs, _kafka_dead)
 
 
 def _write(

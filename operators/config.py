@@ -118,6 +118,10 @@ class KafkaConnection:
     create_topics: bool = False
     #: Partitions of the topics ``create_topics`` creates.
     topic_partitions: int = field(default=3, metadata=_at_least(1))
+    #: Consumer group the live job commits the input offsets it has processed to, at the end
+    #: of every epoch, so Kafka's own tools show its lag (null: commit nothing). The job
+    #: resumes from its recovery store, never from these offsets.
+    group_id: str | None = "streamrec"
 
     def client_config(self) -> dict[str, str]:
         """librdkafka properties for consumers and producers (brokers excluded)."""
