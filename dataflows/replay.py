@@ -83,15 +83,17 @@ class Progress:
             self._stream.write("\n")
 
 
-def summary(total: Tally, seconds: float) -> dict[str, float | int]:
+def summary(total: Tally, seconds: float) -> dict[str, object]:
     """The figures ``--json`` prints."""
     return {
         "events_in": total.events_in,
         "processed": total.processed,
         "dead_lettered": total.dead_lettered,
+        "dead_letters_by_reason": total.dead_by_kind(),
         "late": total.late,
         "lists_out": total.lists_out,
         "tombstones": total.tombstones,
+        "users": total.users,
         "events_per_s": round(total.events_in / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),
     }

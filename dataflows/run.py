@@ -291,8 +291,14 @@ def wait_for_address(address: str, timeout_s: float) -> None:
 
 
 def kafka_topics(config: Config) -> dict[str, str]:
-    """The job's Kafka topics by role (input, output, dead letters), in that order."""
-    endpoints = {"input": config.input, "output": config.output, "dead letters": config.dead_letter}
+    """The job's Kafka topics by role (input, output, dead letters, quality records), in that
+    order."""
+    endpoints = {
+        "input": config.input,
+        "output": config.output,
+        "dead letters": config.dead_letter,
+        "quality records": config.quality.output,
+    }
     return {
         role: endpoint.topic
         for role, endpoint in endpoints.items()

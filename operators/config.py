@@ -208,6 +208,20 @@ class RecoveryConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """The online quality of the lists served (``operators.quality``): Prometheus gauges always,
+    and a stream of quality records when ``every_events`` and ``output`` are set."""
+
+    #: Rolling HR@k and NDCG@k over this many of the latest targets (and coverage over this
+    #: many lists), per replica.
+    window_targets: int = field(default=1000, metadata=_at_least(1))
+    #: Each replica writes one quality record every this many events (null: none).
+    every_events: int | None = field(default=None, metadata=_at_least(1))
+    #: Where quality records go: ``kafka`` (a topic) or ``file`` (JSON Lines).
+    output: KafkaTopic | FileEndpoint | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConnection = field(default_factory=KafkaConnection)
     input: KafkaInput | FileEndpoint = field(default_factory=KafkaInput)
@@ -219,6 +233,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def gate_settings(self) -> GateSettings:
         return GateSettings(
@@ -295,6 +310,16 @@ def _check_engine(engine: EngineConfig, source: str) -> None:
             )
 
 
+def _check_quality(quality: QualityConfig, source: str) -> None:
+    if (quality.every_events is None) != (quality.output is None):
+        given, missing = ("every_events", "output")
+        if quality.every_events is None:
+            given, missing = missing, given
+        raise ConfigError(
+            f'{source}: "quality.{given}" needs "quality.{missing}" too (or neither: no records)'
+        )
+
+
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (the defaults when None) and apply the environment's Kafka overrides."""
     data: Any = {}
@@ -320,6 +345,7 @@ def config_from_mapping(data: Any, source: str = "config") -> Config:
     out of range."""
     config = _build(Config, data, source, "")
     _check_engine(config.engine, source)
+    _check_quality(config.quality, source)
     return config
 
 

@@ -17,6 +17,12 @@ by it, which gives them the order of the input rather than Bytewax's per-batch k
 ...     b'"ts": 1700000000000, "type": "view"}'), frozenset({"view"}), max_bytes=1024)
 >>> ok.event.item_id, ok.seq
 ('i1', 8)
+
+Every reason falls in one of a few kinds (:data:`DEAD_LETTER_KINDS`), a bounded set that metrics
+can label by:
+
+>>> dead_letter_kind(letter.reason), dead_letter_kind("late by 90 s (allowed 60 s)")
+('invalid', 'late')
 """
 
 from __future__ import annotations
@@ -93,3 +99,25 @@ def admit(raw: Raw, known_types: frozenset[str], max_bytes: int) -> Admitted | D
     if isinstance(parsed, Rejected):
         return DeadLetter(parsed.reason, raw.origin, raw.value)
     return Admitted(raw.seq, parsed, raw.origin, raw.value)
+
+
+#: The kind of every dead letter, by the start of its reason (the first match wins); any other
+#: reason is ``invalid`` (a field missing or of the wrong type, an unknown event type, ...).
+_KIND_BY_PREFIX = (
+    ("invalid JSON", "unparseable"),
+    ("empty message", "unparseable"),
+    ("expected a JSON object", "unparseable"),
+    ("message of ", "oversize"),
+    ("duplicate event_id", "duplicate"),
+    ("late by", "late"),
+    ("Kafka error", "kafka_error"),
+)
+DEAD_LETTER_KINDS = ("unparseable", "invalid", "oversize", "duplicate", "late", "kafka_error")
+
+
+def dead_letter_kind(reason: str) -> str:
+    """The kind of a dead letter's ``reason``, one of :data:`DEAD_LETTER_KINDS`."""
+    for prefix, kind in _KIND_BY_PREFIX:
+        if reason.startswith(prefix):
+            return kind
+    return "invalid"

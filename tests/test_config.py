@@ -132,6 +132,15 @@ def test_invalid_values_name_the_key_and_what_is_expected() -> None:
         ),
         ({"input": {"kafka": {"topic": ""}}}, '"input.kafka.topic" must be a Kafka topic name'),
         ({"input": {"kafka": {"batch_size": "many"}}}, "must be a whole number, got 'many'"),
+        ({"quality": {"window_targets": 0}}, '"quality.window_targets" must be at least 1, got 0'),
+        (
+            {"quality": {"every_events": 1000}},
+            '"quality.every_events" needs "quality.output" too (or neither: no records)',
+        ),
+        (
+            {"quality": {"output": {"file": {"path": "q.jsonl"}}}},
+            '"quality.output" needs "quality.every_events" too',
+        ),
     ],
 )
 def test_values_out_of_range_are_one_line_naming_the_key_and_what_is_allowed(

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+import orjson
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from kafka_job import event, free_ports, produce, start_job, stop, tail, write_config
 
@@ -269,7 +271,7 @@ def test_an_unreachable_broker_is_one_line() -> None:
         run.ensure_topics(_kafka_config(f"127.0.0.1:{port}", "nowhere"), timeout_s=1)
 
 
-def test_the_live_job_says_ready_exports_its_counts_and_stops_cleanly_on_ctrl_c(
+def test_the_live_job_says_ready_exports_its_metrics_commits_offsets_and_stops_on_ctrl_c(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     prefix = f"live-{uuid.uuid4().hex[:8]}"
@@ -291,14 +293,52 @@ def test_the_live_job_says_ready_exports_its_counts_and_stops_cleanly_on_ctrl_c(
         _wait(lambda: "streamrec run: ready: reading topic" in log.read_text(), job, log, "ready")
         alice = [event("alice", "lamp", T0), event("alice", "shade", T0 + 60_000)]
         produce(kafka_bootstrap, f"{prefix}.events", [*alice, b"not json"])
+        # Alice's second event closes her first window (one list) and is a target against it.
         wanted = {
             "streamrec_events_in_total": 3.0,
             'streamrec_events_total{outcome="processed"}': 2.0,
             'streamrec_events_total{outcome="dead_lettered"}': 1.0,
+            'streamrec_dead_letters_total{reason="unparseable"}': 1.0,
+            'streamrec_dead_letters_total{reason="late"}': 0.0,
+            "streamrec_late_events_total": 0.0,
             "streamrec_lists_out_total": 1.0,
+            "streamrec_tombstones_total": 0.0,
             "streamrec_events_pending": 0.0,
+            "streamrec_users": 1.0,
+            "streamrec_items": 2.0,
+            'streamrec_online_targets_total{model="streamrec"}': 1.0,
+            "streamrec_model_update_seconds_count": 2.0,
+            "streamrec_ranking_seconds_count": 1.0,
+            "streamrec_event_to_list_seconds_count": 1.0,
         }
         _wait(lambda: _scrape(port, wanted) == wanted, job, log, f"the metrics {wanted}")
+        (hit_rate,) = _scrape(port, {'streamrec_online_hit_rate{model="streamrec"}': 0}).values()
+        assert hit_rate in (0.0, 1.0), "one target: a hit or a miss"
+
+        # The counters move: a third event (a list, a target), one too late, a forgotten user.
+        later = [
+            event("alice", "bulb", T0 + 120_000),
+            event("alice", "old", T0 - 7_200_000),
+            orjson.dumps({"user_id": "alice", "ts": T0 + 180_000, "type": "forget_user"}),
+        ]
+        produce(kafka_bootstrap, f"{prefix}.events", later)
+        wanted |= {
+            "streamrec_events_in_total": 6.0,
+            'streamrec_events_total{outcome="processed"}': 4.0,
+            'streamrec_events_total{outcome="dead_lettered"}': 2.0,
+            'streamrec_dead_letters_total{reason="late"}': 1.0,
+            "streamrec_lists_out_total": 2.0,
+            "streamrec_tombstones_total": 1.0,
+            "streamrec_users": 0.0,
+            "streamrec_items": 3.0,
+            'streamrec_online_targets_total{model="streamrec"}': 2.0,
+            "streamrec_model_update_seconds_count": 3.0,
+            "streamrec_ranking_seconds_count": 2.0,
+            "streamrec_event_to_list_seconds_count": 2.0,
+        }
+        _wait(lambda: _scrape(port, wanted) == wanted, job, log, f"the metrics {wanted}")
+        # Kafka's lag tools see the job: its group committed every offset it read.
+        _wait(lambda: _committed(kafka_bootstrap, f"{prefix}.events") == 6, job, log, "commits")
         job.send_signal(signal.SIGINT)
         assert job.wait(timeout=60) == 0, tail(log)
     finally:
@@ -306,6 +346,15 @@ def test_the_live_job_says_ready_exports_its_counts_and_stops_cleanly_on_ctrl_c(
     text = log.read_text()
     assert "panicked" not in text and "Traceback" not in text, text
     assert text.rstrip().splitlines()[-1].startswith("streamrec run: stopped on SIGINT; ")
+
+
+def _committed(bootstrap: str, topic: str) -> int:
+    """The offset the job's consumer group committed on partition 0 of ``topic``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions("streamrec", [TopicPartition(topic, 0)])
+    (future,) = admin.list_consumer_group_offsets([request]).values()
+    (partition,) = future.result(timeout=10).topic_partitions
+    return partition.offset
 
 
 def _scrape(port: int, names: dict[str, float]) -> dict[str, float]:
