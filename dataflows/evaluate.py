@@ -48,6 +48,7 @@ from types import ModuleType
 import orjson
 
 from dataflows.errors import UsageError, load_config_or_stop
+from dataflows.progress import bar, track
 from operators import baselines
 from operators.config import Config
 from operators.engine import Engine
@@ -146,14 +147,6 @@ def read_events(
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error}") from None
     return events, skipped
-
-
-def _progress(started: float) -> Callable[[int, int], None]:
-    def report(done: int, total: int) -> None:
-        elapsed = time.perf_counter() - started
-        print(f"evaluate: {done:,}/{total:,} events, {elapsed:.0f} s", file=sys.stderr)
-
-    return report
 
 
 def _label(section: str, name: str) -> str:
@@ -348,7 +341,8 @@ def pretrain(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.history} holds no valid event")
     started = time.perf_counter()
     engine = Engine(config.engine, config.gate_settings())
-    for event in sorted(events, key=lambda event: event.ts):
+    ordered = sorted(events, key=lambda event: event.ts)
+    for event in track(ordered, len(ordered), quiet=args.quiet):
         engine.learn(event)
     engine.flush()
     out = Path(args.out)
@@ -394,15 +388,17 @@ def main(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        reports = prequential(
-            events,
-            models,
-            args.k,
-            emitted=emitted,
-            emitted_name=config.engine.model_name,
-            curve=CURVE,
-            progress=_progress(started),
-        )
+        with bar(len(events), quiet=args.quiet) as shown:
+            reports = prequential(
+                events,
+                models,
+                args.k,
+                emitted=emitted,
+                emitted_name=config.engine.model_name,
+                curve=CURVE,
+                progress=lambda done, _total: shown.update(done - shown.n),
+                progress_every=1_000,
+            )
     except EmittedFormatError as error:
         raise UsageError(f"{args.recs}: {error}") from None
     print(f"evaluate: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)

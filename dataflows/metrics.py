@@ -29,7 +29,6 @@ processes in the query).
 
 from __future__ import annotations
 
-import sys
 import time
 import weakref
 from collections import defaultdict
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from dataflows import logs
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic
 from operators.replica import ModelReplica
 from operators.tally import Tally
@@ -60,7 +60,7 @@ def describe(endpoint: KafkaInput | KafkaTopic | FileEndpoint | None) -> str:
 def ready_line(config: Config) -> str:
     """The one line the live job logs when its dataflow is built and handed to Bytewax."""
     return (
-        f"streamrec run: ready: reading {describe(config.input)}, lists to "
+        f"ready: reading {describe(config.input)}, lists to "
         f"{describe(config.output)}, dead letters to {describe(config.dead_letter)}"
     )
 
@@ -77,7 +77,7 @@ class JobMetrics:
         """The live job's metrics in the default registry (with :data:`REPLICAS` and
         :data:`TIMINGS`); logs the ready line, as Bytewax gets the dataflow only once the config
         and any warm start are loaded."""
-        print(ready_line(config), file=sys.stderr, flush=True)
+        logs.from_environment().info(ready_line(config))
         REGISTRY.register(REPLICAS)
         TIMINGS.register(REGISTRY)
         return cls(REGISTRY)

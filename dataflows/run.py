@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import re
 import signal
@@ -57,6 +58,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflows.errors import UsageError, load_config_or_stop
+from dataflows.logs import FORMAT_ENV, LEVEL_ENV, LOGGER, child_line, configure
 from operators.config import Config, KafkaInput, KafkaTopic
 
 #: Where the dataflow lives, as ``bytewax.run`` imports it.
@@ -442,6 +444,8 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
             raise UsageError(str(error)) from None
         env[WARM_START_ENV] = str(warm)
     env["PYTHONUNBUFFERED"] = "1"
+    env[LEVEL_ENV] = args.log_level
+    env[FORMAT_ENV] = args.log_format
     if args.metrics_port:
         env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
         env["BYTEWAX_DATAFLOW_API_PORT"] = str(args.metrics_port)
@@ -469,6 +473,7 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args.log_level, args.log_format)
     launch = plan(args, dict(os.environ))
     if args.metrics_port:
         check_port_free(args.metrics_port)
@@ -493,7 +498,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _log(line: str) -> None:
-    print(f"streamrec run: {line}", file=sys.stderr, flush=True)
+    logging.getLogger(LOGGER).info(line)
 
 
 def _die_with_launcher() -> None:
@@ -522,9 +527,10 @@ def supervise(launch: Launch) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     held: list[str] = []
+    log_format = launch.env[FORMAT_ENV]
     assert child.stderr is not None
     for raw in child.stderr:
-        line = raw.decode(errors="replace")
+        line = child_line(raw.decode(errors="replace"), log_format)
         if stop_signal:
             held.append(line)
         else:

@@ -19,7 +19,17 @@ import orjson
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
-from kafka_job import event, free_ports, produce, start_job, stop, tail, write_config
+from kafka_job import (
+    event,
+    free_ports,
+    produce,
+    start_job,
+    stop,
+    tail,
+    wait_exit,
+    write_config,
+    write_file_config,
+)
 
 from dataflows import cli, run
 from dataflows.errors import UsageError
@@ -373,3 +383,39 @@ def _wait(done: Callable[[], bool], job: subprocess.Popen[bytes], log: Path, wha
         assert job.poll() is None, f"the job ended before {what}:\n{tail(log)}"
         assert time.monotonic() < deadline, f"no {what} in {WAIT_S:.0f} s:\n{tail(log)}"
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize(("level", "ready"), [("info", True), ("warning", False)])
+def test_json_logs_are_one_object_a_line_at_the_level_asked(
+    tmp_path: Path, level: str, ready: bool
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(event("alice", "lamp", T0) + b"\n" + event("alice", "jam", T0 + 1) + b"\n")
+    config = write_file_config(
+        tmp_path / "config.yaml", events, tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    )
+    log = tmp_path / "job.log"
+    options = ["--no-recovery", "--metrics-port", "0", "--log-format", "json"]
+    wait_exit(start_job(config, log, *options, "--log-level", level), log, WAIT_S)
+    records = [orjson.loads(line) for line in log.read_text().splitlines()]
+    assert all(set(record) == {"time", "level", "logger", "message"} for record in records)
+    readies = [r for r in records if r["message"].startswith("ready: reading file ")]
+    assert len(readies) == int(ready), records
+    assert all(record["level"] != "info" for record in records) or ready
+
+
+def test_a_usage_error_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _ENTRY_POINT, "run", "--log-format", "json", "-c", "nope.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    record = orjson.loads(line)
+    assert record["level"] == "error"
+    assert record["message"].startswith("streamrec run: ")
+    assert "nope.yaml: cannot read the config file" in record["message"]
