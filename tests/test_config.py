@@ -24,6 +24,7 @@ from operators.config import (
     config_from_mapping,
     load_config,
 )
+from operators.config_reference import config_rows, reference_table
 from operators.engine_config import EngineConfig
 
 DEPLOY_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "config.yaml"
@@ -296,3 +297,13 @@ def test_long_commands_draw_a_progress_bar_on_a_terminal_only(
     assert quiet.strip().startswith("wrote 300000 events"), quiet
     assert cli.main(["generate", "--events", "3000", out]) == 0
     assert capsys.readouterr().err.startswith("wrote 3000 events"), "no bar in a pipe"
+
+
+def test_the_readme_config_reference_is_what_the_config_renders() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = reference_table()
+    assert table in readme, "README's table is stale: paste python -m operators.config_reference"
+    keys = {row.key for row in config_rows()}
+    assert {"kafka.group_id", "quality.window_targets", "engine.k", "window.length_s"} <= keys
+    unexplained = [line for line in table.splitlines() if line.endswith("|  |")]
+    assert unexplained == [], "keys without a comment in deploy/config.yaml"
