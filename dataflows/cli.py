@@ -183,6 +183,7 @@ streamrec generate --shape drift drift.jsonl
         "Prequential evaluation of lists, live or emitted.",
         """
 streamrec evaluate retail.jsonl.gz --baselines --ablation --plot hr.png
+streamrec evaluate drift.jsonl --baselines --plot hr.png --mark 1705363200000=drift
 streamrec evaluate retail.jsonl.gz --recs recs.jsonl   # lists written by streamrec replay
 """,
         progress=True,
@@ -195,6 +196,13 @@ streamrec evaluate retail.jsonl.gz --recs recs.jsonl   # lists written by stream
     sub.add_argument("--ablation", action="store_true", help="also run the ablations")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_argument("--plot", help="write the sliding-window HR curve to this PNG")
+    sub.add_argument(
+        "--mark",
+        action="append",
+        metavar="TIME[=LABEL]",
+        help="draw this moment on the plot (ISO-8601 or epoch ms; e.g. the drift time that "
+        "streamrec generate prints); repeatable",
+    )
     sub.add_argument("--warm-start", help="start streamrec from this pretrained state")
 
     sub = command(

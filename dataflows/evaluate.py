@@ -61,7 +61,7 @@ from operators.evaluation import (
     prequential,
     read_emitted,
 )
-from operators.events import DEFAULT_MAX_BYTES, Event, Rejected, parse_event
+from operators.events import DEFAULT_MAX_BYTES, Event, Rejected, parse_event, parse_timestamp
 from operators.jsonl import numbered_lines, read_lines
 from operators.warm_start import WarmStart, WarmStartError
 
@@ -244,12 +244,32 @@ def _broken_at_gaps(
     return xs, ys
 
 
+def parse_mark(text: str) -> tuple[int, str]:
+    """``--mark TIME[=LABEL]``: a moment (ISO-8601 or epoch ms) to draw on the plot.
+
+    >>> parse_mark("1705363200000=drift"), parse_mark("2010-12-24")
+    ((1705363200000, 'drift'), (1293148800000, '2010-12-24'))
+    """
+    moment, _, label = text.partition("=")
+    try:
+        ts = parse_timestamp(int(moment) if moment.isdigit() else moment)
+    except ValueError as error:
+        raise UsageError(f"--mark {text!r}: {error}") from None
+    return ts, label or moment
+
+
 def _plot(
-    plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, events: Path, path: Path
+    plt: ModuleType,
+    sections: dict[str, dict[str, Report]],
+    k: int,
+    events: Path,
+    path: Path,
+    marks: list[tuple[int, str]],
 ) -> None:
     """One line per report, labelled with its overall HR@k, legend beside the axes, best first
     within each section; a curve is broken where no target came for long (the points would
-    otherwise join across the gap as if it had been measured)."""
+    otherwise join across the gap as if it had been measured); each of ``marks`` (a drift, a
+    change to the model) is a labelled vertical line."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import PercentFormatter
 
@@ -270,6 +290,20 @@ def _plot(
                 marker="." if len(report.curve) < 30 else None,
                 **_LINE_STYLES[section],
             )
+    for ts, label in marks:
+        moment = datetime.fromtimestamp(ts / 1000, UTC)
+        axes.axvline(moment, color="tab:red", linestyle="--", linewidth=1.2, zorder=4)
+        axes.annotate(
+            label,
+            (moment, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 6),
+            textcoords="offset points",
+            color="tab:red",
+            fontsize=10,
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "tab:red"},
+            zorder=5,
+        )
     targets = next(iter(sections["streamrec"].values())).targets
     axes.set_title(
         f"HR@{k} over event time: {events.name}, {targets:,} targets\n"
@@ -364,6 +398,7 @@ def main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1, got {args.k}")
     plt = _pyplot() if args.plot else None
+    marks = [parse_mark(text) for text in args.mark or ()]
     config = load_config_or_stop(args.config)
     emitted = None
     if args.recs is not None:
@@ -432,5 +467,5 @@ def main(args: argparse.Namespace) -> int:
         if variant is not None:
             print(f"baselines/covisitation is the best of its grid: {variant}")
     if plt is not None:
-        _plot(plt, sections, args.k, Path(args.events), Path(args.plot))
+        _plot(plt, sections, args.k, Path(args.events), Path(args.plot), marks)
     return 0
