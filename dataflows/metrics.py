@@ -40,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from dataflows import logs
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic
+from operators.quality import OnlineQuality
 from operators.replica import ModelReplica
 from operators.tally import Tally
 
@@ -131,8 +132,35 @@ class JobMetrics:
         yield users
 
 
+@dataclass
+class _QualitySums:
+    """The quality windows of one model's replicas in this process, added up."""
+
+    hits: int = 0
+    gain: float = 0.0
+    window: int = 0
+    targets: int = 0
+
+    def add(self, quality: OnlineQuality) -> None:
+        self.hits += quality.window_hits
+        self.gain += quality.window_gain
+        self.window += quality.window_targets
+        self.targets += quality.targets
+
+
 class ReplicaGauges:
-    """Collects the gauges of the model replicas alive in this process."""
+    """Collects the gauges of the model replicas alive in this process.
+
+    >>> from operators.engine_config import EngineConfig
+    >>> replica = ModelReplica(EngineConfig())
+    >>> replica.quality.score(1)  # a target at rank 1 of its list, then a miss
+    >>> replica.quality.score(None)
+    >>> gauges, registry = ReplicaGauges(), CollectorRegistry()
+    >>> gauges.watch(replica)
+    >>> registry.register(gauges)
+    >>> registry.get_sample_value("streamrec_online_hit_rate", {"model": "streamrec"})
+    0.5
+    """
 
     def __init__(self) -> None:
         self._replicas: weakref.WeakSet[ModelReplica] = weakref.WeakSet()
@@ -147,14 +175,9 @@ class ReplicaGauges:
         )
         items.add_metric([], max((len(replica.items) for replica in replicas), default=0))
         yield items
-        hits: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+        by_model: dict[str, _QualitySums] = defaultdict(_QualitySums)
         for replica in replicas:
-            quality = replica.quality
-            sums = hits[replica.config.model_name]
-            sums[0] += quality.window_hits
-            sums[1] += quality.window_gain
-            sums[2] += quality.window_targets
-            sums[3] += quality.targets
+            by_model[replica.config.model_name].add(replica.quality)
         k = max((replica.config.k for replica in replicas), default=10)
         families = {
             "hit_rate": GaugeMetricFamily(
@@ -174,10 +197,11 @@ class ReplicaGauges:
             "Targets scored against a served list since the process started.",
             labels=["model"],
         )
-        for model, (window_hits, gain, window, scored) in hits.items():
-            families["hit_rate"].add_metric([model], window_hits / window if window else 0.0)
-            families["ndcg"].add_metric([model], gain / window if window else 0.0)
-            targets.add_metric([model], scored)
+        for model, sums in by_model.items():
+            window = sums.window or 1
+            families["hit_rate"].add_metric([model], sums.hits / window)
+            families["ndcg"].add_metric([model], sums.gain / window)
+            targets.add_metric([model], sums.targets)
         yield from families.values()
         yield targets
 

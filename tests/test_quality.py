@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -23,6 +24,7 @@ from operators.quality import OnlineQuality
 from operators.replica import ModelReplica
 
 TEA = ("tea", 0, 1.0)
+SCHEMA = Path(__file__).resolve().parents[1] / "deploy" / "schema" / "quality.schema.json"
 
 
 def test_the_window_keeps_only_the_latest_targets() -> None:
@@ -107,6 +109,9 @@ def test_replay_writes_a_quality_record_every_n_events(
     assert cli(["replay", str(BUNDLED_EVENTS), "-c", str(config), "--json"]) == 0
     events = json.loads(capsys.readouterr().out)["events_in"]
     lines = [json.loads(line) for line in records.read_text().splitlines()]
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    for line in lines:
+        validator.validate(line)
     assert [line["events"] for line in lines] == list(range(10_000, events + 1, 10_000))
     last = lines[-1]
     assert last["replica"] and last["model"] == "streamrec"
