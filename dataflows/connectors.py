@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import cast
+from typing import ClassVar, TypeVar, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -31,6 +31,9 @@ from typing_extensions import override
 from operators.intake import Origin, Raw
 from operators.jsonl import Line, numbered_lines
 from operators.tally import Tally
+
+X = TypeVar("X")
+S = TypeVar("S")
 
 
 class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
@@ -101,19 +104,27 @@ class _JsonLinesSinkPartition(StatefulSinkPartition[bytes, int]):
         self._file.close()
 
 
-class JsonLinesSink(FixedPartitionedSink[bytes, int]):
-    """Write each value (one JSON document, as bytes) as a line of one file."""
+class _OnePartitionSink(FixedPartitionedSink[X, S]):
+    """A sink of one partition, ``PART``: every item goes to it, whatever its key."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = Path(path)
+    PART: ClassVar[str]
 
     @override
     def list_parts(self) -> list[str]:
-        return ["out"]
+        return [self.PART]
 
     @override
     def part_fn(self, item_key: str) -> int:
         return 0
+
+
+class JsonLinesSink(_OnePartitionSink[bytes, int]):
+    """Write each value (one JSON document, as bytes) as a line of one file."""
+
+    PART = "out"
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
 
     @override
     def build_part(
@@ -142,19 +153,13 @@ class _TallyPartition(StatefulSinkPartition[Tally, tuple[int, ...]]):
         self._report(self._total)
 
 
-class TallySink(FixedPartitionedSink[Tally, tuple[int, ...]]):
+class TallySink(_OnePartitionSink[Tally, tuple[int, ...]]):
     """Sum the counts of the whole job in one partition; ``report`` sees every new total."""
+
+    PART = "tally"
 
     def __init__(self, report: Callable[[Tally], None]) -> None:
         self._report = report
-
-    @override
-    def list_parts(self) -> list[str]:
-        return ["tally"]
-
-    @override
-    def part_fn(self, item_key: str) -> int:
-        return 0
 
     @override
     def build_part(
@@ -219,20 +224,14 @@ class _OffsetCommitPartition(StatefulSinkPartition[Offsets, None]):
         self._consumer.close()
 
 
-class OffsetCommitSink(FixedPartitionedSink[Offsets, None]):
+class OffsetCommitSink(_OnePartitionSink[Offsets, None]):
     """Commit the offsets of :func:`next_offsets` to the consumer group in ``settings``
     (librdkafka properties with ``group.id``) once per epoch, from one partition."""
 
+    PART = "offsets"
+
     def __init__(self, settings: dict[str, str]) -> None:
         self._settings = settings
-
-    @override
-    def list_parts(self) -> list[str]:
-        return ["offsets"]
-
-    @override
-    def part_fn(self, item_key: str) -> int:
-        return 0
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _OffsetCommitPartition:

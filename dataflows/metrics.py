@@ -210,34 +210,32 @@ class ReplicaGauges:
 _BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
+def _histogram(name: str, documentation: str) -> Histogram:
+    return Histogram(name, documentation, buckets=_BUCKETS, registry=None)
+
+
 @dataclass
 class Timings:
     """Histograms of the replica step's work (unregistered until :meth:`register`)."""
 
     update: Histogram = field(
-        default_factory=lambda: Histogram(
+        default_factory=lambda: _histogram(
             "streamrec_model_update_seconds",
             "Seconds a replica spends learning one event (item model, and the ranker when the "
             "event is a target).",
-            buckets=_BUCKETS,
-            registry=None,
         )
     )
     ranking: Histogram = field(
-        default_factory=lambda: Histogram(
+        default_factory=lambda: _histogram(
             "streamrec_ranking_seconds",
             "Seconds to serve one list (candidates, features, ranking).",
-            buckets=_BUCKETS,
-            registry=None,
         )
     )
     latency: Histogram = field(
-        default_factory=lambda: Histogram(
+        default_factory=lambda: _histogram(
             "streamrec_event_to_list_seconds",
             "Seconds from an event reaching the user step to the list it caused leaving the "
             "replica step (lists closed by a timer or the input's end are not counted).",
-            buckets=_BUCKETS,
-            registry=None,
         )
     )
 

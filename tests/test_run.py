@@ -171,15 +171,20 @@ def test_a_bad_config_is_one_readable_line(tmp_path: Path) -> None:
         run.plan(_args("-c", str(_config(tmp_path, "recovery:\n  partitions: 4\n"))), {})
 
 
-def test_the_command_line_reports_errors_without_a_traceback(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _ENTRY_POINT, "run", "-c", str(tmp_path / "nope.yaml")],
-        cwd=ROOT,
+def _cli(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``streamrec ARGV`` as a separate process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", _ENTRY_POINT, *argv],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_the_command_line_reports_errors_without_a_traceback(tmp_path: Path) -> None:
+    result = _cli("run", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1
@@ -405,14 +410,7 @@ def test_json_logs_are_one_object_a_line_at_the_level_asked(
 
 
 def test_a_usage_error_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _ENTRY_POINT, "run", "--log-format", "json", "-c", "nope.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _cli("run", "--log-format", "json", "-c", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     record = orjson.loads(line)
