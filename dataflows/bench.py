@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from dataflows.cli import UsageError
+from dataflows.errors import UsageError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "tests" / "benchmarks"
 

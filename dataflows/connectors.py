@@ -10,6 +10,9 @@
 * :class:`TallySink` sums :class:`~operators.tally.Tally` counts in one partition and hands the
   running total to a callback (progress display, final summary); the total is its snapshot, so
   counts survive a restart.
+* :class:`OffsetCommitSink` commits the input offsets read up to the end of each epoch to a
+  Kafka consumer group, so that Kafka's lag tools see the job (Bytewax's Kafka source assigns
+  partitions itself and keeps its offsets in the recovery store, in no group).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import stat
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import ClassVar, TypeVar, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from typing_extensions import override
 
 from dataflows.routing import worker_of
@@ -29,6 +34,9 @@ from operators.events import user_key
 from operators.intake import Origin, Raw
 from operators.jsonl import Line, numbered_lines
 from operators.tally import Tally
+
+X = TypeVar("X")
+S = TypeVar("S")
 
 
 class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
@@ -137,19 +145,27 @@ class _JsonLinesSinkPartition(StatefulSinkPartition[bytes, int]):
         self._file.close()
 
 
-class JsonLinesSink(FixedPartitionedSink[bytes, int]):
-    """Write each value (one JSON document, as bytes) as a line of one file."""
+class _OnePartitionSink(FixedPartitionedSink[X, S]):
+    """A sink of one partition, ``PART``: every item goes to it, whatever its key."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = Path(path)
+    PART: ClassVar[str]
 
     @override
     def list_parts(self) -> list[str]:
-        return ["out"]
+        return [self.PART]
 
     @override
     def part_fn(self, item_key: str) -> int:
         return 0
+
+
+class JsonLinesSink(_OnePartitionSink[bytes, int]):
+    """Write each value (one JSON document, as bytes) as a line of one file."""
+
+    PART = "out"
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
 
     @override
     def build_part(
@@ -178,22 +194,86 @@ class _TallyPartition(StatefulSinkPartition[Tally, tuple[int, ...]]):
         self._report(self._total)
 
 
-class TallySink(FixedPartitionedSink[Tally, tuple[int, ...]]):
+class TallySink(_OnePartitionSink[Tally, tuple[int, ...]]):
     """Sum the counts of the whole job in one partition; ``report`` sees every new total."""
+
+    PART = "tally"
 
     def __init__(self, report: Callable[[Tally], None]) -> None:
         self._report = report
-
-    @override
-    def list_parts(self) -> list[str]:
-        return ["tally"]
-
-    @override
-    def part_fn(self, item_key: str) -> int:
-        return 0
 
     @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: tuple[int, ...] | None
     ) -> _TallyPartition:
         return _TallyPartition(resume_state, self._report)
+
+
+#: (topic, partition) -> the offset after the newest message read there.
+Offsets = dict[tuple[str, int], int]
+
+
+def next_offsets(batch: list[Raw]) -> list[Offsets]:
+    """The offset after the last message of each Kafka partition in ``batch`` (one small dict
+    per batch, whatever its size).
+
+    >>> next_offsets([Raw(0, Origin("events", 7, 0), b""), Raw(1, Origin("events", 3, 1), b""),
+    ...               Raw(2, Origin("events", 8, 0), b"")])
+    [{('events', 0): 9, ('events', 1): 4}]
+    """
+    offsets: Offsets = {}
+    for raw in batch:
+        origin = raw.origin
+        offsets[(origin.source, cast(int, origin.partition))] = origin.offset + 1
+    return [offsets]
+
+
+class _OffsetCommitPartition(StatefulSinkPartition[Offsets, None]):
+    def __init__(self, settings: dict[str, str]) -> None:
+        self._consumer = Consumer({**settings, "enable.auto.commit": False})
+        self._offsets: Offsets = {}
+        self._committed: Offsets = {}
+
+    @override
+    def write_batch(self, values: list[Offsets]) -> None:
+        for offsets in values:
+            for part, offset in offsets.items():
+                self._offsets[part] = max(offset, self._offsets.get(part, 0))
+
+    def _commit(self, asynchronous: bool) -> None:
+        changed = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in self._offsets.items()
+            if self._committed.get((topic, partition)) != offset
+        ]
+        if changed:
+            try:
+                self._consumer.commit(offsets=changed, asynchronous=asynchronous)
+            except KafkaException:
+                return  # the broker is away: the next epoch commits again
+            self._committed.update(self._offsets)
+        self._consumer.poll(0)  # serves the callbacks of earlier asynchronous commits
+
+    @override
+    def snapshot(self) -> None:
+        # Bytewax calls this at the end of every epoch, with or without recovery.
+        self._commit(asynchronous=True)
+
+    @override
+    def close(self) -> None:
+        self._commit(asynchronous=False)
+        self._consumer.close()
+
+
+class OffsetCommitSink(_OnePartitionSink[Offsets, None]):
+    """Commit the offsets of :func:`next_offsets` to the consumer group in ``settings``
+    (librdkafka properties with ``group.id``) once per epoch, from one partition."""
+
+    PART = "offsets"
+
+    def __init__(self, settings: dict[str, str]) -> None:
+        self._settings = settings
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _OffsetCommitPartition:
+        return _OffsetCommitPartition(self._settings)

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from dataflows.cli import UsageError, load_config_or_stop
+from dataflows.errors import UsageError, load_config_or_stop
 from operators.config import Config, KafkaTopic
 
 #: How long to wait for the broker's metadata and for each poll.

@@ -47,9 +47,10 @@ from types import ModuleType
 
 import orjson
 
-from dataflows.cli import UsageError
+from dataflows.errors import UsageError, load_config_or_stop
+from dataflows.progress import bar, track
 from operators import baselines
-from operators.config import Config, ConfigError, load_config
+from operators.config import Config
 from operators.engine import Engine
 from operators.evaluation import (
     COLD_EVENTS,
@@ -60,7 +61,7 @@ from operators.evaluation import (
     prequential,
     read_emitted,
 )
-from operators.events import DEFAULT_MAX_BYTES, Event, Rejected, parse_event
+from operators.events import DEFAULT_MAX_BYTES, Event, Rejected, parse_event, parse_timestamp
 from operators.jsonl import numbered_lines, read_lines
 from operators.privacy import Pseudonymiser
 from operators.warm_start import WarmStart, WarmStartError
@@ -153,21 +154,6 @@ def read_events(
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error}") from None
     return events, skipped
-
-
-def _config(path: str | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
-
-
-def _progress(started: float) -> Callable[[int, int], None]:
-    def report(done: int, total: int) -> None:
-        elapsed = time.perf_counter() - started
-        print(f"evaluate: {done:,}/{total:,} events, {elapsed:.0f} s", file=sys.stderr)
-
-    return report
 
 
 def _label(section: str, name: str) -> str:
@@ -265,12 +251,32 @@ def _broken_at_gaps(
     return xs, ys
 
 
+def parse_mark(text: str) -> tuple[int, str]:
+    """``--mark TIME[=LABEL]``: a moment (ISO-8601 or epoch ms) to draw on the plot.
+
+    >>> parse_mark("1705363200000=drift"), parse_mark("2010-12-24")
+    ((1705363200000, 'drift'), (1293148800000, '2010-12-24'))
+    """
+    moment, _, label = text.partition("=")
+    try:
+        ts = parse_timestamp(int(moment) if moment.isdigit() else moment)
+    except ValueError as error:
+        raise UsageError(f"--mark {text!r}: {error}") from None
+    return ts, label or moment
+
+
 def _plot(
-    plt: ModuleType, sections: dict[str, dict[str, Report]], k: int, events: Path, path: Path
+    plt: ModuleType,
+    sections: dict[str, dict[str, Report]],
+    k: int,
+    events: Path,
+    path: Path,
+    marks: list[tuple[int, str]],
 ) -> None:
     """One line per report, labelled with its overall HR@k, legend beside the axes, best first
     within each section; a curve is broken where no target came for long (the points would
-    otherwise join across the gap as if it had been measured)."""
+    otherwise join across the gap as if it had been measured); each of ``marks`` (a drift, a
+    change to the model) is a labelled vertical line."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import PercentFormatter
 
@@ -291,6 +297,20 @@ def _plot(
                 marker="." if len(report.curve) < 30 else None,
                 **_LINE_STYLES[section],
             )
+    for ts, label in marks:
+        moment = datetime.fromtimestamp(ts / 1000, UTC)
+        axes.axvline(moment, color="tab:red", linestyle="--", linewidth=1.2, zorder=4)
+        axes.annotate(
+            label,
+            (moment, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 6),
+            textcoords="offset points",
+            color="tab:red",
+            fontsize=10,
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "tab:red"},
+            zorder=5,
+        )
     targets = next(iter(sections["streamrec"].values())).targets
     axes.set_title(
         f"HR@{k} over event time: {events.name}, {targets:,} targets\n"
@@ -354,7 +374,7 @@ def _warm_start(path: str | None, config: Config) -> WarmStart | None:
 def pretrain(args: argparse.Namespace) -> int:
     """``streamrec pretrain HISTORY --out DIR``: one pass of the engine over the history (lists
     are served, as the job would, since serving trains the ranker), then its state saved."""
-    config = _config(args.config)
+    config = load_config_or_stop(args.config)
     events, skipped = read_events(
         Path(args.history),
         config.known_types(),
@@ -365,7 +385,8 @@ def pretrain(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.history} holds no valid event")
     started = time.perf_counter()
     engine = Engine(config.engine, config.gate_settings())
-    for event in sorted(events, key=lambda event: event.ts):
+    ordered = sorted(events, key=lambda event: event.ts)
+    for event in track(ordered, len(ordered), quiet=args.quiet):
         engine.learn(event)
     engine.flush()
     out = Path(args.out)
@@ -387,7 +408,8 @@ def main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1, got {args.k}")
     plt = _pyplot() if args.plot else None
-    config = _config(args.config)
+    marks = [parse_mark(text) for text in args.mark or ()]
+    config = load_config_or_stop(args.config)
     emitted = None
     if args.recs is not None:
         recs = Path(args.recs)
@@ -414,16 +436,18 @@ def main(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        reports = prequential(
-            events,
-            models,
-            args.k,
-            emitted=emitted,
-            emitted_name=config.engine.model_name,
-            curve=CURVE,
-            progress=_progress(started),
-            known=None if warm is None else warm.seen_items(),
-        )
+        with bar(len(events), quiet=args.quiet) as shown:
+            reports = prequential(
+                events,
+                models,
+                args.k,
+                emitted=emitted,
+                emitted_name=config.engine.model_name,
+                curve=CURVE,
+                progress=lambda done, _total: shown.update(done - shown.n),
+                progress_every=1_000,
+                known=None if warm is None else warm.seen_items(),
+            )
     except EmittedFormatError as error:
         raise UsageError(f"{args.recs}: {error}") from None
     print(f"evaluate: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -457,5 +481,5 @@ def main(args: argparse.Namespace) -> int:
         if variant is not None:
             print(f"baselines/covisitation is the best of its grid: {variant}")
     if plt is not None:
-        _plot(plt, sections, args.k, Path(args.events), Path(args.plot))
+        _plot(plt, sections, args.k, Path(args.events), Path(args.plot), marks)
     return 0

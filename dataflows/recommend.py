@@ -7,6 +7,7 @@ recorded file with ``streamrec replay``. Tests and tools call :func:`build_flow`
 Steps::
 
     input (Kafka | JSON Lines) -> admit (parse, validate) -------------------> dead letter
+      '-> offsets read (Kafka) -> committed to kafka.group_id at each epoch's end
       -> one packet per worker -> unpack by user -> user step [UserGate + UserState] -> dead letter
            |-- Observation -> every replica key --.
            '-- Train / Label / Serve / ForgetUser -+-> replica step [ModelReplica] -> output
@@ -50,13 +51,20 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-from dataflows.connectors import JsonLinesSink, JsonLinesSource, TallySink
+from dataflows.connectors import (
+    JsonLinesSink,
+    JsonLinesSource,
+    OffsetCommitSink,
+    TallySink,
+    next_offsets,
+)
 from dataflows.routing import replica_keys, replica_of
 from dataflows.steps import Packet, Ranked, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.item_model import Observation
 from operators.messages import Tombstone
+from operators.quality import QualityRecord
 from operators.replica import ReplicaSnapshot
 from operators.tally import Tally
 from operators.warm_start import WarmStart
@@ -96,16 +104,30 @@ def _dead_letter_of(keyed: tuple[str, UserOutput | DeadLetter]) -> DeadLetter | 
 
 
 def _count_user_outputs(batch: list[tuple[str, UserOutput | DeadLetter]]) -> list[Tally]:
-    processed = late = 0
+    processed = late = users = 0
     for _user, output in batch:
         if isinstance(output, UserOutput):
             processed += output.processed
             late += output.late
-    return [Tally(processed=processed, late=late)]
+            users += output.users
+    return [Tally(processed=processed, late=late, users=users)]
+
+
+def _count_dead(batch: list[DeadLetter]) -> list[Tally]:
+    return [Tally.of_dead_letters(letter.reason for letter in batch)]
 
 
 def _count(field_name: str, batch: list[Any]) -> list[Tally]:
     return [Tally(**{field_name: len(batch)})]
+
+
+def _quality_line(keyed: tuple[str, Sequenced[QualityRecord]]) -> tuple[str, bytes]:
+    replica, (_seq, record) = keyed
+    return replica, record.to_json(replica=replica)
+
+
+def _unkeyed_message(value: bytes) -> KafkaSinkMessage[bytes | None, bytes | None]:
+    return KafkaSinkMessage(None, value)
 
 
 def _in_input_order(batch: list[tuple[str, Sequenced[Ranked]]]) -> list[tuple[str, Ranked]]:
@@ -168,10 +190,20 @@ def _input(
         add_config=config.kafka.client_config(),
         batch_size=source.batch_size,
     )
+    raw = op.map("kafka_raw", kafka.oks, _kafka_raw)
+    if config.kafka.group_id is not None:
+        settings = {
+            "bootstrap.servers": ",".join(config.kafka.brokers),
+            "group.id": config.kafka.group_id,
+            **config.kafka.client_config(),
+        }
+        offsets = op.flat_map_batch("offsets", raw, next_offsets)
+        keyed = op.key_on("offsets_key", offsets, lambda _offsets: "offsets")
+        op.output("commit_offsets", keyed, OffsetCommitSink(settings))
     errors = op.map("kafka_dead", kafka.errs, _kafka_dead)
     if config.pseudonymiser() is not None:
         errors = op.map("kafka_dead_withheld", errors, DeadLetter.withheld)
-    return op.map("kafka_raw", kafka.oks, _kafka_raw), errors
+    return raw, errors
 
 
 def _by_worker(replicas: list[str], batch: list[Admitted]) -> list[tuple[str, list[Admitted]]]:
@@ -232,8 +264,8 @@ def build_flow(
 
     def replica_logic(resume: ReplicaSnapshot | None) -> ReplicaLogic:
         if resume is None and warm is not None:
-            return ReplicaLogic(engine, warm.replica(engine))
-        return ReplicaLogic(engine, resume)
+            return ReplicaLogic(engine, warm.replica(engine), config.quality)
+        return ReplicaLogic(engine, resume, config.quality)
 
     raw, input_errors = _input(flow, config, workers)
     arrivals: list[Stream[Any]] = [raw] if input_errors is None else [raw, input_errors]
@@ -264,8 +296,15 @@ def build_flow(
     tallies.append(op.flat_map_batch("count_user", user_out, _count_user_outputs))
 
     to_replicas = op.flat_map_batch("to_replicas", user_out, partial(_to_replicas, replicas))
+    served = op.branch(
+        "quality_split",
+        op.stateful_batch("replica", to_replicas, replica_logic),
+        lambda keyed: isinstance(keyed[1][1], QualityRecord),
+    )
+    quality = op.map("quality_records", cast(KeyedStream[Any], served.trues), _quality_line)
+    _write("quality", quality, config.quality.output, config, _unkeyed_message, bytes)
     ranked = op.flat_map_batch(
-        "in_input_order", op.stateful_batch("replica", to_replicas, replica_logic), _in_input_order
+        "in_input_order", cast(KeyedStream[Sequenced[Ranked]], served.falses), _in_input_order
     )
     tallies.append(op.flat_map_batch("count_out", ranked, _count_outputs))
     _write("output", ranked, config.output, config, kafka_message, file_line)
@@ -277,7 +316,7 @@ def build_flow(
     if input_errors is not None:
         dead.append(input_errors)
     dead_letters = op.merge("dead", *dead)
-    tallies.append(op.flat_map_batch("count_dead", dead_letters, partial(_count, "dead_lettered")))
+    tallies.append(op.flat_map_batch("count_dead", dead_letters, _count_dead))
     keyed_dead = op.key_on("dead_key", dead_letters, lambda _letter: "dead")
     _write(
         "dead_letter",

@@ -33,14 +33,15 @@ from datetime import timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TextIO
 
 import orjson
 from bytewax.testing import cluster_main, run_main
 
-from dataflows.cli import UsageError
+from dataflows.errors import UsageError, load_config_or_stop
+from dataflows.progress import bar
 from dataflows.recommend import build_flow
-from operators.config import Config, ConfigError, FileEndpoint, load_config
+from operators.config import Config, FileEndpoint
+from operators.jsonl import read_lines
 from operators.tally import Tally
 from operators.warm_start import WarmStart, WarmStartError
 
@@ -54,44 +55,42 @@ _ONE_EPOCH = timedelta(days=365)
 
 
 class Progress:
-    """Shows the running counts on stderr and keeps the last total."""
+    """Shows the running counts on a progress bar (stderr, only on a terminal) and keeps the last
+    total; ``expected`` events make the ETA."""
 
-    def __init__(self, stream: TextIO, interval_s: float) -> None:
+    def __init__(self, expected: int | None, quiet: bool) -> None:
         self.total = Tally()
-        self._stream = stream
-        self._interval_s = interval_s
-        self._started = time.perf_counter()
-        self._shown = self._started
-        self._live = stream.isatty()
+        self._bar = bar(expected, quiet=quiet)
 
     def __call__(self, total: Tally) -> None:
         self.total = total
-        now = time.perf_counter()
-        if now - self._shown < self._interval_s:
-            return
-        self._shown = now
-        rate = total.events_in / max(now - self._started, 1e-9)
-        line = (
-            f"{total.events_in:,} events in, {total.processed:,} processed, "
-            f"{total.dead_lettered:,} dead-lettered, {total.lists_out:,} lists ({rate:,.0f}/s)"
+        self._bar.update(total.events_in - self._bar.n)
+        self._bar.set_postfix_str(
+            f"{total.dead_lettered:,} dead-lettered, {total.lists_out:,} lists", refresh=False
         )
-        self._stream.write(f"\r{line}" if self._live else f"{line}\n")
-        self._stream.flush()
 
     def finish(self) -> None:
-        if self._live:
-            self._stream.write("\n")
+        self._bar.close()
 
 
-def summary(total: Tally, seconds: float) -> dict[str, float | int]:
+def _count_lines(events: Path, quiet: bool) -> int | None:
+    """The input's line count for the ETA, when a bar is shown (reading it costs a pass)."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    return sum(1 for _ in read_lines(events))
+
+
+def summary(total: Tally, seconds: float) -> dict[str, object]:
     """The figures ``--json`` prints."""
     return {
         "events_in": total.events_in,
         "processed": total.processed,
         "dead_lettered": total.dead_lettered,
+        "dead_letters_by_reason": total.dead_by_kind(),
         "late": total.late,
         "lists_out": total.lists_out,
         "tombstones": total.tombstones,
+        "users": total.users,
         "events_per_s": round(total.events_in / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),
     }
@@ -106,10 +105,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.processes < 1:
         raise UsageError(f"--processes must be at least 1, got {args.processes}")
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    config = load_config_or_stop(args.config)
     with tempfile.TemporaryDirectory(prefix="streamrec-replay-") as scratch:
         out = Path(args.out) if args.out else None
         if out is None and args.evaluate:
@@ -121,8 +117,13 @@ def main(args: argparse.Namespace) -> int:
                 WarmStart.for_config(warm, config.engine)
             except WarmStartError as error:
                 raise UsageError(str(error)) from None
+        progress = Progress(_count_lines(events, args.quiet), args.quiet)
         total, seconds = _replay(
-            config.for_replay(events, out, dead_letter), args.workers, args.processes, warm
+            config.for_replay(events, out, dead_letter),
+            args.workers,
+            args.processes,
+            warm,
+            progress,
         )
         figures = summary(total, seconds)
         if args.json:
@@ -146,7 +147,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _replay(
-    config: Config, workers: int, processes: int = 1, warm: Path | None = None
+    config: Config,
+    workers: int,
+    processes: int = 1,
+    warm: Path | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Tally, float]:
     """Run the dataflow to the end of the input; returns its final counts and the wall time."""
     for endpoint in (config.output, config.dead_letter):
@@ -155,7 +160,7 @@ def _replay(
         if isinstance(endpoint, FileEndpoint):
             Path(endpoint.path).parent.mkdir(parents=True, exist_ok=True)
             Path(endpoint.path).write_bytes(b"")
-    progress = Progress(sys.stderr, interval_s=0.5 if sys.stderr.isatty() else 30.0)
+    progress = progress or Progress(None, quiet=True)
     started = time.perf_counter()
     if processes == 1:
         _run_process(config, workers, None, 0, progress, warm)
@@ -344,4 +349,6 @@ def _evaluate(events: Path, recs: Path | None, args: argparse.Namespace) -> int:
         argv += ["-c", args.config]
     if args.json:
         argv.append("--json")
+    if args.quiet:
+        argv.append("--quiet")
     return evaluate.main(build_parser().parse_args(argv))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import re
 import signal
@@ -60,7 +61,8 @@ from types import FrameType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dataflows.cli import UsageError, load_config_or_stop
+from dataflows.errors import UsageError, load_config_or_stop
+from dataflows.logs import FORMAT_ENV, LEVEL_ENV, LOGGER, child_line, configure
 from operators.config import Config, KafkaInput, KafkaTopic
 
 #: Where the dataflow lives, as ``bytewax.run`` imports it.
@@ -319,8 +321,14 @@ def wait_for_address(address: str, timeout_s: float) -> None:
 
 
 def kafka_topics(config: Config) -> dict[str, str]:
-    """The job's Kafka topics by role (input, output, dead letters), in that order."""
-    endpoints = {"input": config.input, "output": config.output, "dead letters": config.dead_letter}
+    """The job's Kafka topics by role (input, output, dead letters, quality records), in that
+    order."""
+    endpoints = {
+        "input": config.input,
+        "output": config.output,
+        "dead letters": config.dead_letter,
+        "quality records": config.quality.output,
+    }
     return {
         role: endpoint.topic
         for role, endpoint in endpoints.items()
@@ -464,6 +472,8 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
             raise UsageError(str(error)) from None
         env[WARM_START_ENV] = str(warm)
     env["PYTHONUNBUFFERED"] = "1"
+    env[LEVEL_ENV] = args.log_level
+    env[FORMAT_ENV] = args.log_format
     if args.metrics_port:
         env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
         env["BYTEWAX_DATAFLOW_API_PORT"] = str(args.metrics_port)
@@ -491,6 +501,7 @@ def plan(args: argparse.Namespace, environ: dict[str, str]) -> Launch:
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args.log_level, args.log_format)
     launch = plan(args, dict(os.environ))
     if args.metrics_port:
         check_port_free(args.metrics_port)
@@ -519,7 +530,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _log(line: str) -> None:
-    print(f"streamrec run: {line}", file=sys.stderr, flush=True)
+    logging.getLogger(LOGGER).info(line)
 
 
 def _die_with_launcher() -> None:
@@ -548,9 +559,10 @@ def supervise(launch: Launch) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     held: list[str] = []
+    log_format = launch.env[FORMAT_ENV]
     assert child.stderr is not None
     for raw in child.stderr:
-        line = raw.decode(errors="replace")
+        line = child_line(raw.decode(errors="replace"), log_format)
         if stop_signal:
             held.append(line)
         else:

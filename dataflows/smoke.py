@@ -41,8 +41,8 @@ from bytewax.run import cli_main
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from dataflows.cli import UsageError
 from dataflows.connectors import JsonLinesSink, JsonLinesSource
+from dataflows.errors import UsageError
 from operators.events import Event, Rejected, parse_event
 
 #: How long ``main`` waits for the brokers to answer before calling them unreachable.

@@ -20,19 +20,24 @@ Each logic holds one key's state from ``operators`` and adds only what the runti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import TypeVar
+from time import perf_counter
+from typing import TypeVar, cast
 
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows.metrics import REPLICAS, TIMINGS
 from dataflows.routing import replica_keys, replica_of
-from operators.config import Config
+from operators.config import Config, QualityConfig
 from operators.engine_config import EngineConfig
 from operators.intake import Admitted, DeadLetter
-from operators.messages import ForgetUser, Recommendation, ReplicaMessage, Tombstone
+from operators.item_model import Observation
+from operators.messages import ForgetUser, Recommendation, ReplicaMessage, Serve, Tombstone
+from operators.quality import QualityRecord
 from operators.replica import ModelReplica, ReplicaSnapshot
 from operators.user_state import UserSnapshot, UserState
 from operators.windows import Dropped, Forget, GateSettings, GateSnapshot, Learn, UserGate
@@ -61,6 +66,8 @@ class UserOutput:
     messages: list[ReplicaMessage]
     processed: int
     late: int
+    #: Change in the users whose state the step holds (+1 created, -1 forgotten or expired).
+    users: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,34 +151,46 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         out: list[UserOutput | DeadLetter] = []
         if not self._replica and values:
             self._replica = replica_of(values[0].event.user_id, self._replicas)
+        received = time.time()
         for admitted in values:
             for result in self.gate.offer(admitted.event, self._settings):
                 if isinstance(result, Dropped):
                     out.append(DeadLetter(result.reason, admitted.origin, admitted.raw))
                 else:
                     self._seq = max(self._seq, admitted.seq)
-                    out.append(self._process(self._seq, result))
+                    out.append(self._process(self._seq, result, received))
         if self._timers.any:
             self._touched = _now()
         return out, self._is_empty()
 
-    def _process(self, seq: int, result: Learn | Close | Forget) -> UserOutput:
+    def _process(
+        self, seq: int, result: Learn | Close | Forget, received: float | None = None
+    ) -> UserOutput:
+        """``received``: when the event that caused ``result`` reached this step (None for a
+        timer or the input's end)."""
         if isinstance(result, Forget):
+            users = -1 if self.state is not None else 0
             self.state = None
             self._warm = None
             event = result.event
-            return UserOutput(seq, self._replica, [ForgetUser(event.user_id, event.ts)], 1, 0)
+            forget = [ForgetUser(event.user_id, event.ts)]
+            return UserOutput(seq, self._replica, forget, 1, 0, users)
         if isinstance(result, Close):
             if self.state is None:
                 raise RuntimeError("a window closed that no event opened")
-            return UserOutput(seq, self._replica, [self.state.serve(self._engine)], 0, 0)
+            serve = self.state.serve(self._engine)
+            serve.received_s = received
+            return UserOutput(seq, self._replica, [serve], 0, 0)
         event = result.event
+        created = self.state is None
         if self.state is None:
             warm = self._warm.get(event.user_id) if self._warm else None
             self.state = UserState(event.user_id) if warm is None else UserState.restore(warm)
             self._warm = None
         messages = self.state.on_event(event, self._engine, train=result.train, serve=result.serve)
-        return UserOutput(seq, self._replica, messages, 1, int(result.late))
+        if result.serve:
+            cast(Serve, messages[-1]).received_s = received
+        return UserOutput(seq, self._replica, messages, 1, int(result.late), int(created))
 
     def _is_empty(self) -> bool:
         return self.state is None and self.gate.is_empty
@@ -182,13 +201,15 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         closing = _after(self._touched, self._timers.close_after_idle)
         guard = _after(self._touched, self._timers.forget_guard)
         out = []
-        if (expiry is not None and expiry <= now) or (closing is not None and closing <= now):
+        expired = expiry is not None and expiry <= now
+        if expired or (closing is not None and closing <= now):
             # Right after the user's last event in input order.
             out = [self._process(self._seq, window) for window in self.gate.flush()]
+        if expired and self.state is not None:
+            out.append(UserOutput(self._seq, self._replica, [], 0, 0, users=-1))
         if guard is not None and guard <= now:
             self.gate.end_forget_guard()
-        discard = self._is_empty() or (expiry is not None and expiry <= now)
-        return out, discard
+        return out, self._is_empty() or expired
 
     def on_eof(self) -> tuple[Iterable[UserOutput], bool]:
         out = [self._process(EOF_SEQ, window) for window in self.gate.flush()]
@@ -209,26 +230,54 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         return self.gate.snapshot(), state, touched, self._seq
 
 
-class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked], ReplicaSnapshot]):
-    """One model replica: applies its messages in input order and emits the lists it serves."""
+class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked | QualityRecord], ReplicaSnapshot]):
+    """One model replica: applies its messages in input order and emits the lists it serves,
+    and every ``quality.every_events`` events a :class:`~operators.quality.QualityRecord`.
+    It times its work into :data:`dataflows.metrics.TIMINGS`."""
 
-    def __init__(self, engine: EngineConfig, resume: ReplicaSnapshot | ModelReplica | None) -> None:
+    def __init__(
+        self,
+        engine: EngineConfig,
+        resume: ReplicaSnapshot | ModelReplica | None,
+        quality: QualityConfig | None = None,
+    ) -> None:
+        quality = quality or QualityConfig()
         if isinstance(resume, ModelReplica):
             self.replica = resume
         elif resume is None:
-            self.replica = ModelReplica(engine)
+            self.replica = ModelReplica(engine, quality.window_targets)
         else:
-            self.replica = ModelReplica.restore(resume, engine)
+            self.replica = ModelReplica.restore(resume, engine, quality.window_targets)
+        self._every = quality.every_events
+        #: Events since this logic started (records count from a restart).
+        self._events = 0
+        REPLICAS.watch(self.replica)
 
-    def on_batch(self, values: list[Packet]) -> tuple[Iterable[Sequenced[Ranked]], bool]:
+    def on_batch(
+        self, values: list[Packet]
+    ) -> tuple[Iterable[Sequenced[Ranked | QualityRecord]], bool]:
         messages = [entry for packet in values for entry in packet]
         messages.sort(key=itemgetter(0))
         replica = self.replica
-        out = [
-            (seq, ranked)
-            for seq, message in messages
-            if (ranked := replica.on_message(message)) is not None
-        ]
+        out: list[Sequenced[Ranked | QualityRecord]] = []
+        # An event's Train or Label comes before its Observation: one update time for both.
+        learning = 0.0
+        for seq, message in messages:
+            started = perf_counter()
+            ranked = replica.on_message(message)
+            elapsed = perf_counter() - started
+            if ranked is not None:
+                if isinstance(message, Serve):
+                    TIMINGS.served(elapsed, message.received_s)
+                out.append((seq, ranked))
+                continue
+            learning += elapsed
+            if isinstance(message, Observation):
+                TIMINGS.update.observe(learning)
+                learning = 0.0
+                self._events += 1
+                if self._every is not None and self._events % self._every == 0:
+                    out.append((seq, replica.quality_record(self._events, message.ts)))
         return out, False
 
     def snapshot(self) -> ReplicaSnapshot:

@@ -125,6 +125,10 @@ class KafkaConnection:
     create_topics: bool = False
     #: Partitions of the topics ``create_topics`` creates.
     topic_partitions: int = field(default=3, metadata=_at_least(1))
+    #: Consumer group the live job commits the input offsets it has processed to, at the end
+    #: of every epoch, so Kafka's own tools show its lag (null: commit nothing). The job
+    #: resumes from its recovery store, never from these offsets.
+    group_id: str | None = "streamrec"
 
     def client_config(self) -> dict[str, str]:
         """librdkafka properties for consumers and producers (brokers excluded)."""
@@ -225,6 +229,20 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """The online quality of the lists served (``operators.quality``): Prometheus gauges always,
+    and a stream of quality records when ``every_events`` and ``output`` are set."""
+
+    #: Rolling HR@k and NDCG@k over this many of the latest targets (and coverage over this
+    #: many lists), per replica.
+    window_targets: int = field(default=1000, metadata=_at_least(1))
+    #: Each replica writes one quality record every this many events (null: none).
+    every_events: int | None = field(default=None, metadata=_at_least(1))
+    #: Where quality records go: ``kafka`` (a topic) or ``file`` (JSON Lines).
+    output: KafkaTopic | FileEndpoint | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConnection = field(default_factory=KafkaConnection)
     input: KafkaInput | FileEndpoint = field(default_factory=KafkaInput)
@@ -237,6 +255,7 @@ class Config:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def pseudonymiser(self) -> Pseudonymiser | None:
         """What replaces user ids, or None when they are kept; a :class:`ConfigError` when
@@ -326,6 +345,16 @@ def _check_engine(engine: EngineConfig, source: str) -> None:
             )
 
 
+def _check_quality(quality: QualityConfig, source: str) -> None:
+    if (quality.every_events is None) != (quality.output is None):
+        given, missing = ("every_events", "output")
+        if quality.every_events is None:
+            given, missing = missing, given
+        raise ConfigError(
+            f'{source}: "quality.{given}" needs "quality.{missing}" too (or neither: no records)'
+        )
+
+
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (the defaults when None) and apply the environment's Kafka overrides."""
     data: Any = {}
@@ -353,6 +382,7 @@ def config_from_mapping(data: Any, source: str = "config") -> Config:
     out of range."""
     config = _build(Config, data, source, "")
     _check_engine(config.engine, source)
+    _check_quality(config.quality, source)
     return config
 
 

@@ -49,7 +49,7 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -233,18 +233,24 @@ READERS: dict[str, Reader] = {"online-retail": _online_retail, "otto": _otto, "t
 
 
 def import_dataset(
-    fmt: str, src: Path, out: Path, since: int | None = None, until: int | None = None
+    fmt: str,
+    src: Path,
+    out: Path,
+    since: int | None = None,
+    until: int | None = None,
+    track: Callable[[Iterable[Event]], Iterable[Event]] = iter,
 ) -> ImportCount:
     """Convert ``src`` in format ``fmt`` to events in ``out`` (JSON Lines, ``.gz`` compresses).
 
-    ``since``/``until`` (epoch ms, inclusive/exclusive) keep one time window of the stream.
+    ``since``/``until`` (epoch ms, inclusive/exclusive) keep one time window of the stream;
+    ``track`` sees the events as they are read (a progress bar).
     """
     if fmt not in READERS:
         raise DatasetError(f"unknown format {fmt!r} (known: {', '.join(READERS)})")
     count = ImportCount()
     # Events, not their JSON: orjson's bytes keep a ~4 KB buffer each while they live.
     kept: list[Event] = []
-    for event in READERS[fmt](Path(src), count):
+    for event in track(READERS[fmt](Path(src), count)):
         if (since is not None and event.ts < since) or (until is not None and event.ts >= until):
             count.drop("outside the time window")
         else:

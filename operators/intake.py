@@ -24,6 +24,12 @@ input that did not parse keeps no payload, only its length (see :mod:`operators.
 >>> withheld = letter.withheld()
 >>> withheld.raw, orjson.loads(withheld.to_json())["raw_withheld_bytes"]
 (None, 38)
+
+Every reason falls in one of a few kinds (:data:`DEAD_LETTER_KINDS`), a bounded set that metrics
+can label by:
+
+>>> dead_letter_kind(letter.reason), dead_letter_kind("late by 90 s (allowed 60 s)")
+('invalid', 'late')
 """
 
 from __future__ import annotations
@@ -117,3 +123,26 @@ def admit(
         return Admitted(raw.seq, parsed, raw.origin, raw.value)
     event = users.event(parsed)
     return Admitted(raw.seq, event, raw.origin, event.to_json())
+
+
+#: The kind of every dead letter, by the start of its reason (the first match wins); any other
+#: reason is ``invalid`` (a field missing or of the wrong type, an unknown event type, ...).
+_KIND_BY_PREFIX = (
+    ("invalid JSON", "unparseable"),
+    ("empty message", "unparseable"),
+    ("expected a JSON object", "unparseable"),
+    ("message of ", "oversize"),
+    ("duplicate event_id", "duplicate"),
+    ("late by", "late"),
+    ("before forget_user", "late"),
+    ("Kafka error", "kafka_error"),
+)
+DEAD_LETTER_KINDS = ("unparseable", "invalid", "oversize", "duplicate", "late", "kafka_error")
+
+
+def dead_letter_kind(reason: str) -> str:
+    """The kind of a dead letter's ``reason``, one of :data:`DEAD_LETTER_KINDS`."""
+    for prefix, kind in _KIND_BY_PREFIX:
+        if reason.startswith(prefix):
+            return kind
+    return "invalid"

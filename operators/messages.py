@@ -56,6 +56,9 @@ class Serve:
     seen: tuple[str, ...]
     version: int
     as_of: int
+    #: Wall-clock time (POSIX seconds) the event that closed the window reached the user step,
+    #: for the event-to-list latency; None when no event closed it (a timer, the input's end).
+    received_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -10,6 +10,11 @@ Later new items of the same window (:class:`Label`) train on the same list, so t
 from every target without ever seeing the window's own links. A user with no kept list (never
 served here, or dropped) gets one built from the history before the event.
 
+The same moment scores what was served (:mod:`operators.quality`): a target of a user whose
+kept list was served is a hit when it is in that list's top ``k``, so :attr:`ModelReplica.quality`
+is the rolling hit rate of the lists this replica handed out, at no more cost than a look-up in
+``k`` rows.
+
 Kept lists are transient: at most ``open_lists`` (the least recently kept dropped first), and
 not part of the snapshot, which stays the size of the item model however many users there are.
 The price: after a restart a user's first window trains on a list built again, so lists
@@ -24,6 +29,9 @@ repeated after a crash keep their (user, version) but their scores may differ sl
 >>> served = replica.on_message(Serve("bob", (("tea", 2, 1.0),), ("tea",), 1, 2))
 >>> [(item, because) for item, _, because in served.items]
 [('jam', 'tea')]
+>>> replica.on_message(Train("bob", (("tea", 2, 1.0),), ("tea",), "jam"))
+>>> replica.quality.targets, replica.quality.hit_rate
+(1, 1.0)
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from operators.messages import (
     Tombstone,
     Train,
 )
+from operators.quality import OnlineQuality, QualityRecord
 from operators.ranking import Ranker, RankerSnapshot
 
 _COVISITATION = np.array([name in COVISITATION for name in FEATURES])
@@ -60,16 +69,21 @@ class _TrainingList:
 
     rows: np.ndarray
     features: np.ndarray
+    #: The rows of the list served from these candidates, best first; None for a list built
+    #: only to train on (never served, so it scores no target).
+    top: tuple[int, ...] | None = None
 
 
 class ModelReplica:
     """The item model and the ranker of one replica, plus its users' open training lists."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, quality_window: int = 1_000) -> None:
         self.config = config
         self.items = ItemModel(config)
         self.ranker = Ranker(config)
         self.open: dict[str, _TrainingList] = {}
+        #: The lists served here, scored against their users' next targets (not snapshotted).
+        self.quality = OnlineQuality(quality_window)
         #: False stops all learning (evaluation of a frozen model): lists are still served.
         self.learning = True
 
@@ -99,15 +113,32 @@ class ModelReplica:
         if message.label is not None:
             self._learn(user_id, message.label)
 
-    def keep(self, user_id: str, rows: np.ndarray, features: np.ndarray) -> None:
-        """Keep the user's list to train on (the least recently kept go first)."""
+    def keep(
+        self,
+        user_id: str,
+        rows: np.ndarray,
+        features: np.ndarray,
+        top: tuple[int, ...] | None = None,
+    ) -> None:
+        """Keep the user's list to train on (the least recently kept go first); ``top``: the
+        rows served from it, best first."""
         self.open.pop(user_id, None)
-        self.open[user_id] = _TrainingList(rows.astype(np.int32), features.astype(np.float16))
+        kept = _TrainingList(rows.astype(np.int32), features.astype(np.float16), top)
+        self.open[user_id] = kept
         if len(self.open) > self.config.open_lists:
             del self.open[next(iter(self.open))]
 
+    def _score(self, training: _TrainingList | None, item_id: str) -> None:
+        """Count a target against the list served to its user, if one was."""
+        if training is None or training.top is None:
+            return
+        row = self.items.rows.get(item_id)
+        top = training.top
+        self.quality.score(top.index(row) + 1 if row in top else None)
+
     def _learn(self, user_id: str, item_id: str) -> None:
         training = self.open.get(user_id)
+        self._score(training, item_id)
         row = self.items.rows.get(item_id)
         if training is None or row is None or len(training.rows) < 2:
             return
@@ -121,8 +152,6 @@ class ModelReplica:
         config = self.config
         candidates = gather(self.items, message.history, message.seen, config)
         features = feature_matrix(self.items, candidates, config)
-        if self.learning:
-            self.keep(message.user_id, candidates.rows, features)
         standardised = self.ranker.standardised(features)
         scores = standardised @ self.ranker.weights
         count = min(config.k, len(scores))
@@ -130,12 +159,17 @@ class ModelReplica:
             np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(count)
         )
         top = top[np.lexsort((candidates.rows[top], -scores[top]))]
+        if self.learning:
+            self.keep(
+                message.user_id, candidates.rows, features, tuple(candidates.rows[top].tolist())
+            )
         ids = self.items.ids
         reasons = self._because(candidates, standardised[top], top)
         items = [
             (ids[candidates.rows[column]], round(float(scores[column]), 6), reason)
             for column, reason in zip(top.tolist(), reasons, strict=True)
         ]
+        self.quality.served([item for item, _, _ in items])
         recommendation = Recommendation(
             message.user_id, items, message.as_of, message.version, config.model_name
         )
@@ -170,12 +204,32 @@ class ModelReplica:
                 reasons.append("trending")
         return reasons  # type: ignore[return-value]
 
+    def quality_record(self, events: int, as_of: int) -> QualityRecord:
+        """The rolling quality of what this replica served, after ``events`` events."""
+        quality = self.quality
+        return QualityRecord(
+            self.config.model_name,
+            as_of,
+            events,
+            quality.window_targets,
+            round(quality.hit_rate, 6),
+            round(quality.ndcg, 6),
+            round(quality.coverage(len(self.items)), 6),
+            len(self.items),
+            {
+                name: round(float(weight), 6)
+                for name, weight in zip(FEATURES, self.ranker.weights, strict=True)
+            },
+        )
+
     def snapshot(self) -> ReplicaSnapshot:
         return self.items.snapshot(), self.ranker.snapshot()
 
     @classmethod
-    def restore(cls, snapshot: ReplicaSnapshot, config: EngineConfig) -> ModelReplica:
-        replica = cls(config)
+    def restore(
+        cls, snapshot: ReplicaSnapshot, config: EngineConfig, quality_window: int = 1_000
+    ) -> ModelReplica:
+        replica = cls(config, quality_window)
         items, ranker = snapshot
         replica.items = ItemModel.restore(items, config)
         replica.ranker = Ranker.restore(ranker, config)

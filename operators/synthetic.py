@@ -64,7 +64,7 @@ same stream. Timestamps are epoch ms from 2024-01-01 UTC.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -597,6 +597,11 @@ def iter_lines(config: GeneratorConfig) -> Iterator[bytes]:
     return lines(generate(config))
 
 
-def write_stream(config: GeneratorConfig, path: Path) -> int:
-    """Write the stream to ``path`` (JSON Lines, ``.gz`` compresses); returns the event count."""
-    return jsonl.write_jsonl(path, iter_lines(config))
+def write_stream(
+    config: GeneratorConfig,
+    path: Path,
+    track: Callable[[Iterable[bytes]], Iterable[bytes]] = iter,
+) -> int:
+    """Write the stream to ``path`` (JSON Lines, ``.gz`` compresses); returns the event count.
+    ``track`` sees the lines as they are written (a progress bar)."""
+    return jsonl.write_jsonl(path, track(iter_lines(config)))

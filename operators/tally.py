@@ -16,7 +16,11 @@ neither.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from operators.intake import DEAD_LETTER_KINDS, dead_letter_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +37,32 @@ class Tally:
     lists_out: int = 0
     #: Users forgotten (null outputs emitted).
     tombstones: int = 0
+    #: Users whose state the user step holds (created minus forgotten and expired).
+    users: int = 0
+    #: Dead letters by kind (``operators.intake.DEAD_LETTER_KINDS``, in that order).
+    dead_unparseable: int = 0
+    dead_invalid: int = 0
+    dead_oversize: int = 0
+    dead_duplicate: int = 0
+    dead_late: int = 0
+    dead_kafka_error: int = 0
 
     def __add__(self, other: Tally) -> Tally:
         return Tally(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    @classmethod
+    def of_dead_letters(cls, reasons: Iterable[str]) -> Tally:
+        """The count of these dead letters, in all and by kind.
+
+        >>> Tally.of_dead_letters(["invalid JSON: x", "duplicate event_id 7"]).dead_by_kind()
+        {'unparseable': 1, 'invalid': 0, 'oversize': 0, 'duplicate': 1, 'late': 0, 'kafka_error': 0}
+        """
+        kinds = Counter(dead_letter_kind(reason) for reason in reasons)
+        by_kind = {f"dead_{kind}": count for kind, count in kinds.items()}
+        return cls(dead_lettered=sum(kinds.values()), **by_kind)
+
+    def dead_by_kind(self) -> dict[str, int]:
+        return {kind: getattr(self, f"dead_{kind}") for kind in DEAD_LETTER_KINDS}
 
     def astuple(self) -> tuple[int, ...]:
         return tuple(getattr(self, spec.name) for spec in dataclasses.fields(self))

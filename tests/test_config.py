@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import pty
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -18,6 +24,7 @@ from operators.config import (
     config_from_mapping,
     load_config,
 )
+from operators.config_reference import config_rows, reference_table
 from operators.engine_config import EngineConfig
 
 DEPLOY_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "config.yaml"
@@ -132,6 +139,15 @@ def test_invalid_values_name_the_key_and_what_is_expected() -> None:
         ),
         ({"input": {"kafka": {"topic": ""}}}, '"input.kafka.topic" must be a Kafka topic name'),
         ({"input": {"kafka": {"batch_size": "many"}}}, "must be a whole number, got 'many'"),
+        ({"quality": {"window_targets": 0}}, '"quality.window_targets" must be at least 1, got 0'),
+        (
+            {"quality": {"every_events": 1000}},
+            '"quality.every_events" needs "quality.output" too (or neither: no records)',
+        ),
+        (
+            {"quality": {"output": {"file": {"path": "q.jsonl"}}}},
+            '"quality.output" needs "quality.every_events" too',
+        ),
     ],
 )
 def test_values_out_of_range_are_one_line_naming_the_key_and_what_is_allowed(
@@ -234,3 +250,60 @@ def test_replay_uses_files_and_event_time_only() -> None:
     assert config.window.close_after_idle_s is None
     assert config.state.user_idle_expire_s is None
     assert config.engine == Config().engine
+
+
+def test_every_command_shows_an_example_in_its_help() -> None:
+    parser = cli.build_parser()
+    (commands,) = [action for action in parser._actions if action.dest == "command"]
+    assert set(commands.choices) >= {
+        "run",
+        "replay",
+        "evaluate",
+        "generate",
+        "import",
+        "pretrain",
+        "bench",
+        "tail",
+    }
+    for name, sub in commands.choices.items():
+        text = sub.format_help()
+        assert f"example:\n  streamrec {name} " in text, text
+
+
+def _stderr_on_a_terminal(*argv: str) -> str:
+    """What ``streamrec ARGV`` writes to stderr when stderr is a terminal."""
+    main, terminal = pty.openpty()
+    termios.tcsetwinsize(terminal, (24, 120))  # a new pty is 0 columns wide: no room for a bar
+    entry = "import sys; from dataflows.cli import main; sys.exit(main(sys.argv[1:]))"
+    with subprocess.Popen([sys.executable, "-c", entry, *argv], stderr=terminal) as child:
+        os.close(terminal)
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the child closed its end
+            while chunk := os.read(main, 4096):
+                chunks.append(chunk)
+        assert child.wait(timeout=60) == 0
+    os.close(main)
+    return b"".join(chunks).decode()
+
+
+def test_long_commands_draw_a_progress_bar_on_a_terminal_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "events.jsonl")
+    shown = _stderr_on_a_terminal("generate", "--events", "300000", out)
+    assert "/300000 [" in shown and "events/s" in shown and "<00:" in shown, shown
+    assert "\r" in shown
+    quiet = _stderr_on_a_terminal("generate", "--events", "300000", "--quiet", out)
+    assert quiet.strip().startswith("wrote 300000 events"), quiet
+    assert cli.main(["generate", "--events", "3000", out]) == 0
+    assert capsys.readouterr().err.startswith("wrote 3000 events"), "no bar in a pipe"
+
+
+def test_the_readme_config_reference_is_what_the_config_renders() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = reference_table()
+    assert table in readme, "README's table is stale: paste python -m operators.config_reference"
+    keys = {row.key for row in config_rows()}
+    assert {"kafka.group_id", "quality.window_targets", "engine.k", "window.length_s"} <= keys
+    unexplained = [line for line in table.splitlines() if line.endswith("|  |")]
+    assert unexplained == [], "keys without a comment in deploy/config.yaml"

@@ -1,5 +1,6 @@
 """``streamrec tail`` against the local Kafka: the newest list per user, repeats dropped,
-tombstones honoured, then new lists as they arrive."""
+tombstones honoured, then new lists as they arrive; and the documented example consumer
+(``examples/consumer.py``) against the same broker."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from kafka_job import ENTRY_POINT, ROOT, write_config
 
 from dataflows import cli
+
+sys.path.insert(0, str(ROOT / "examples"))  # a script directory, not a package
+
+import consumer as example_consumer
 
 WAIT_S = 60.0
 
@@ -98,3 +103,39 @@ def test_tail_prints_the_newest_list_per_user_then_follows(
     finally:
         follower.kill()
         follower.wait()
+
+
+def test_the_example_consumer_keeps_the_newest_list_per_user(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = kafka_topic(partitions=2)
+    _send(
+        kafka_bootstrap,
+        topic,
+        [
+            ("u1", _list("u1", 1)),
+            ("u1", _list("u1", 2)),
+            ("u1", _list("u1", 1)),  # a repeat after a restart of the job: ignored
+            ("u2", _list("u2", 4)),
+            ("u2", None),  # u2 forgotten
+            ("u3", _list("u3", 7)),
+            ("u3", None),
+            ("u3", _list("u3", 1)),  # back after being forgotten: version 1 again
+        ],
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"example-{topic}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    latest: dict[str, dict] = {}
+    try:
+        example_consumer.run(consumer, latest, idle_polls=3)
+    finally:
+        consumer.close()
+    assert {user: record["version"] for user, record in latest.items()} == {"u1": 2, "u3": 1}
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 7, "every message but the repeat changed what is held"

@@ -96,6 +96,15 @@ def test_bad_input_is_dead_lettered_with_reason_and_line_and_everything_adds_up(
     assert summary["dead_lettered"] == 6
     assert summary["late"] == 1
     assert summary["events_in"] == summary["processed"] + summary["dead_lettered"]
+    assert summary["dead_letters_by_reason"] == {
+        "unparseable": 1,
+        "invalid": 2,
+        "oversize": 1,
+        "duplicate": 1,
+        "late": 1,
+        "kafka_error": 0,
+    }
+    assert summary["users"] == 2
     # One list per one-minute window: u1's first window closes when event 6 arrives, the one
     # event 6 opened (the late event 8 joined it) at the end of the input, as does u2's.
     assert summary["lists_out"] == len(lists) == 3
@@ -198,6 +207,7 @@ def test_forget_user_emits_a_tombstone_and_the_user_starts_afresh(
     assert letters == []
     assert summary["tombstones"] == 1
     assert summary["processed"] == summary["events_in"] == 6
+    assert summary["users"] == 2, "u1 forgotten, then back"
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
     for emitted in lists:
         validator.validate(emitted)

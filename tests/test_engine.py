@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import copy
-import doctest
 import random
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators import engine
 from operators.engine import Engine
 from operators.engine_config import EngineConfig
 from operators.events import Event
@@ -30,10 +28,6 @@ def _stream(count: int, seed: int = 0) -> list[Event]:
         for _ in range(3):
             events.append(Event(user, f"g{group}-{rng.randrange(100)}", ts, "purchase"))
     return events
-
-
-def test_doctest() -> None:
-    assert doctest.testmod(engine, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 def test_same_stream_gives_the_same_lists() -> None:

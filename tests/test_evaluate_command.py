@@ -109,7 +109,8 @@ def test_emitted_lists_are_scored_instead_of_the_engine(
 
 def test_table_and_plot(events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plot = tmp_path / "hr.png"
-    code, out, _ = run(capsys, str(events), "--baselines", "--plot", str(plot))
+    marked = ("--mark", "2023-11-15=drift", "--mark", "1700000000000")
+    code, out, _ = run(capsys, str(events), "--baselines", "--plot", str(plot), *marked)
     assert code == 0
     assert out.splitlines()[0].split() == [
         "model",
@@ -165,6 +166,15 @@ def test_user_errors_are_one_line(
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert err.strip().endswith(message)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_mark_that_is_no_time_is_one_line(
+    events: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, str(events), "--mark", "yesterday=drift")
+    assert code == 2
+    assert err.startswith("streamrec evaluate: --mark 'yesterday=drift': ")
     assert len(err.strip().splitlines()) == 1
 
 

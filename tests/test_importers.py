@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import doctest
 import gzip
 from pathlib import Path
 
@@ -43,10 +42,6 @@ def read_events(path: Path) -> list[Event]:
         assert isinstance(event, Event), (raw, event)
         events.append(event)
     return events
-
-
-def test_docstring_example_runs() -> None:
-    assert doctest.testmod(importers).failed == 0
 
 
 def test_online_retail_keeps_customer_purchases_and_counts_each_drop(tmp_path: Path) -> None:

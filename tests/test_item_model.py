@@ -3,23 +3,17 @@ that learn."""
 
 from __future__ import annotations
 
-import doctest
 import random
 
 import numpy as np
 import pytest
 
-from operators import item_model
 from operators.candidates import gather
 from operators.engine_config import EngineConfig
 from operators.item_model import ItemModel, Observation
 
 DAY = 86_400_000
 MINUTE = 60_000
-
-
-def test_doctest() -> None:
-    assert doctest.testmod(item_model, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 def link_weights(model: ItemModel, item: str) -> dict[str, float]:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import doctest
 import gzip
 import os
 from collections.abc import Iterator
@@ -9,10 +8,6 @@ from pathlib import Path
 import pytest
 
 from operators import jsonl
-
-
-def test_docstring_example_runs() -> None:
-    assert doctest.testmod(jsonl).failed == 0
 
 
 @pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])

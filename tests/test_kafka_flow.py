@@ -1,5 +1,5 @@
 """The live job through real Kafka: events in, lists out, bad input dead-lettered, job alive,
-Prometheus metrics served."""
+Prometheus metrics served, processed offsets committed to the job's consumer group."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from bytewax.testing import run_main
+from confluent_kafka import Consumer, TopicPartition
 from kafka_job import (
     GroupReader,
     Record,
@@ -19,6 +21,9 @@ from kafka_job import (
     tail,
     write_config,
 )
+
+from dataflows.recommend import build_flow
+from operators.config import load_config
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
@@ -106,3 +111,35 @@ def test_lists_come_out_and_bad_input_is_dead_lettered_while_the_job_keeps_runni
     assert missing_item["partition"] in (0, 1)
     assert missing_item["offset"] >= 0
     assert reasons["not json"]["reason"]
+
+
+def test_the_job_commits_what_it_processed_to_its_consumer_group(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    events, out, dead = kafka_topic(partitions=2), kafka_topic(), kafka_topic()
+    group = f"streamrec-{events}"
+    sent = [event(f"user{n % 7}", f"item{n % 11}", T0 + n * MINUTE) for n in range(40)]
+    produce(kafka_bootstrap, events, [*sent, b"not json"])
+    config = write_config(
+        tmp_path / "config.yaml",
+        kafka_bootstrap,
+        events,
+        out,
+        dead,
+        tail=False,
+        batch_size=5,
+        overrides={"kafka": {"group_id": group}},
+    )
+    run_main(build_flow(load_config(config)))
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        parts = [TopicPartition(events, partition) for partition in (0, 1)]
+        committed = {part.partition: part.offset for part in consumer.committed(parts, 10)}
+        ends = {
+            part.partition: consumer.get_watermark_offsets(part, timeout=10)[1] for part in parts
+        }
+    finally:
+        consumer.close()
+    assert sum(ends.values()) == 41
+    assert committed == ends, "the group's committed offsets are not the topic's end"

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import copy
-import doctest
 
 import numpy as np
-import pytest
 
-from operators import candidates, features, messages, ranking, replica
 from operators.candidates import gather
 from operators.engine_config import EngineConfig
 from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrix
@@ -19,11 +16,6 @@ from operators.replica import ModelReplica
 
 MINUTE = 60_000
 CONFIG = EngineConfig(dimensions=4, k=5)
-
-
-@pytest.mark.parametrize("module", [candidates, features, messages, ranking, replica])
-def test_doctests(module: object) -> None:
-    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 def random_lists(count: int, seed: int = 0) -> list[np.ndarray]:

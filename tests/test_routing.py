@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import threading
 from collections.abc import Iterable
 
@@ -12,7 +11,6 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
-from dataflows import routing
 from dataflows.routing import replica_keys, replica_of, worker_of
 
 OTHER_KEYS = [f"user-{n}" for n in range(40)] + ["", "é", "a-much-longer-key-than-eight-bytes"]
@@ -44,10 +42,6 @@ def real_threads(keys: list[str], workers: int) -> dict[str, int]:
     assert set(threads) == set(keys)
     assert all(len(seen) == 1 for seen in threads.values()), "a key stays on one worker"
     return {key: next(iter(seen)) for key, seen in threads.items()}
-
-
-def test_doctest() -> None:
-    assert doctest.testmod(routing).failed == 0
 
 
 @pytest.mark.parametrize("workers", [2, 3])

@@ -3,7 +3,6 @@ the local Kafka: the topics, the ready line, the metrics and a clean Ctrl-C."""
 
 from __future__ import annotations
 
-import doctest
 import signal
 import socket
 import subprocess
@@ -16,12 +15,24 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+import orjson
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
-from kafka_job import event, free_ports, produce, start_job, stop, tail, write_config
+from kafka_job import (
+    event,
+    free_ports,
+    produce,
+    start_job,
+    stop,
+    tail,
+    wait_exit,
+    write_config,
+    write_file_config,
+)
 
 from dataflows import cli, run
-from dataflows.cli import UsageError
+from dataflows.errors import UsageError
 from operators.config import Config, config_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +51,6 @@ def _config(tmp_path: Path, text: str = "recovery:\n  snapshot_interval_s: 3\n")
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def test_docstring_example_runs() -> None:
-    assert doctest.testmod(run).failed == 0
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0", 0), ("3", 3), ("streamrec-12", 12)])
@@ -164,15 +171,20 @@ def test_a_bad_config_is_one_readable_line(tmp_path: Path) -> None:
         run.plan(_args("-c", str(_config(tmp_path, "recovery:\n  partitions: 4\n"))), {})
 
 
-def test_the_command_line_reports_errors_without_a_traceback(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _ENTRY_POINT, "run", "-c", str(tmp_path / "nope.yaml")],
-        cwd=ROOT,
+def _cli(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``streamrec ARGV`` as a separate process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", _ENTRY_POINT, *argv],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_the_command_line_reports_errors_without_a_traceback(tmp_path: Path) -> None:
+    result = _cli("run", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1
@@ -274,7 +286,7 @@ def test_an_unreachable_broker_is_one_line() -> None:
         run.ensure_topics(_kafka_config(f"127.0.0.1:{port}", "nowhere"), timeout_s=1)
 
 
-def test_the_live_job_says_ready_exports_its_counts_and_stops_cleanly_on_ctrl_c(
+def test_the_live_job_says_ready_exports_its_metrics_commits_offsets_and_stops_on_ctrl_c(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     prefix = f"live-{uuid.uuid4().hex[:8]}"
@@ -296,14 +308,52 @@ def test_the_live_job_says_ready_exports_its_counts_and_stops_cleanly_on_ctrl_c(
         _wait(lambda: "streamrec run: ready: reading topic" in log.read_text(), job, log, "ready")
         alice = [event("alice", "lamp", T0), event("alice", "shade", T0 + 60_000)]
         produce(kafka_bootstrap, f"{prefix}.events", [*alice, b"not json"])
+        # Alice's second event closes her first window (one list) and is a target against it.
         wanted = {
             "streamrec_events_in_total": 3.0,
             'streamrec_events_total{outcome="processed"}': 2.0,
             'streamrec_events_total{outcome="dead_lettered"}': 1.0,
+            'streamrec_dead_letters_total{reason="unparseable"}': 1.0,
+            'streamrec_dead_letters_total{reason="late"}': 0.0,
+            "streamrec_late_events_total": 0.0,
             "streamrec_lists_out_total": 1.0,
+            "streamrec_tombstones_total": 0.0,
             "streamrec_events_pending": 0.0,
+            "streamrec_users": 1.0,
+            "streamrec_items": 2.0,
+            'streamrec_online_targets_total{model="streamrec"}': 1.0,
+            "streamrec_model_update_seconds_count": 2.0,
+            "streamrec_ranking_seconds_count": 1.0,
+            "streamrec_event_to_list_seconds_count": 1.0,
         }
         _wait(lambda: _scrape(port, wanted) == wanted, job, log, f"the metrics {wanted}")
+        (hit_rate,) = _scrape(port, {'streamrec_online_hit_rate{model="streamrec"}': 0}).values()
+        assert hit_rate in (0.0, 1.0), "one target: a hit or a miss"
+
+        # The counters move: a third event (a list, a target), one too late, a forgotten user.
+        later = [
+            event("alice", "bulb", T0 + 120_000),
+            event("alice", "old", T0 - 7_200_000),
+            orjson.dumps({"user_id": "alice", "ts": T0 + 180_000, "type": "forget_user"}),
+        ]
+        produce(kafka_bootstrap, f"{prefix}.events", later)
+        wanted |= {
+            "streamrec_events_in_total": 6.0,
+            'streamrec_events_total{outcome="processed"}': 4.0,
+            'streamrec_events_total{outcome="dead_lettered"}': 2.0,
+            'streamrec_dead_letters_total{reason="late"}': 1.0,
+            "streamrec_lists_out_total": 2.0,
+            "streamrec_tombstones_total": 1.0,
+            "streamrec_users": 0.0,
+            "streamrec_items": 3.0,
+            'streamrec_online_targets_total{model="streamrec"}': 2.0,
+            "streamrec_model_update_seconds_count": 3.0,
+            "streamrec_ranking_seconds_count": 2.0,
+            "streamrec_event_to_list_seconds_count": 2.0,
+        }
+        _wait(lambda: _scrape(port, wanted) == wanted, job, log, f"the metrics {wanted}")
+        # Kafka's lag tools see the job: its group committed every offset it read.
+        _wait(lambda: _committed(kafka_bootstrap, f"{prefix}.events") == 6, job, log, "commits")
         job.send_signal(signal.SIGINT)
         assert job.wait(timeout=60) == 0, tail(log)
     finally:
@@ -311,6 +361,15 @@ def test_the_live_job_says_ready_exports_its_counts_and_stops_cleanly_on_ctrl_c(
     text = log.read_text()
     assert "panicked" not in text and "Traceback" not in text, text
     assert text.rstrip().splitlines()[-1].startswith("streamrec run: stopped on SIGINT; ")
+
+
+def _committed(bootstrap: str, topic: str) -> int:
+    """The offset the job's consumer group committed on partition 0 of ``topic``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions("streamrec", [TopicPartition(topic, 0)])
+    (future,) = admin.list_consumer_group_offsets([request]).values()
+    (partition,) = future.result(timeout=10).topic_partitions
+    return partition.offset
 
 
 def _scrape(port: int, names: dict[str, float]) -> dict[str, float]:
@@ -329,3 +388,32 @@ def _wait(done: Callable[[], bool], job: subprocess.Popen[bytes], log: Path, wha
         assert job.poll() is None, f"the job ended before {what}:\n{tail(log)}"
         assert time.monotonic() < deadline, f"no {what} in {WAIT_S:.0f} s:\n{tail(log)}"
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize(("level", "ready"), [("info", True), ("warning", False)])
+def test_json_logs_are_one_object_a_line_at_the_level_asked(
+    tmp_path: Path, level: str, ready: bool
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(event("alice", "lamp", T0) + b"\n" + event("alice", "jam", T0 + 1) + b"\n")
+    config = write_file_config(
+        tmp_path / "config.yaml", events, tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    )
+    log = tmp_path / "job.log"
+    options = ["--no-recovery", "--metrics-port", "0", "--log-format", "json"]
+    wait_exit(start_job(config, log, *options, "--log-level", level), log, WAIT_S)
+    records = [orjson.loads(line) for line in log.read_text().splitlines()]
+    assert all(set(record) == {"time", "level", "logger", "message"} for record in records)
+    readies = [r for r in records if r["message"].startswith("ready: reading file ")]
+    assert len(readies) == int(ready), records
+    assert all(record["level"] != "info" for record in records) or ready
+
+
+def test_a_usage_error_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
+    result = _cli("run", "--log-format", "json", "-c", "nope.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    record = orjson.loads(line)
+    assert record["level"] == "error"
+    assert record["message"].startswith("streamrec run: ")
+    assert "nope.yaml: cannot read the config file" in record["message"]

@@ -53,6 +53,7 @@ def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
     logic = UserLogic(ENGINE, WINDOW, LIVE, None)
     out, discard = logic.on_batch([admitted(0, "a", 0), admitted(1, "b", 1)])
     assert kinds(out) == [(1, ["Train", "Observation"]), (1, ["Label", "Observation"])]
+    assert [output.users for output in out] == [1, 0], "one user's state created"
     assert not discard
     assert logic.notify_at() == START + timedelta(seconds=60)
 
@@ -64,8 +65,9 @@ def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
     assert logic.notify_at() == START + timedelta(days=30), "then only the expiry remains"
 
     clock.now = START + timedelta(days=30, seconds=1)
-    out, discard = logic.on_notify()
-    assert (list(out), discard) == ([], True)
+    (expired,), discard = logic.on_notify()
+    assert kinds([expired]) == [(0, [])] and expired.users == -1, "the user leaves the state"
+    assert discard
 
 
 def test_replay_user_step_has_no_timers_and_serves_open_windows_at_the_end(clock: Clock) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import doctest
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +20,6 @@ def stream() -> SyntheticStream:
 
 def in_session_order(stream: SyntheticStream) -> np.ndarray:
     return np.lexsort((stream.ts, stream.session))
-
-
-def test_docstring_example_runs() -> None:
-    assert doctest.testmod(synthetic).failed == 0
 
 
 def test_same_seed_same_stream_other_seed_other_stream() -> None:

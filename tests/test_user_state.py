@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
 from typing import TypeVar
 
-from operators import user_state
 from operators.engine_config import EngineConfig
 from operators.events import Event
 from operators.item_model import Observation
@@ -30,10 +28,6 @@ def feed(
 def only(messages: list[ReplicaMessage], kind: type[M]) -> M:
     (found,) = [message for message in messages if isinstance(message, kind)]
     return found
-
-
-def test_doctest() -> None:
-    assert doctest.testmod(user_state, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 def test_history_and_seen_stay_bounded_under_a_long_stream() -> None:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import doctest
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dataflows import cli, run
-from operators import warm_start
 from operators.engine import Engine
 from operators.engine_config import EngineConfig
 from operators.events import Event
 from operators.jsonl import write_jsonl
 
 T0 = 1_700_000_000_000
-
-
-def test_doctest() -> None:
-    assert doctest.testmod(warm_start).failed == 0
 
 
 @pytest.fixture(autouse=True)

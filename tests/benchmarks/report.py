@@ -143,36 +143,103 @@ def profile_lines(spent: dict[str, float]) -> list[str]:
     return lines
 
 
+#: The throughput bars: (figure, label); Kafka's target is issue 10's.
+_THROUGHPUT = (
+    ("passthrough_eps", "passthrough\n(no recommender)"),
+    ("evaluate_eps", "sequential engine\n(evaluate)"),
+    ("replay_eps_1proc", "replay,\n1 process"),
+    ("replay_eps_2proc", "replay,\n2 processes"),
+    ("kafka_eps", "Kafka end to end,\n1 process"),
+    ("kafka_eps_list_per_event", "Kafka end to end,\na list per event"),
+)
+KAFKA_TARGET_EPS = 5_000
+LATENCY_TARGET_MS = 250
+
+
 def plot(results: Results, path: Path) -> None:
-    """RSS over time while users go idle, and the latency distribution, side by side."""
+    """Throughput of each way to run the job, the event-to-list latency (log scale) and the RSS
+    of the live job while users go idle, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
-    figure, (rss, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figures = results.figures
+    figure, (speed, latency, rss) = plt.subplots(
+        1, 3, figsize=(17, 5.2), layout="constrained", width_ratios=(1.2, 1.1, 1)
+    )
+    source = results.notes[0].removeprefix("input: ") if results.notes else "the bundled sample"
+    count, _, where = source.partition(" of ")
+    figure.suptitle(f"streamrec bench: {count} of {Path(where).name or source}", fontsize=13)
+
+    bars = [(label, figures[key]) for key, label in _THROUGHPUT if figures.get(key) is not None]
+    if bars:
+        labels, rates = zip(*bars, strict=True)
+        positions = range(len(bars))
+        speed.barh(positions, rates, color="tab:blue")
+        speed.set_yticks(list(positions), labels)
+        speed.invert_yaxis()
+        for position, rate in zip(positions, rates, strict=True):
+            speed.annotate(
+                f"{rate:,.0f}",
+                (rate, position),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=9,
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none"},
+                zorder=3,
+            )
+        speed.axvline(
+            KAFKA_TARGET_EPS,
+            color="tab:red",
+            linestyle="--",
+            zorder=2,
+            label="target of Kafka and replay: 5,000/s",
+        )
+        speed.set_xlim(right=max(rates) * 1.25)
+        speed.legend(loc="lower right")
+    speed.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    speed.set(title="throughput", xlabel="events per second (higher is better)")
+    speed.grid(axis="x", alpha=0.3)
+
+    if results.latencies_ms:
+        values = np.clip(np.asarray(results.latencies_ms), 0.1, None)
+        bins = np.geomspace(values.min(), values.max(), 50)
+        latency.hist(values, bins=bins, color="tab:green", alpha=0.8)
+        latency.set_xscale("log")
+        for share, style in ((50, "-"), (95, "--"), (99, ":")):
+            value = figures[f"latency_p{share}_ms"]
+            latency.axvline(
+                value, color="black", linestyle=style, label=f"p{share}  {value:.0f} ms"
+            )
+        latency.axvline(
+            LATENCY_TARGET_MS, color="tab:red", linestyle="--", label="target p99 250 ms"
+        )
+        latency.legend(loc="best", framealpha=0.9)
+    latency.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    rate = figures.get("latency_rate_eps", 0)
+    latency.set(
+        title=f"event to list latency at {rate:,.0f} events/s (a list per event)",
+        xlabel="milliseconds, log scale",
+        ylabel="events",
+    )
+    latency.grid(alpha=0.3)
+
     series = results.rss
     if series is not None:
         for name, values in series.rss_mb.items():
-            rss.plot(series.seconds, values, label=name)
-        rss.legend()
+            rss.plot(series.seconds, values, label=name, linewidth=2)
+        rss.legend(loc="upper left", title="live job")
+    slope = figures.get("idle_rss_slope_mb_per_min")
+    trend = "" if slope is None else f"\ngrowth {slope:.1f} MB/min with expiry"
     rss.set(
-        title="RSS of the live job, every user idle after 4 events",
-        xlabel="seconds",
-        ylabel="RSS (MB)",
+        title=f"memory while every user goes idle after 4 events{trend}",
+        xlabel="seconds since the first event",
+        ylabel="resident set size (MB)",
     )
     rss.grid(alpha=0.3)
-    if results.latencies_ms:
-        latency.hist(results.latencies_ms, bins=60, color="tab:green")
-        for share, style in ((50, "-"), (95, "--"), (99, ":")):
-            value = results.figures[f"latency_p{share}_ms"]
-            latency.axvline(value, color="black", linestyle=style, label=f"p{share} {value:.0f} ms")
-        latency.legend()
-    rate = results.figures.get("latency_rate_eps", 0)
-    latency.set(
-        title=f"event to list latency at {rate:,.0f} events/s", xlabel="ms", ylabel="events"
-    )
-    latency.grid(alpha=0.3)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
