@@ -421,7 +421,8 @@ class Covisitation(_Baseline):
 
     def _scores(self, user_id: str) -> np.ndarray:
         fill = self.fill.values
-        scores = fill * (self.fill_weight / fill.max()) if fill.max() > 0 else fill.copy()
+        top = fill.max(initial=0.0)
+        scores = fill * (self.fill_weight / top) if top > 0 else fill.copy()
         recent = self.recent.get(user_id)
         if not recent:
             return scores

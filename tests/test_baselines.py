@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from dataflows.evaluate import make_baselines
 from operators.baselines import (
     BPR,
     ISGD,
@@ -360,3 +361,9 @@ def test_covisitation_refuses_a_catalog_beyond_its_dense_matrix() -> None:
     learn_all(model, [("ann", "a"), ("ann", "b")])
     with pytest.raises(ValueError, match="at most 2 items"):
         model.learn(buy("ann", "c"))
+
+
+def test_every_baseline_answers_before_it_has_seen_any_event() -> None:
+    # A warm-started evaluation asks for a pretrained user's list before the first event.
+    for model in make_baselines():
+        assert model.recommend("ann", 10) == [], model.name
