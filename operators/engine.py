@@ -61,6 +61,8 @@ class Engine:
         if warm is not None:
             self.replica = warm.replica(self.config)
             self.users = warm.users()
+        #: Pretrained users not served a list yet (see :meth:`catch_up`).
+        self._unserved_warm = set(self.users)
         #: Per user: the latest list and the item rows it was chosen from.
         self.served: dict[str, tuple[Recommendation, np.ndarray]] = {}
 
@@ -88,7 +90,13 @@ class Engine:
 
     def catch_up(self, user_id: str, ts: int) -> None:
         """Close the user's window if it ended by ``ts``, so the user's list is the one the
-        dataflow holds for them at ``ts`` (called by the evaluator before asking for a list)."""
+        dataflow holds for them at ``ts`` (called by the evaluator before asking for a list).
+        A pretrained user gets the list their pretrained history gives before their first event,
+        as a job started from the warm start holds the lists of the pretrain on its topic."""
+        if user_id in self._unserved_warm:
+            self._unserved_warm.discard(user_id)
+            if user_id not in self.served and user_id in self.users:
+                self._serve(user_id)
         gate = self.gates.get(user_id)
         if gate is not None and self.gate is not None and self.gate.length_ms:
             for _ in gate.close_before(ts, self.gate):

@@ -99,6 +99,24 @@ def test_a_saved_engine_continues_exactly_where_it_stopped(tmp_path: Path) -> No
         assert resumed.latest(event.user_id) == model.latest(event.user_id)
 
 
+def test_a_pretrained_user_holds_a_list_before_their_first_event(tmp_path: Path) -> None:
+    config = EngineConfig(dimensions=8)
+    stream = _stream(300)
+    model = Engine(config)
+    for event in stream:
+        model.learn(event)
+    model.save(tmp_path)
+    resumed = Engine(config, warm=WarmStart.read(tmp_path))
+    user = stream[-1].user_id
+    assert resumed.recommend(user, 10) == []
+    resumed.catch_up(user, stream[-1].ts + 1)
+    assert resumed.recommend(user, 10) == model.recommend(user, 10)
+    other = next(event.user_id for event in stream if event.user_id != user)
+    resumed.learn(Event(other, None, stream[-1].ts + 2, "forget_user"))
+    resumed.catch_up(other, stream[-1].ts + 3)
+    assert resumed.recommend(other, 10) == []
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7)), min_size=1, max_size=60),
