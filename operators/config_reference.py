@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from operators.config import _NON_EMPTY, _RANGE, _TOPIC, ENGINE_RANGES, Config, Range
+from operators.config import (
+    _ENVIRONMENT_ONLY,
+    _NON_EMPTY,
+    _RANGE,
+    _TOPIC,
+    ENGINE_RANGES,
+    Config,
+    Range,
+)
 from operators.engine_config import EngineConfig
 
 DEPLOY_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "config.yaml"
@@ -110,6 +118,8 @@ def config_rows(cls: type = Config, prefix: str = "", default: Any = None) -> It
     ranges = ENGINE_RANGES if cls is EngineConfig else {}
     instance = default if isinstance(default, cls) else None
     for spec in dataclasses.fields(cls):
+        if spec.metadata.get(_ENVIRONMENT_ONLY):
+            continue  # not a key of the file: the environment variable is the only way in
         key = f"{prefix}{spec.name}"
         kind = hints[spec.name]
         if instance is not None:
