@@ -71,11 +71,12 @@ class EngineConfig:
     candidates: int = 300
     #: Length of the emitted lists.
     k: int = 10
-    #: "river": linear weights over standardised features learned online by River's AdaGrad on
-    #: a listwise softmax loss, starting from the fixed prior; "fixed": the prior alone.
+    #: "river": a linear blend plus a small tanh layer over standardised features, learned
+    #: online by River's Adam on a listwise softmax loss, starting from the fixed prior;
+    #: "fixed": the prior alone.
     ranker: Literal["river", "fixed"] = "river"
-    #: AdaGrad learning rate of the River ranker.
-    learning_rate: float = 0.1
+    #: Adam learning rate of the River ranker.
+    learning_rate: float = 0.003
     #: Training lists of open windows a replica keeps at most (the oldest is dropped).
     open_lists: int = 10_000
     #: Items with no event for this long are dropped (swept every ``sweep_every`` events).

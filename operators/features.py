@@ -16,6 +16,17 @@ user to user; as a share, cold-start HR@10 rose from 0.138 to 0.140).
 ``popularity``/``popularity_long`` are the log of the distinct-user counts at the short and long
 half-life, ``trend_rank`` the position among the trending items.
 
+More views of the same evidence, for the ranker's hidden layer to combine: conditional
+co-visitation from the newest two and three items alone (``conditional_last2``,
+``conditional_last3``: the sequence) and its strongest single source (``conditional_max``),
+``cosine_last``, whether any history item links to the candidate and how many do (``linked``,
+``linking_items``), ``similarity_last`` (the newest item's input vector against the candidate's
+output vector), ``hours_idle`` (log hours since the candidate's last event: is it still
+alive?), ``popularity_rank`` (the position by short-term popularity within the list) and
+``popularity_rising`` (short minus long popularity: is it on the way up?). On the recorded lists
+of five streams they added 1 to 5 % HR@10 to a linear ranker and more to the hidden layer; the
+prior gives them no weight.
+
 >>> from operators.item_model import ItemModel, Observation
 >>> from operators.candidates import gather
 >>> config = EngineConfig(dimensions=4)
@@ -49,6 +60,16 @@ FEATURES: tuple[str, ...] = (
     "popularity",
     "popularity_long",
     "trend_rank",
+    "conditional_last2",
+    "conditional_last3",
+    "conditional_max",
+    "cosine_last",
+    "linked",
+    "linking_items",
+    "similarity_last",
+    "hours_idle",
+    "popularity_rank",
+    "popularity_rising",
 )
 
 #: The fixed prior over standardised features: where the learned ranker starts, and the
@@ -63,15 +84,71 @@ FIXED_WEIGHTS: dict[str, float] = {
     "popularity": 0.6,
     "popularity_long": 0.1,
     "trend_rank": 0.1,
+    # The signals below start at zero: only learning gives them weight.
+    "conditional_last2": 0.0,
+    "conditional_last3": 0.0,
+    "conditional_max": 0.0,
+    "cosine_last": 0.0,
+    "linked": 0.0,
+    "linking_items": 0.0,
+    "similarity_last": 0.0,
+    "hours_idle": 0.0,
+    "popularity_rank": 0.0,
+    "popularity_rising": 0.0,
 }
 
 #: Features that come from the user's history items, by name: their largest contributor is the
 #: history item a recommendation is ``because`` of.
-COVISITATION = frozenset({"covisitation", "conditional", "cosine", "last", "spread"})
-POPULARITY = frozenset({"popularity", "popularity_long", "trend_rank"})
+COVISITATION = frozenset(
+    {
+        "covisitation",
+        "conditional",
+        "cosine",
+        "last",
+        "spread",
+        "conditional_last2",
+        "conditional_last3",
+        "conditional_max",
+        "cosine_last",
+        "linked",
+        "linking_items",
+    }
+)
+SIMILARITY = frozenset({"similarity", "similarity_last"})
+POPULARITY = frozenset(
+    {
+        "popularity",
+        "popularity_long",
+        "trend_rank",
+        "hours_idle",
+        "popularity_rank",
+        "popularity_rising",
+    }
+)
+
+_SHARES = [
+    FEATURES.index(name)
+    for name in (
+        "conditional",
+        "cosine",
+        "last",
+        "similarity",
+        "conditional_last2",
+        "conditional_last3",
+        "conditional_max",
+        "cosine_last",
+        "similarity_last",
+    )
+]
+_HOUR_MS = 3_600_000
 
 
-_SHARES = [FEATURES.index(name) for name in ("conditional", "cosine", "last", "similarity")]
+def _rank_share(values: np.ndarray) -> np.ndarray:
+    """``1 / (1 + position)`` of each value in descending order (ties by position)."""
+    order = np.argsort(-values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    return 1.0 / ranks
 
 
 def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfig) -> np.ndarray:
@@ -92,9 +169,18 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
             recency @ (conditional * np.sqrt(source_mass[:, None] / target_mass))
         ) / total
         matrix[:, 3] = conditional[-1]
-        matrix[:, 4] = (recency @ (links > 0)) / total
+        linked = links > 0
+        matrix[:, 4] = (recency @ linked) / total
+        matrix[:, 9] = conditional[-2:].mean(axis=0)
+        matrix[:, 10] = conditional[-3:].mean(axis=0)
+        matrix[:, 11] = conditional.max(axis=0)
+        matrix[:, 12] = conditional[-1] * np.sqrt(source_mass[-1] / target_mass)
+        matrix[:, 13] = linked.any(axis=0)
+        matrix[:, 14] = linked.sum(axis=0)
         if config.embeddings:
-            matrix[:, 5] = model.out[rows] @ candidates.interest
+            outputs = model.out[rows]
+            matrix[:, 5] = outputs @ candidates.interest
+            matrix[:, 15] = outputs @ model.inp[candidates.history[-1]]
     matrix[:, 6] = np.log1p(
         model.short[rows] / model.decay(candidates.ts, config.pop_short_half_life_ms)
     )
@@ -102,6 +188,9 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
         model.long[rows] / model.decay(candidates.ts, config.pop_long_half_life_ms)
     )
     matrix[:, 8] = candidates.trend_rank
+    matrix[:, 16] = np.log1p(np.maximum(candidates.ts - model.last_ts[rows], 0) / _HOUR_MS)
+    matrix[:, 17] = _rank_share(matrix[:, 6])
+    matrix[:, 18] = matrix[:, 6] - matrix[:, 7]
     best = np.abs(matrix[:, _SHARES]).max(axis=0, initial=0.0)
     matrix[:, _SHARES] /= np.where(best > 0, best, 1.0)
     return matrix

@@ -42,7 +42,7 @@ import numpy as np
 
 from operators.candidates import Candidates, gather
 from operators.engine_config import EngineConfig
-from operators.features import COVISITATION, FEATURES, POPULARITY, feature_matrix
+from operators.features import COVISITATION, FEATURES, POPULARITY, SIMILARITY, feature_matrix
 from operators.item_model import ItemModel, ItemModelSnapshot, Observation
 from operators.messages import (
     Label,
@@ -57,7 +57,7 @@ from operators.ranking import Ranker, RankerSnapshot
 
 _COVISITATION = np.array([name in COVISITATION for name in FEATURES])
 _POPULARITY = np.array([name in POPULARITY for name in FEATURES])
-_SIMILARITY = np.array([name == "similarity" for name in FEATURES])
+_SIMILARITY = np.array([name in SIMILARITY for name in FEATURES])
 
 ReplicaSnapshot = tuple[ItemModelSnapshot, RankerSnapshot]
 
@@ -153,7 +153,7 @@ class ModelReplica:
         candidates = gather(self.items, message.history, message.seen, config)
         features = feature_matrix(self.items, candidates, config)
         standardised = self.ranker.standardised(features)
-        scores = standardised @ self.ranker.weights
+        scores = self.ranker.scores_of(standardised)
         count = min(config.k, len(scores))
         top = (
             np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(count)
@@ -178,7 +178,8 @@ class ModelReplica:
     def _because(
         self, candidates: Candidates, standardised: np.ndarray, columns: np.ndarray
     ) -> list[str]:
-        """Per listed item, what contributed most to its score (see :data:`~messages.Item`)."""
+        """Per listed item, which group of signals added most to its score through the linear
+        weights (see :data:`~messages.Item`); the hidden layer, a mixture of all, is left out."""
         contributions = standardised * self.ranker.weights
         groups = np.stack(
             (
