@@ -29,3 +29,6 @@ $python tests/benchmarks/quality.py --retail "$events"
 
 step "recovery after a concept drift (synthetic)"
 $python tests/benchmarks/drift_recovery.py
+
+step "pretrain on Online Retail's first half, then online on its second"
+$python tests/benchmarks/transfer.py "$events"
