@@ -32,8 +32,12 @@ class EngineConfig:
     #: Distinct items a user interacted with that are excluded from the lists (oldest forgotten).
     seen_cap: int = 1_000
     #: Distinct previous items of the user each event's item is linked to, and the context of
-    #: its embedding step.
-    link_recent: int = 3
+    #: its embedding step. One (links follow the order of a user's events) beat two, three, six
+    #: and ten on every stream measured: with the hidden-layer ranker, HR@10 0.2585 -> 0.2814 on
+    #: the synthetic ratings stream, 0.2641 -> 0.2866 drift, 0.1502 -> 0.1530 cold-start,
+    #: 0.3578 -> 0.3776 sessions, 0.0349 -> 0.0354 Online Retail (3 -> 1). The wider context
+    #: still counts at serving time: every one of the 30 recent items brings its neighbours.
+    link_recent: int = 1
     #: Distinct recent items of a user a list is built from (their neighbours are candidates).
     query_recent: int = 30
     #: Neighbours kept per item: an item's links are pruned to the strongest ``neighbours``

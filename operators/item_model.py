@@ -178,7 +178,8 @@ class ItemModel:
             return
         config = self.config
         batch = len(pending)
-        width = config.link_recent
+        # Usually config.link_recent; an observation made under another config may hold more.
+        width = max(len(rows) for _, rows in pending)
         context = np.full((batch, width), -1, np.intp)
         for index, (_, rows) in enumerate(pending):
             context[index, : len(rows)] = rows
