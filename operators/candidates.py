@@ -49,6 +49,8 @@ class Candidates:
     links: np.ndarray
     #: The user's interest vector (recency-weighted input vectors of the history).
     interest: np.ndarray
+    #: Each candidate's output vector against the interest vector.
+    similarity: np.ndarray
     #: ``1 / (1 + position)`` among the trending items, 0 when not trending.
     trend_rank: np.ndarray
     #: The event time the list is for.
@@ -58,17 +60,23 @@ class Candidates:
         return len(self.rows)
 
 
-def history_weights(history: tuple[Entry, ...], config: EngineConfig) -> np.ndarray:
-    """Each entry's weight, halved per ``recency_half_life_ms`` of age and per
-    ``recency_half_life_items`` newer entries."""
-    count = len(history)
+def history_weights(stamps: np.ndarray, weights: np.ndarray, config: EngineConfig) -> np.ndarray:
+    """Each history entry's weight (``stamps``, ``weights``: oldest first), halved per
+    ``recency_half_life_ms`` of age and per ``recency_half_life_items`` newer entries."""
+    count = len(stamps)
     if not count:
         return np.zeros(0)
-    stamps = np.fromiter((entry[1] for entry in history), float, count)
-    weights = np.fromiter((entry[2] for entry in history), float, count)
     age = (stamps.max() - stamps) / config.recency_half_life_ms
     position = np.arange(count - 1, -1, -1) / config.recency_half_life_items
     return weights * np.exp2(-(age + position))
+
+
+def rank_share(values: np.ndarray) -> np.ndarray:
+    """``1 / (1 + position)`` of each value in descending order (ties by position)."""
+    order = np.argsort(-values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    return 1.0 / ranks
 
 
 def gather(
@@ -77,27 +85,30 @@ def gather(
     """The candidates for a user whose recent history is ``history`` (oldest first)."""
     model.flush()
     rows_of = model.rows
-    known = [
-        (rows_of[entry[0]], index) for index, entry in enumerate(history) if entry[0] in rows_of
-    ]
-    history_rows = np.fromiter((row for row, _ in known), np.intp, len(known))
-    recency = history_weights(history, config)[[index for _, index in known]]
-    ts = max((entry[1] for entry in history), default=model.ref)
+    history_rows = np.zeros(0, np.intp)
+    recency = np.zeros(0)
+    ts = model.ref
+    if history:
+        items, stamps, weights = zip(*history, strict=True)
+        every_row = np.array([rows_of.get(item, -1) for item in items], np.intp)
+        known = every_row >= 0
+        history_rows = every_row[known]
+        recency = history_weights(np.array(stamps, float), np.array(weights), config)[known]
+        ts = max(stamps)
     interest = (
         model.interest(history_rows, recency / recency.sum())
-        if len(known)
+        if len(history_rows)
         else np.zeros(config.dimensions, np.float32)
     )
-    tops = [model.neighbours(row) for row in history_rows.tolist()]
-    lengths = np.fromiter((len(top[0]) for top in tops), np.intp, len(tops))
-    linked = np.concatenate([top[0] for top in tops]) if tops else np.zeros(0, np.intp)
+    affinity = model.affinity(interest)
+    linked, link_weights, lengths = _neighbours(model, history_rows)
     trending = model.trending()
-    wanted = config.similar if len(known) and config.embeddings else 0
-    similar = model.similar(interest, wanted)
+    wanted = config.similar if len(history_rows) and config.embeddings else 0
+    similar = model.similar(affinity, wanted)
     pool = np.concatenate((linked, similar, trending[: config.trend_top]))
     ordered = np.sort(pool)
     distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
-    seen_rows = np.fromiter((rows_of[item] for item in seen if item in rows_of), np.intp)
+    seen_rows = np.array([row for row in map(rows_of.get, seen) if row is not None], np.intp)
     keep = ~_members(distinct, seen_rows)
     rows = distinct[keep]
     #: Each pool entry's column among the candidates, -1 for a seen item.
@@ -105,18 +116,31 @@ def gather(
     links = np.zeros((len(history_rows), len(rows)))
     if len(linked):
         columns = column[: len(linked)]
-        weights = np.concatenate([top[1] for top in tops])
         history_index = np.repeat(np.arange(len(history_rows)), lengths)
         valid = columns >= 0
-        links[history_index[valid], columns[valid]] = weights[valid]
+        links[history_index[valid], columns[valid]] = link_weights[valid]
     trend_rank = np.zeros(len(rows))
     trend_columns = column[len(linked) + len(similar) :]
     valid = trend_columns >= 0
     trend_rank[trend_columns[valid]] = 1.0 / np.arange(1, len(trend_columns) + 1)[valid]
-    candidates = Candidates(rows, history_rows, recency, links, interest, trend_rank, ts)
+    candidates = Candidates(
+        rows, history_rows, recency, links, interest, affinity[rows], trend_rank, ts
+    )
     if len(rows) > config.candidates:
         candidates = _strongest(model, candidates, config.candidates)
     return candidates
+
+
+def _neighbours(
+    model: ItemModel, history_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The neighbour rows of every history row, one after the other, their link weights, and
+    how many each history row has."""
+    if not len(history_rows):
+        return np.zeros(0, np.intp), np.zeros(0), np.zeros(0, np.intp)
+    rows, weights = zip(*map(model.neighbours, history_rows.tolist()), strict=True)
+    lengths = np.fromiter(map(len, rows), np.intp, len(rows))
+    return np.concatenate(rows), np.concatenate(weights), lengths
 
 
 def _members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -131,10 +155,12 @@ def _members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def _strongest(model: ItemModel, candidates: Candidates, keep: int) -> Candidates:
     """The ``keep`` candidates with the most evidence."""
     mass = np.maximum(model.mass[candidates.history], 1e-12)
-    conditional = candidates.recency @ (candidates.links / mass[:, None])
-    similarity = model.out[candidates.rows] @ candidates.interest
-    rank = np.argsort(np.argsort(-similarity, kind="stable"), kind="stable")
-    strength = conditional / (conditional.max() or 1.0) + candidates.trend_rank + 1.0 / (1.0 + rank)
+    conditional = (candidates.recency / mass) @ candidates.links
+    strength = (
+        conditional / (conditional.max() or 1.0)
+        + candidates.trend_rank
+        + rank_share(candidates.similarity)
+    )
     chosen = np.sort(np.argpartition(-strength, keep - 1)[:keep])
     return Candidates(
         candidates.rows[chosen],
@@ -142,6 +168,7 @@ def _strongest(model: ItemModel, candidates: Candidates, keep: int) -> Candidate
         candidates.recency,
         candidates.links[:, chosen],
         candidates.interest,
+        candidates.similarity[chosen],
         candidates.trend_rank[chosen],
         candidates.ts,
     )

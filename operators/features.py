@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.candidates import Candidates
+from operators.candidates import Candidates, rank_share
 from operators.engine_config import EngineConfig
 from operators.item_model import ItemModel
 
@@ -143,14 +143,6 @@ _SHARES = [
 _HOUR_MS = 3_600_000
 
 
-def _rank_share(values: np.ndarray) -> np.ndarray:
-    """``1 / (1 + position)`` of each value in descending order (ties by position)."""
-    order = np.argsort(-values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    return 1.0 / ranks
-
-
 def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfig) -> np.ndarray:
     """The (candidates, features) matrix of one list."""
     rows = candidates.rows
@@ -160,27 +152,25 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
     if len(candidates.history):
         total = recency.sum()
         source_mass = np.maximum(model.mass[candidates.history], 1e-12)
-        target_mass = np.maximum(model.mass[rows], 1e-12)
+        target_root = np.sqrt(np.maximum(model.mass[rows], 1e-12))
         decay = model.decay(candidates.ts, config.link_half_life_ms)
         conditional = links / source_mass[:, None]
         matrix[:, 0] = np.log1p((recency @ links) / decay)
-        matrix[:, 1] = (recency @ conditional) / total
-        matrix[:, 2] = (
-            recency @ (conditional * np.sqrt(source_mass[:, None] / target_mass))
-        ) / total
+        matrix[:, 1] = ((recency / source_mass) @ links) / total
+        # conditional * sqrt(source / target) = links / sqrt(source * target)
+        matrix[:, 2] = ((recency / np.sqrt(source_mass)) @ links) / target_root / total
         matrix[:, 3] = conditional[-1]
-        linked = links > 0
+        linked = np.sign(links)  # links are never negative: 1.0 where one exists
         matrix[:, 4] = (recency @ linked) / total
-        matrix[:, 9] = conditional[-2:].mean(axis=0)
-        matrix[:, 10] = conditional[-3:].mean(axis=0)
+        matrix[:, 9] = conditional[-2:].sum(axis=0) / len(conditional[-2:])
+        matrix[:, 10] = conditional[-3:].sum(axis=0) / len(conditional[-3:])
         matrix[:, 11] = conditional.max(axis=0)
-        matrix[:, 12] = conditional[-1] * np.sqrt(source_mass[-1] / target_mass)
-        matrix[:, 13] = linked.any(axis=0)
+        matrix[:, 12] = links[-1] / (np.sqrt(source_mass[-1]) * target_root)
         matrix[:, 14] = linked.sum(axis=0)
+        matrix[:, 13] = matrix[:, 14] > 0
         if config.embeddings:
-            outputs = model.out[rows]
-            matrix[:, 5] = outputs @ candidates.interest
-            matrix[:, 15] = outputs @ model.inp[candidates.history[-1]]
+            matrix[:, 5] = candidates.similarity
+            matrix[:, 15] = model.out[rows] @ model.inp[candidates.history[-1]]
     matrix[:, 6] = np.log1p(
         model.short[rows] / model.decay(candidates.ts, config.pop_short_half_life_ms)
     )
@@ -189,7 +179,7 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
     )
     matrix[:, 8] = candidates.trend_rank
     matrix[:, 16] = np.log1p(np.maximum(candidates.ts - model.last_ts[rows], 0) / _HOUR_MS)
-    matrix[:, 17] = _rank_share(matrix[:, 6])
+    matrix[:, 17] = rank_share(matrix[:, 6])
     matrix[:, 18] = matrix[:, 6] - matrix[:, 7]
     best = np.abs(matrix[:, _SHARES]).max(axis=0, initial=0.0)
     matrix[:, _SHARES] /= np.where(best > 0, best, 1.0)

@@ -73,14 +73,6 @@ class Observation(NamedTuple):
     recent: tuple[Previous, ...]
 
 
-def _subtract_at(array: np.ndarray, rows: np.ndarray, steps: np.ndarray) -> None:
-    """``array[rows] -= steps`` with repeated rows summed (``np.subtract.at``, but fast)."""
-    order = np.argsort(rows, kind="stable")
-    rows = rows[order]
-    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
-    array[rows[starts]] -= np.add.reduceat(steps[order], starts, axis=0)
-
-
 class ItemModel:
     """Co-visitation, distinct-user popularity and item embeddings of every live item."""
 
@@ -197,9 +189,9 @@ class ItemModel:
         errors[:, 1:][targets[:, 1:] == targets[:, :1]] = 0.0
         errors *= config.embedding_rate
         output_steps = (errors[:, :, None] * hidden[:, None, :]).reshape(-1, config.dimensions)
-        _subtract_at(self.out, targets.ravel(), output_steps)
+        np.subtract.at(self.out, targets.ravel(), output_steps)
         context_steps = np.einsum("bk,bkd->bd", errors, vectors) / counts[:, None]
-        _subtract_at(self.inp, context[mask], np.repeat(context_steps, counts, axis=0))
+        np.subtract.at(self.inp, context[mask], np.repeat(context_steps, counts, axis=0))
 
     def _draw(self, batch: int, filled: int) -> np.ndarray:
         """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
@@ -326,18 +318,21 @@ class ItemModel:
         self.flush()
         return weights.astype(np.float32) @ self.inp[rows]
 
-    def similar(self, interest: np.ndarray, count: int) -> np.ndarray:
-        """Rows whose output vectors best match ``interest``, best first."""
+    def affinity(self, interest: np.ndarray) -> np.ndarray:
+        """Every row's output vector against ``interest`` (-inf for a free row)."""
         self.flush()
-        live = len(self.ids)
-        if not live or count <= 0:
-            return np.zeros(0, np.intp)
-        scores = self.out[:live] @ interest
+        scores = self.out[: len(self.ids)] @ interest
         if self._free:
             scores[self._free] = -np.inf
-        count = min(count, live - len(self._free))
-        best = np.argpartition(-scores, count - 1)[:count] if count < live else np.arange(live)
-        return best[np.argsort(-scores[best], kind="stable")]
+        return scores
+
+    def similar(self, affinity: np.ndarray, count: int) -> np.ndarray:
+        """The ``count`` rows of the highest :meth:`affinity`, best first."""
+        count = min(count, len(self.rows))
+        if count <= 0:
+            return np.zeros(0, np.intp)
+        best = np.argpartition(-affinity, count - 1)[:count]
+        return best[np.argsort(-affinity[best], kind="stable")]
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -97,7 +97,7 @@ def test_idle_items_are_swept_and_their_rows_reused() -> None:
     live = set(model.rows.values())
     assert all(set(links) <= live for links in model.links), "no link to a dropped item"
     assert set(model.trending().tolist()) <= live
-    assert set(model.similar(model.inp[model.rows["staple"]], 100).tolist()) <= live
+    assert set(model.similar(model.affinity(model.inp[model.rows["staple"]]), 100).tolist()) <= live
 
 
 def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
@@ -169,4 +169,4 @@ def test_embeddings_learn_that_b_follows_a(seed: int) -> None:
     assert similarity_margin(learned, others) > 0, "b is a's best follower"
     assert similarity_margin(learned, others) > similarity_margin(untrained, others) + 0.5
     context = learned.interest(np.array([learned.rows["a"]]), np.ones(1))
-    assert learned.ids[learned.similar(context, 1)[0]] == "b"
+    assert learned.ids[learned.similar(learned.affinity(context), 1)[0]] == "b"
