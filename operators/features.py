@@ -23,7 +23,8 @@ co-visitation from the newest two and three items alone (``conditional_last2``,
 ``linking_items``), ``similarity_last`` (the newest item's input vector against the candidate's
 output vector), ``hours_idle`` (log hours since the candidate's last event: is it still
 alive?), ``popularity_rank`` (the position by short-term popularity within the list) and
-``popularity_rising`` (short minus long popularity: is it on the way up?). On the recorded lists
+``popularity_rising`` (short minus long popularity: is it on the way up?), ``item_age`` (log
+hours since the item's first event: new releases rise and fade). On the recorded lists
 of five streams they added 1 to 5 % HR@10 to a linear ranker and more to the hidden layer; the
 prior gives them no weight.
 
@@ -70,6 +71,7 @@ FEATURES: tuple[str, ...] = (
     "hours_idle",
     "popularity_rank",
     "popularity_rising",
+    "item_age",
 )
 
 #: The fixed prior over standardised features: where the learned ranker starts, and the
@@ -95,6 +97,7 @@ FIXED_WEIGHTS: dict[str, float] = {
     "hours_idle": 0.0,
     "popularity_rank": 0.0,
     "popularity_rising": 0.0,
+    "item_age": 0.0,
 }
 
 #: Features that come from the user's history items, by name: their largest contributor is the
@@ -123,6 +126,7 @@ POPULARITY = frozenset(
         "hours_idle",
         "popularity_rank",
         "popularity_rising",
+        "item_age",
     }
 )
 
@@ -181,6 +185,7 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
     matrix[:, 16] = np.log1p(np.maximum(candidates.ts - model.last_ts[rows], 0) / _HOUR_MS)
     matrix[:, 17] = rank_share(matrix[:, 6])
     matrix[:, 18] = matrix[:, 6] - matrix[:, 7]
+    matrix[:, 19] = np.log1p(np.maximum(candidates.ts - model.first_ts[rows], 0) / _HOUR_MS)
     best = np.abs(matrix[:, _SHARES]).max(axis=0, initial=0.0)
     matrix[:, _SHARES] /= np.where(best > 0, best, 1.0)
     return matrix

@@ -91,6 +91,7 @@ class ItemModel:
         self.short = np.zeros(capacity)
         self.long = np.zeros(capacity)
         self.last_ts = np.zeros(capacity, np.int64)
+        self.first_ts = np.zeros(capacity, np.int64)
         self.inp = np.zeros((capacity, config.dimensions), np.float32)
         self.out = np.zeros((capacity, config.dimensions), np.float32)
         self.ref = 0
@@ -118,13 +119,14 @@ class ItemModel:
         elif (ts - self.ref) / config.pop_short_half_life_ms > _MAX_EXPONENT:
             self._rebase(ts)
         boost = self.decay(ts, config.link_half_life_ms)
-        row = self._row(observation.item_id)
+        row = self._row(observation.item_id, ts)
         self.last_ts[row] = max(int(self.last_ts[row]), ts)
         if observation.first:
             self.short[row] += observation.weight * self.decay(ts, config.pop_short_half_life_ms)
             self.long[row] += observation.weight * self.decay(ts, config.pop_long_half_life_ms)
         previous = [
-            (self._row(item), item_ts, weight) for item, item_ts, weight in observation.recent
+            (self._row(item, item_ts), item_ts, weight)
+            for item, item_ts, weight in observation.recent
         ]
         gap = config.link_gap_half_life_ms
         for other, other_ts, other_weight in previous:
@@ -206,7 +208,8 @@ class ItemModel:
 
     # -- rows and memory --------------------------------------------------------------------
 
-    def _row(self, item_id: str) -> int:
+    def _row(self, item_id: str, ts: int) -> int:
+        """The item's row; a new item's at ``ts``, its first event."""
         row = self.rows.get(item_id)
         if row is not None:
             return row
@@ -225,6 +228,7 @@ class ItemModel:
         self._top[row] = (np.zeros(0, np.intp), np.zeros(0))
         self._stale[row] = 0
         self.mass[row] = self.short[row] = self.long[row] = 0.0
+        self.first_ts[row] = ts
         seed = zlib.crc32(item_id.encode()) ^ self.config.seed
         init = np.random.default_rng(seed).normal(0.0, _INIT_SCALE, (2, self.config.dimensions))
         self.inp[row], self.out[row] = init
@@ -238,7 +242,7 @@ class ItemModel:
 
         self._stale = grown(self._stale)
         self.mass, self.short, self.long = grown(self.mass), grown(self.short), grown(self.long)
-        self.last_ts = grown(self.last_ts)
+        self.last_ts, self.first_ts = grown(self.last_ts), grown(self.first_ts)
         self.inp, self.out = grown(self.inp), grown(self.out)
 
     def _sweep(self, now: int) -> None:
@@ -359,6 +363,7 @@ class ItemModel:
             "short": self.short[:live].tobytes(),
             "long": self.long[:live].tobytes(),
             "last_ts": self.last_ts[:live].tobytes(),
+            "first_ts": self.first_ts[:live].tobytes(),
             "inp": self.inp[:live].tobytes(),
             "out": self.out[:live].tobytes(),
             "links": (joined(sources, np.int32), joined(targets, np.int32), joined(weights, float)),
@@ -392,6 +397,7 @@ class ItemModel:
             ("short", float),
             ("long", float),
             ("last_ts", np.int64),
+            ("first_ts", np.int64),
         ):
             getattr(model, name)[:live] = np.frombuffer(snapshot[name], dtype)  # type: ignore[arg-type]
         dims = config.dimensions

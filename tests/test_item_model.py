@@ -117,6 +117,21 @@ def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
     return stream
 
 
+def test_an_items_age_counts_from_its_first_event_also_in_a_reused_row() -> None:
+    config = EngineConfig(dimensions=4, item_idle_ms=10 * DAY, sweep_every=1)
+    model = ItemModel(config)
+    model.observe(Observation("old", 0, 1.0, True, ()))
+    model.observe(Observation("old", 5 * DAY, 1.0, True, ()))
+    old_row = model.rows["old"]
+    assert model.first_ts[old_row] == 0
+    model.observe(Observation("new", 20 * DAY, 1.0, True, ()))  # "old" idle 15 days: swept
+    model.observe(Observation("newer", 21 * DAY, 1.0, True, (("new", 20 * DAY, 1.0),)))
+    assert model.rows["newer"] == old_row
+    assert model.first_ts[old_row] == 21 * DAY
+    restored = ItemModel.restore(model.snapshot(), config)
+    assert restored.first_ts[restored.rows["new"]] == 20 * DAY
+
+
 def test_snapshot_restore_gives_the_same_lists_and_learns_on_identically() -> None:
     # Default refreshes, so that stale neighbour and trending caches are part of the state.
     config = EngineConfig(dimensions=8, sweep_every=300)
