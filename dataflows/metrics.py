@@ -216,7 +216,15 @@ def _histogram(name: str, documentation: str) -> Histogram:
 
 @dataclass
 class Timings:
-    """Histograms of the replica step's work (unregistered until :meth:`register`)."""
+    """Histograms of the replica step's work, observed once registered (:meth:`register`).
+
+    >>> timings, registry = Timings(), CollectorRegistry()
+    >>> timings.served(0.002, None)  # nothing collects them yet: not observed
+    >>> timings.register(registry)
+    >>> timings.served(0.002, None)
+    >>> registry.get_sample_value("streamrec_ranking_seconds_count")
+    1.0
+    """
 
     update: Histogram = field(
         default_factory=lambda: _histogram(
@@ -239,11 +247,23 @@ class Timings:
         )
     )
 
+    #: Whether a registry collects the histograms: until then nothing is observed (a replay
+    #: has no metrics endpoint; observing took 0.75 of its 17 CPU-seconds on 100,000 retail
+    #: events, under pyinstrument).
+    registered: bool = False
+
     def register(self, registry: CollectorRegistry) -> None:
         for histogram in (self.update, self.ranking, self.latency):
             registry.register(histogram)
+        self.registered = True
+
+    def updated(self, seconds: float) -> None:
+        if self.registered:
+            self.update.observe(seconds)
 
     def served(self, seconds: float, received_s: float | None) -> None:
+        if not self.registered:
+            return
         self.ranking.observe(seconds)
         if received_s is not None:
             self.latency.observe(time.time() - received_s)

@@ -273,7 +273,7 @@ class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked | QualityRecord],
                 continue
             learning += elapsed
             if isinstance(message, Observation):
-                TIMINGS.update.observe(learning)
+                TIMINGS.updated(learning)
                 learning = 0.0
                 self._events += 1
                 if self._every is not None and self._events % self._every == 0:
