@@ -96,7 +96,7 @@ def test_forget_user_deletes_the_state_and_lets_the_key_go_at_the_end(clock: Clo
     (output,), discard = logic.on_batch([admitted(1, None, 1, FORGET_USER)])
     assert isinstance(output, UserOutput)
     assert output.messages == [ForgetUser("u1", T0 + 60_000)] and output.processed == 1
-    assert not discard and logic.snapshot()[:2] == ((None, None, (), T0 + 60_000), None)
+    assert not discard and logic.snapshot()[:2] == ((None, None, b"", T0 + 60_000), None)
     (stale,), _ = logic.on_batch([admitted(2, "b", 1)])
     assert isinstance(stale, DeadLetter) and stale.reason.startswith("before forget_user")
     assert logic.on_eof() == ([], True), "nothing of the user is kept"
