@@ -29,9 +29,9 @@ True
 last seen, so one list holds the items once, and the history's times and weights are two
 arrays of machine numbers aligned with its tail. The item ids are interned: a popular item's id
 is one string shared by every user and the item model, not one per event parsed. A user with
-three events takes about 400 bytes here where dicts of tuples took about 820; a full one
-(history 50, seen 1,000) about 9 KB instead of 63 KB. Membership is a scan of at most
-``seen_cap`` pointers, about a microsecond per hundred items.
+three events takes about 530 bytes here where dicts of tuples took about 980; a full one
+(history 50, seen 1,000) about 10 KB instead of 63 KB (``tests/benchmarks/memory.py parts``).
+Membership is a scan of at most ``seen_cap`` pointers, about a microsecond per hundred items.
 """
 
 from __future__ import annotations
