@@ -103,7 +103,8 @@ class UserState:
         if event.type == "rating" and event.value is not None:
             self.ratings += 1
             self.rating_sum += event.value
-        first = self._position(item_id, self._seen) is None
+        at = self._position(item_id)
+        first = at is None or at < len(self._items) - self._seen
         messages: list[ReplicaMessage] = []
         if train:
             before = self._recent(config.query_recent, None)
@@ -113,7 +114,7 @@ class UserState:
             messages.append(Label(self.user_id, item_id))
         recent = self._recent(config.link_recent, item_id)
         messages.append(Observation(item_id, event.ts, weight, first, recent))
-        self._record(item_id, event.ts, weight, config)
+        self._record(item_id, at, event.ts, weight, config)
         if serve:
             messages.append(self.serve(config))
         return messages
@@ -124,11 +125,10 @@ class UserState:
         history = self._recent(config.query_recent, None)
         return Serve(self.user_id, history, self.seen, self.version, self.last_ts)
 
-    def _position(self, item_id: str, newest: int) -> int | None:
-        """Where ``item_id`` is in ``_items`` if it is among the ``newest`` items, else None."""
-        items = self._items
+    def _position(self, item_id: str) -> int | None:
+        """Where ``item_id`` is in ``_items`` (None: nowhere)."""
         try:
-            return items.index(item_id, len(items) - newest)
+            return self._items.index(item_id)
         except ValueError:
             return None
 
@@ -146,11 +146,12 @@ class UserState:
         recent.reverse()
         return tuple(recent)
 
-    def _record(self, item_id: str, ts: int, weight: float, config: EngineConfig) -> None:
-        """Move (or add) the item to the newest end of the history and the seen set, each then
-        dropping its oldest item when over its cap."""
+    def _record(
+        self, item_id: str, at: int | None, ts: int, weight: float, config: EngineConfig
+    ) -> None:
+        """Move the item from ``at`` in ``_items`` (None: add it) to the newest end of the
+        history and the seen set, each then dropping its oldest item when over its cap."""
         items, times, weights = self._items, self._ts, self._weights
-        at = self._position(item_id, len(items))
         if at is None:
             self._seen += 1
         else:
