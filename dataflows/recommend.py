@@ -9,9 +9,9 @@ Steps::
     input (Kafka | JSON Lines) -> admit (parse, validate) -------------------> dead letter
       '-> offsets read (Kafka) -> committed to kafka.group_id at each epoch's end
       -> one packet per worker -> unpack by user -> user step [UserGate + UserState] -> dead letter
-           |-- Observation -> every replica key --.
-           '-- Train / Label / Serve / ForgetUser -+-> replica step [ModelReplica] -> output
-               -> the user's replica key ---------'   (one key per worker)
+           |-- Observation -> every replica key -----------.
+           '-- Train / Label / Serve / ForgetUser / Expire -+-> replica step [ModelReplica]
+               -> the user's replica key ------------------'   (one key per worker) -> output
 
 Item knowledge is replicated: each worker holds one :class:`~operators.replica.ModelReplica`
 (``dataflows.routing`` picks one key per worker) that learns every event's observation and

@@ -15,7 +15,10 @@ Each logic holds one key's state from ``operators`` and adds only what the runti
 * compact snapshots (the engine states' own, plus the gate's);
 * processing-time timers of the live job (:class:`Timers`): a user's open window closes after
   ``close_after_idle``, a forget_user's guard ends after ``forget_guard``, idle users are
-  dropped. Replays run without them.
+  dropped (and their replica told, :class:`~operators.messages.Expire`, so that it drops the
+  list it kept for them). Replays run without them.
+* small per-user objects: :class:`UserLogic` has ``__slots__``, as have the gate and state it
+  holds (a live job holds one of each per user).
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ from operators.config import Config, QualityConfig
 from operators.engine_config import EngineConfig
 from operators.intake import Admitted, DeadLetter
 from operators.item_model import Observation
-from operators.messages import ForgetUser, Recommendation, ReplicaMessage, Serve, Tombstone
+from operators.messages import (
+    Expire,
+    ForgetUser,
+    Recommendation,
+    ReplicaMessage,
+    Serve,
+    Tombstone,
+)
 from operators.quality import QualityRecord
 from operators.replica import ModelReplica, ReplicaSnapshot
 from operators.user_state import UserSnapshot, UserState
@@ -116,6 +126,19 @@ UserLogicSnapshot = tuple[GateSnapshot, UserSnapshot | None, float | None, int]
 
 class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogicSnapshot]):
     """The user step: the gate, then the user's state for each closed window."""
+
+    __slots__ = (
+        "_engine",
+        "_replica",
+        "_replicas",
+        "_seq",
+        "_settings",
+        "_timers",
+        "_touched",
+        "_warm",
+        "gate",
+        "state",
+    )
 
     def __init__(
         self,
@@ -206,7 +229,8 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
             # Right after the user's last event in input order.
             out = [self._process(self._seq, window) for window in self.gate.flush()]
         if expired and self.state is not None:
-            out.append(UserOutput(self._seq, self._replica, [], 0, 0, users=-1))
+            expire = [Expire(self.state.user_id)]
+            out.append(UserOutput(self._seq, self._replica, expire, 0, 0, users=-1))
         if guard is not None and guard <= now:
             self.gate.end_forget_guard()
         return out, self._is_empty() or expired

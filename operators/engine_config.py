@@ -1,8 +1,9 @@
 """The recommender's knobs: one frozen dataclass with documented defaults.
 
 The YAML ``engine:`` section is built into this class field by field, so each field below is a
-config key. Every cap here is a memory bound: per user ``history_cap + seen_cap`` item ids, per
-item at most ``2 * neighbours`` links and one pair of embeddings.
+config key. Every cap here is a memory bound: per user ``max(history_cap, seen_cap)`` item ids
+(the history's are among the seen ones), per item at most ``2 * neighbours`` links and one pair
+of embeddings.
 
 >>> config = EngineConfig()
 >>> config.k, config.ranker
@@ -81,7 +82,8 @@ class EngineConfig:
     ranker: Literal["river", "fixed"] = "river"
     #: Adam learning rate of the River ranker.
     learning_rate: float = 0.003
-    #: Training lists of open windows a replica keeps at most (the oldest is dropped).
+    #: Training lists of open windows a replica keeps at most (the oldest is dropped; about 7 KB
+    #: each, so 70 MB per replica at the default, whatever the number of users).
     open_lists: int = 10_000
     #: Items with no event for this long are dropped (swept every ``sweep_every`` events).
     item_idle_ms: int = 365 * _DAY_MS

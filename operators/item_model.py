@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import heapq
+import sys
 import zlib
 from operator import itemgetter
 from typing import NamedTuple
@@ -213,6 +214,8 @@ class ItemModel:
         row = self.rows.get(item_id)
         if row is not None:
             return row
+        # One string per item, shared with the users' histories (which intern theirs too).
+        item_id = sys.intern(item_id)
         if self._free:
             row = self._free.pop()
             self.ids[row] = item_id
@@ -384,7 +387,10 @@ class ItemModel:
     @classmethod
     def restore(cls, snapshot: ItemModelSnapshot, config: EngineConfig) -> ItemModel:
         model = cls(config)
-        ids: list[str | None] = list(snapshot["ids"])  # type: ignore[call-overload]
+        ids: list[str | None] = [
+            None if item is None else sys.intern(item)
+            for item in snapshot["ids"]  # type: ignore[union-attr]
+        ]
         live = len(ids)
         model._grow(max(64, live))
         model.ids = ids

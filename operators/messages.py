@@ -3,11 +3,11 @@
 For each accepted event the user step sends, in this order: maybe a training request
 (:class:`Train` when the event opens the user's window, :class:`Label` when it adds a new item
 to an open one), the event's :class:`~operators.item_model.Observation`, and a :class:`Serve`
-when the window closes with it. A window closed later sends a :class:`Serve` alone, and a
-``forget_user`` event a :class:`ForgetUser`. Observations go to every replica (each keeps a
-full copy of the item knowledge); the other messages go to the user's own replica, which
-answers a :class:`Serve` with a :class:`Recommendation` and a :class:`ForgetUser` with a
-:class:`Tombstone`.
+when the window closes with it. A window closed later sends a :class:`Serve` alone, a
+``forget_user`` event a :class:`ForgetUser`, and a user whose state expires an :class:`Expire`.
+Observations go to every replica (each keeps a full copy of the item knowledge); the other
+messages go to the user's own replica, which answers a :class:`Serve` with a
+:class:`Recommendation` and a :class:`ForgetUser` with a :class:`Tombstone`.
 
 Messages are small slotted dataclasses of primitives, so they pickle cheaply between workers.
 
@@ -69,8 +69,17 @@ class ForgetUser:
     as_of: int
 
 
+@dataclass(slots=True)
+class Expire:
+    """The user's state expired after being idle (a live job's timer): drop the list kept to
+    train on, which only the user's next event would use, instead of holding it until
+    ``open_lists`` newer ones push it out. Nothing is emitted: the user's last list stays."""
+
+    user_id: str
+
+
 #: What the user step sends a replica.
-ReplicaMessage = Train | Label | Observation | Serve | ForgetUser
+ReplicaMessage = Train | Label | Observation | Serve | ForgetUser | Expire
 
 
 @dataclass(slots=True)

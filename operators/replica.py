@@ -15,7 +15,8 @@ kept list was served is a hit when it is in that list's top ``k``, so :attr:`Mod
 is the rolling hit rate of the lists this replica handed out, at no more cost than a look-up in
 ``k`` rows.
 
-Kept lists are transient: at most ``open_lists`` (the least recently kept dropped first), and
+Kept lists are transient: at most ``open_lists`` (the least recently kept dropped first, and a
+user's at once when the user expires, :class:`~operators.messages.Expire`), and
 not part of the snapshot, which stays the size of the item model however many users there are.
 The price: after a restart a user's first window trains on a list built again, so lists
 repeated after a crash keep their (user, version) but their scores may differ slightly.
@@ -45,6 +46,7 @@ from operators.engine_config import EngineConfig
 from operators.features import COVISITATION, FEATURES, POPULARITY, SIMILARITY, feature_matrix
 from operators.item_model import ItemModel, ItemModelSnapshot, Observation
 from operators.messages import (
+    Expire,
     Label,
     Recommendation,
     ReplicaMessage,
@@ -97,6 +99,8 @@ class ModelReplica:
             self._learn(message.user_id, message.item_id)
         elif isinstance(message, Serve):
             return self.serve(message)[0]
+        elif isinstance(message, Expire):
+            self.open.pop(message.user_id, None)
         else:
             self.open.pop(message.user_id, None)
             return Tombstone(message.user_id, message.as_of)

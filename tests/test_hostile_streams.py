@@ -20,6 +20,7 @@ from operators.config import Config
 from operators.engine_config import EngineConfig
 from operators.events import Event
 from operators.intake import Admitted, Origin
+from operators.windows import DIGEST_SIZE
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
@@ -84,7 +85,7 @@ def test_a_burst_of_100000_events_for_one_user_stays_within_its_bound(clock: Clo
     _user, history, seen, *_ = state
     ids = gate[2]
     assert len(history) == ENGINE.history_cap and len(seen) == ENGINE.seen_cap
-    assert len(ids) == GATE.ids_per_user
+    assert len(ids) == GATE.ids_per_user * DIGEST_SIZE
     # The snapshot stops growing once the caps are reached (at the seen cap, 1,000 items).
     assert max(sizes) == pytest.approx(sizes[-1], rel=0.05)
     assert sizes[-1] < 16_000

@@ -66,8 +66,27 @@ def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
 
     clock.now = START + timedelta(days=30, seconds=1)
     (expired,), discard = logic.on_notify()
-    assert kinds([expired]) == [(0, [])] and expired.users == -1, "the user leaves the state"
+    assert kinds([expired]) == [(0, ["Expire"])] and expired.users == -1, "the user leaves"
     assert discard
+
+
+def test_an_expired_user_leaves_no_kept_list_in_the_replica(clock: Clock) -> None:
+    logic = UserLogic(ENGINE, WINDOW, LIVE, None)
+    replica = ModelReplica(ENGINE)
+
+    def send(outputs: Iterable[object]) -> None:
+        for output in outputs:
+            assert isinstance(output, UserOutput)
+            for message in output.messages:
+                replica.on_message(message)
+
+    send(logic.on_batch([admitted(0, "a", 0), admitted(1, "b", 1)])[0])
+    clock.now = START + timedelta(seconds=61)
+    send(logic.on_notify()[0])
+    assert "u1" in replica.open, "the served list is kept to train on"
+    clock.now = START + timedelta(days=30, seconds=1)
+    send(logic.on_notify()[0])
+    assert "u1" not in replica.open
 
 
 def test_replay_user_step_has_no_timers_and_serves_open_windows_at_the_end(clock: Clock) -> None:
@@ -96,7 +115,7 @@ def test_forget_user_deletes_the_state_and_lets_the_key_go_at_the_end(clock: Clo
     (output,), discard = logic.on_batch([admitted(1, None, 1, FORGET_USER)])
     assert isinstance(output, UserOutput)
     assert output.messages == [ForgetUser("u1", T0 + 60_000)] and output.processed == 1
-    assert not discard and logic.snapshot()[:2] == ((None, None, (), T0 + 60_000), None)
+    assert not discard and logic.snapshot()[:2] == ((None, None, b"", T0 + 60_000), None)
     (stale,), _ = logic.on_batch([admitted(2, "b", 1)])
     assert isinstance(stale, DeadLetter) and stale.reason.startswith("before forget_user")
     assert logic.on_eof() == ([], True), "nothing of the user is kept"

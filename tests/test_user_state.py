@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from operators.engine_config import EngineConfig
 from operators.events import Event
 from operators.item_model import Observation
@@ -116,3 +120,35 @@ def test_snapshot_restore_gives_identical_future_messages() -> None:
         event = Event("u", f"i{n}", T0 + (30 + n) * MINUTE, "rating", value=n)
         assert copy.on_event(event, config) == state.on_event(event, config)
     assert copy.serve(config) == state.serve(config)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    history_cap=st.integers(1, 6),
+    seen_cap=st.integers(0, 8),
+    picks=st.lists(st.integers(0, 9), min_size=1, max_size=60),
+)
+def test_history_and_seen_are_the_newest_distinct_items_under_any_caps(
+    history_cap: int, seen_cap: int, picks: list[int]
+) -> None:
+    """History and seen set, kept as tails of one list, equal what each cap alone keeps: the
+    newest distinct items with their latest event; a snapshot restores the same state."""
+    config = EngineConfig(history_cap=history_cap, seen_cap=seen_cap, query_recent=history_cap)
+    state = UserState("u")
+    latest: dict[str, tuple[str, int, float]] = {}
+    for n, pick in enumerate(picks):
+        event = Event("u", f"i{pick}", T0 + n, "view")
+        first = f"i{pick}" not in list(latest)[max(0, len(latest) - seen_cap) :]
+        assert only(state.on_event(event, config), Observation).first == first
+        latest.pop(f"i{pick}", None)
+        latest[f"i{pick}"] = (f"i{pick}", T0 + n, config.type_weights["view"])
+        entries = list(latest.values())
+        assert state.history == tuple(entries[-history_cap:])
+        assert state.seen == tuple(list(latest)[max(0, len(latest) - seen_cap) :])
+        assert UserState.restore(state.snapshot()).snapshot() == state.snapshot()
+
+
+def test_a_snapshot_whose_history_is_not_a_tail_of_its_seen_items_is_refused() -> None:
+    entry = ("a", T0, 1.0)
+    with pytest.raises(ValueError, match="not a tail"):
+        UserState.restore(("u", (entry,), ("a", "b"), 0, 0.0, 0, T0))

@@ -8,7 +8,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from operators.events import FORGET_USER, Event
-from operators.windows import Dropped, Forget, GateSettings, Learn, Serve, UserGate
+from operators.windows import (
+    DIGEST_SIZE,
+    Dropped,
+    Forget,
+    GateSettings,
+    Learn,
+    Serve,
+    UserGate,
+    _holds,
+    id_digest,
+)
 
 MINUTE = 60_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % (10 * MINUTE)
@@ -54,10 +64,30 @@ def test_remembered_ids_are_bounded_per_user() -> None:
     settings = GateSettings(ids_per_user=2)
     for number in range(3):
         gate.offer(event("a", T0 + number, f"e{number}"), settings)
-    assert len(gate.snapshot()[2]) == 2
+    assert len(gate.snapshot()[2]) == 2 * DIGEST_SIZE
     # e0 was forgotten, so it passes again; e2 is still remembered.
     assert isinstance(gate.offer(event("a", T0 + 5, "e0"), settings)[0], Learn)
     assert isinstance(gate.offer(event("a", T0 + 6, "e2"), settings)[0], Dropped)
+
+
+def test_a_repeat_is_caught_among_a_full_set_of_ids_and_after_an_old_store() -> None:
+    gate = UserGate()
+    settings = GateSettings(ids_per_user=100)
+    for number in range(150):
+        gate.offer(event("a", T0 + number, f"evt-{number:08d}"), settings)
+    assert isinstance(gate.offer(event("a", T0 + 200, "evt-00000050"), settings)[0], Dropped)
+    assert isinstance(gate.offer(event("a", T0 + 201, "evt-00000049"), settings)[0], Learn)
+    # A store written before the digests holds the ids themselves.
+    old = UserGate.restore((None, T0, ("e1", "e2"), None))
+    assert isinstance(old.offer(event("a", T0 + 1, "e2"), settings)[0], Dropped)
+    assert old.snapshot()[2] == id_digest("e1") + id_digest("e2")
+
+
+def test_a_digest_straddling_two_remembered_ones_is_not_a_duplicate() -> None:
+    first, second = id_digest("e1"), id_digest("e2")
+    straddling = first[DIGEST_SIZE // 2 :] + second[: DIGEST_SIZE // 2]
+    assert _holds(first + second, second) and not _holds(first + second, straddling)
+    assert not _holds(b"", first)
 
 
 def test_zero_ids_per_user_turns_deduplication_off() -> None:
@@ -117,7 +147,7 @@ def test_forget_user_drops_the_window_and_resets_everything() -> None:
     gate.offer(event("a", T0 + 30 * MINUTE, "e1"), settings)
     forget = Event("u1", None, T0 + 31 * MINUTE, FORGET_USER)
     assert gate.offer(forget, settings) == [Forget(forget)]
-    assert gate.snapshot() == (None, None, (), forget.ts), "only the forget's ts is kept"
+    assert gate.snapshot() == (None, None, b"", forget.ts), "only the forget's ts is kept"
     # An event from before the request is refused, however little late; the same event id
     # later is new.
     (stale,) = gate.offer(event("b", forget.ts, "e2"), settings)

@@ -91,6 +91,21 @@ ROWS = [
         None,
     ),
     Row("RSS trend, no expiry", _key("idle_rss_slope_no_expiry_mb_per_min"), "MB/min"),
+    Row(
+        "kept training lists per replica (at most)",
+        lambda f: f["kept_lists_cap_bytes"] / 2**20,
+        "MB",
+    ),
+    Row(
+        "RSS trend in process, expiring",
+        _key("idle_rss_slope_in_process_mb_per_min"),
+        "MB/min",
+    ),
+    Row(
+        "RSS trend in process, no expiry",
+        _key("idle_rss_slope_in_process_no_expiry_mb_per_min"),
+        "MB/min",
+    ),
     Row("snapshot per epoch (largest)", lambda f: f["snapshot_bytes_per_epoch"] / 1024, "KB"),
     Row("snapshot time per epoch", lambda f: f["snapshot_seconds_per_epoch"] * 1000, "ms"),
 ]

@@ -44,8 +44,10 @@ class Scale:
     latency_s: float
     idle_s: float
     idle_rate: float
-    memory_users: int
+    memory_users: int  # the memory part runs this many users and half as many
     memory_items: int
+    memory_served: int  # users whose lists are served (the rest only learned: serving is slow)
+    idle_in_process_s: float
 
 
 QUICK = Scale(
@@ -54,8 +56,10 @@ QUICK = Scale(
     latency_s=12,
     idle_s=14,
     idle_rate=300,
-    memory_users=4_000,
-    memory_items=2_000,
+    memory_users=100_000,
+    memory_items=10_000,
+    memory_served=2_000,
+    idle_in_process_s=20,
 )
 FULL = Scale(
     events=None,
@@ -63,8 +67,10 @@ FULL = Scale(
     latency_s=60,
     idle_s=60,
     idle_rate=300,
-    memory_users=50_000,
-    memory_items=50_000,
+    memory_users=1_000_000,
+    memory_items=100_000,
+    memory_served=20_000,
+    idle_in_process_s=60,
 )
 
 
@@ -228,42 +234,54 @@ def _kafka_parts(
 
 def memory_part(results: Results, scale: Scale) -> None:
     """Two processes in parallel, with all and with half the users over the same catalogue:
-    their difference is the users' share of the RSS growth, the rest the items'."""
+    their difference is the users' share of the RSS growth; the rest, less the replica's kept
+    training lists (measured apart: a fixed cost, at most ``open_lists``), the items'. Then the
+    RSS trend of one process while users go idle, with and without expiry."""
+    figures = results.figures
 
-    def run() -> None:
-        users = scale.memory_users
-        launched = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(MEMORY_SCRIPT),
-                    "--users",
-                    str(count),
-                    "--items",
-                    str(scale.memory_items),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            for count in (users, users // 2)
-        ]
-        whole, half = (_json_of(process) for process in launched)
+    def users() -> None:
+        size = ["--items", str(scale.memory_items), "--served", str(scale.memory_served)]
+        counts = (scale.memory_users, scale.memory_users // 2)
+        whole, half = _memory_runs([["users", "--users", str(count), *size] for count in counts])
         per_user = (whole["rss_growth_bytes"] - half["rss_growth_bytes"]) / (
             whole["users"] - half["users"]
         )
-        figures = results.figures
+        per_list = whole["kept_lists_bytes"] / max(whole["kept_lists"], 1)
         figures["bytes_per_user"] = per_user
-        figures["bytes_per_item"] = (whole["rss_growth_bytes"] - per_user * whole["users"]) / (
-            whole["items"]
-        )
+        figures["bytes_per_item"] = (
+            whole["rss_growth_bytes"] - per_user * whole["users"] - whole["kept_lists_bytes"]
+        ) / whole["items"]
+        figures["kept_list_bytes"] = per_list
+        figures["kept_lists_cap_bytes"] = per_list * load_config(None).engine.open_lists
         figures["memory_users"], figures["memory_items"] = whole["users"], whole["items"]
         results.notes.append(
-            f"memory: Engine RSS growth at {whole['users']:,} users and {whole['items']:,} items "
-            "(issue: 1M and 100k; the engine learns about 1,500 events/s, so fewer here); per "
-            f"user from the difference to a run with {half['users']:,} users"
+            f"memory: RSS growth of {whole['users']:,} users (UserLogic, UserState, one "
+            f"ModelReplica) over {whole['items']:,} items, per user from the difference to a run "
+            f"with {half['users']:,}; {whole['served_users']:,} users' lists served (serving "
+            "is slow), their kept training lists counted apart"
         )
 
-    results.part("memory", run)
+    def idle() -> None:
+        seconds = ["idle", "--seconds", str(scale.idle_in_process_s)]
+        expiring, kept = _memory_runs([[*seconds, "--expiry-s", "2"], seconds])
+        figures["idle_rss_slope_in_process_mb_per_min"] = expiring["rss_slope_mb_per_min"]
+        figures["idle_rss_slope_in_process_no_expiry_mb_per_min"] = kept["rss_slope_mb_per_min"]
+
+    results.part("memory", users)
+    results.part("RSS while users go idle, in process", idle)
+
+
+def _memory_runs(arguments: list[list[str]]) -> list[dict[str, Any]]:
+    """``memory.py`` with each argument list, all at once; their JSON objects."""
+    launched = [
+        subprocess.Popen(
+            [sys.executable, str(MEMORY_SCRIPT), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for args in arguments
+    ]
+    return [_json_of(process) for process in launched]
 
 
 def _json_of(process: subprocess.Popen[bytes]) -> dict[str, Any]:
