@@ -100,7 +100,10 @@ def gather(
         if len(history_rows)
         else np.zeros(config.dimensions, np.float32)
     )
-    affinity = model.affinity(interest)
+    # A user with no known item has no interest: spare the product over the whole catalog.
+    affinity = (
+        model.affinity(interest) if len(history_rows) else np.zeros(len(model.ids), np.float32)
+    )
     linked, link_weights, lengths = _neighbours(model, history_rows)
     trending = model.trending()
     wanted = config.similar if len(history_rows) and config.embeddings else 0
