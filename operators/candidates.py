@@ -100,14 +100,10 @@ def gather(
         if len(history_rows)
         else np.zeros(config.dimensions, np.float32)
     )
-    # A user with no known item has no interest: spare the product over the whole catalog.
-    affinity = (
-        model.affinity(interest) if len(history_rows) else np.zeros(len(model.ids), np.float32)
-    )
     linked, link_weights, lengths = _neighbours(model, history_rows)
     trending = model.trending()
     wanted = config.similar if len(history_rows) and config.embeddings else 0
-    similar = model.similar(affinity, wanted)
+    similar = model.similar(interest, wanted)
     pool = np.concatenate((linked, similar, trending[: config.trend_top]))
     ordered = np.sort(pool)
     distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
@@ -126,8 +122,9 @@ def gather(
     trend_columns = column[len(linked) + len(similar) :]
     valid = trend_columns >= 0
     trend_rank[trend_columns[valid]] = 1.0 / np.arange(1, len(trend_columns) + 1)[valid]
+    similarity = model.out[rows] @ interest if len(history_rows) else np.zeros(len(rows))
     candidates = Candidates(
-        rows, history_rows, recency, links, interest, affinity[rows], trend_rank, ts
+        rows, history_rows, recency, links, interest, similarity, trend_rank, ts
     )
     if len(rows) > config.candidates:
         candidates = _strongest(model, candidates, config.candidates)

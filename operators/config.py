@@ -316,6 +316,7 @@ ENGINE_RANGES: dict[str, Range] = {
     "trend_top": _NON_NEGATIVE,
     "trend_refresh": _COUNT,
     "similar": _NON_NEGATIVE,
+    "similar_pool": _COUNT,
     "recency_half_life_ms": _POSITIVE,
     "recency_half_life_items": _POSITIVE,
     "dimensions": _COUNT,

@@ -60,8 +60,11 @@ class EngineConfig:
     trending: int = 200
     trend_top: int = 100
     trend_refresh: int = 50
-    #: Items most similar to the user's interest vector that are candidates of every list.
+    #: Items most similar to the user's interest vector that are candidates of every list,
+    #: searched among the ``similar_pool`` items with the most distinct users (long half-life,
+    #: re-ranked with the trending items): a list's cost does not grow with the catalog.
     similar: int = 50
+    similar_pool: int = 5_000
     #: A history item's weight halves per this much age and per this many newer items.
     recency_half_life_ms: int = 14 * _DAY_MS
     recency_half_life_items: float = 8.0

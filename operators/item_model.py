@@ -40,6 +40,7 @@ from __future__ import annotations
 import heapq
 import sys
 import zlib
+from itertools import chain
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -104,6 +105,10 @@ class ItemModel:
         #: Embedding steps not applied yet: (row, context rows); see :meth:`flush`.
         self._pending: list[tuple[int, list[int]]] = []
         self._trending: np.ndarray = np.zeros(0, np.intp)
+        #: The rows :meth:`similar` searches: the most popular at the last refresh (see
+        #: :meth:`_refresh`) and the rows of the items that arrived since.
+        self._pool: np.ndarray = np.zeros(0, np.intp)
+        self._arrived: list[int] = []
         self._trending_at = -1
 
     def __len__(self) -> int:
@@ -173,28 +178,23 @@ class ItemModel:
             return
         config = self.config
         batch = len(pending)
-        # Usually config.link_recent; an observation made under another config may hold more.
-        width = max(len(rows) for _, rows in pending)
-        context = np.full((batch, width), -1, np.intp)
-        for index, (_, rows) in enumerate(pending):
-            context[index, : len(rows)] = rows
+        counts = np.fromiter((len(rows) for _, rows in pending), np.intp, batch)
+        context = np.fromiter(chain.from_iterable(rows for _, rows in pending), np.intp)
         targets = np.empty((batch, config.negatives + 1), np.intp)
         targets[:, 0] = [row for row, _ in pending]
         pending.clear()
         targets[:, 1:] = self._recent[self._draw(batch, min(self.observed, _RECENT_ITEMS))]
-        mask = context >= 0
-        counts = mask.sum(axis=1)
-        safe = np.where(mask, context, 0)
-        hidden = (self.inp[safe] * mask[:, :, None]).sum(axis=1) / counts[:, None]
+        starts = np.cumsum(counts) - counts
+        hidden = np.add.reduceat(self.inp[context], starts) / counts[:, None]
         vectors = self.out[targets]
-        errors = 1.0 / (1.0 + np.exp(-np.einsum("bkd,bd->bk", vectors, hidden)))
+        errors = 1.0 / (1.0 + np.exp(-(vectors @ hidden[:, :, None])[:, :, 0]))
         errors[:, 0] -= 1.0
         errors[:, 1:][targets[:, 1:] == targets[:, :1]] = 0.0
         errors *= config.embedding_rate
-        output_steps = (errors[:, :, None] * hidden[:, None, :]).reshape(-1, config.dimensions)
-        np.subtract.at(self.out, targets.ravel(), output_steps)
-        context_steps = np.einsum("bk,bkd->bd", errors, vectors) / counts[:, None]
-        np.subtract.at(self.inp, context[mask], np.repeat(context_steps, counts, axis=0))
+        output_steps = errors[:, :, None] * hidden[:, None, :]
+        np.subtract.at(self.out, targets.ravel(), output_steps.reshape(-1, config.dimensions))
+        context_steps = (errors[:, None, :] @ vectors)[:, 0] / counts[:, None]
+        np.subtract.at(self.inp, context, np.repeat(context_steps, counts, axis=0))
 
     def _draw(self, batch: int, filled: int) -> np.ndarray:
         """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
@@ -228,6 +228,7 @@ class ItemModel:
             if row >= len(self.mass):
                 self._grow(2 * len(self.mass))
         self.rows[item_id] = row
+        self._arrived.append(row)
         self._top[row] = (np.zeros(0, np.intp), np.zeros(0))
         self._stale[row] = 0
         self.mass[row] = self.short[row] = self.long[row] = 0.0
@@ -305,15 +306,26 @@ class ItemModel:
 
     def trending(self) -> np.ndarray:
         """Rows of the ``trending`` most popular items (short half-life), best first."""
-        if self._trending_at < 0 or self.observed - self._trending_at >= self.config.trend_refresh:
-            live = len(self.ids)
-            count = min(self.config.trending, live)
-            short = self.short[:live]
-            best = np.argpartition(-short, count - 1)[:count] if count < live else np.arange(live)
-            best = best[self.ids_known(best)]
-            self._trending = best[np.argsort(-short[best], kind="stable")]
-            self._trending_at = self.observed
+        self._refresh()
         return self._trending
+
+    def _refresh(self) -> None:
+        """Re-rank the trending items and the similarity pool every ``trend_refresh`` events."""
+        if self._trending_at >= 0 and self.observed - self._trending_at < self.config.trend_refresh:
+            return
+        live = len(self.ids)
+        count = min(self.config.trending, live)
+        short = self.short[:live]
+        best = np.argpartition(-short, count - 1)[:count] if count < live else np.arange(live)
+        best = best[self.ids_known(best)]
+        self._trending = best[np.argsort(-short[best], kind="stable")]
+        rows = np.delete(np.arange(live), self._free) if self._free else np.arange(live)
+        size = self.config.similar_pool
+        if len(rows) > size:
+            rows = np.sort(rows[np.argpartition(-self.long[rows], size - 1)[:size]])
+        self._pool = rows
+        self._arrived.clear()
+        self._trending_at = self.observed
 
     def ids_known(self, rows: np.ndarray) -> np.ndarray:
         """A mask of the rows that hold a live item."""
@@ -325,21 +337,26 @@ class ItemModel:
         self.flush()
         return weights.astype(np.float32) @ self.inp[rows]
 
-    def affinity(self, interest: np.ndarray) -> np.ndarray:
-        """Every row's output vector against ``interest`` (-inf for a free row)."""
-        self.flush()
-        scores = self.out[: len(self.ids)] @ interest
-        if self._free:
-            scores[self._free] = -np.inf
-        return scores
-
-    def similar(self, affinity: np.ndarray, count: int) -> np.ndarray:
-        """The ``count`` rows of the highest :meth:`affinity`, best first."""
-        count = min(count, len(self.rows))
+    def similar(self, interest: np.ndarray, count: int) -> np.ndarray:
+        """The ``count`` rows whose output vectors score highest against ``interest``, best
+        first, among the ``similar_pool`` items with the most distinct users at the last
+        :meth:`_refresh` and the items that arrived since (all live items in a smaller
+        catalog): the cost of a list does not grow with the catalog."""
+        pool = self._similar_pool()
+        count = min(count, len(pool))
         if count <= 0:
             return np.zeros(0, np.intp)
-        best = np.argpartition(-affinity, count - 1)[:count]
-        return best[np.argsort(-affinity[best], kind="stable")]
+        self.flush()
+        scores = self.out[pool] @ interest
+        best = np.argpartition(-scores, count - 1)[:count]
+        return pool[best[np.argsort(-scores[best], kind="stable")]]
+
+    def _similar_pool(self) -> np.ndarray:
+        self._refresh()
+        if self._arrived:
+            self._pool = np.concatenate((self._pool, self._arrived))
+            self._arrived.clear()
+        return self._pool
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -381,7 +398,11 @@ class ItemModel:
                 joined([top[0].astype(np.int32) for top in self._top], np.int32),
                 joined([top[1] for top in self._top], float),
             ),
-            "trending": (self._trending.astype(np.int32).tobytes(), self._trending_at),
+            "trending": (
+                self._trending.astype(np.int32).tobytes(),
+                np.concatenate((self._pool, self._arrived)).astype(np.int32).tobytes(),
+                self._trending_at,
+            ),
         }
 
     @classmethod
@@ -428,8 +449,9 @@ class ItemModel:
             (top_rows[start:end].astype(np.intp), top_weights[start:end].copy())
             for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
         ]
-        trending, model._trending_at = snapshot["trending"]  # type: ignore[misc]
+        trending, pool, model._trending_at = snapshot["trending"]  # type: ignore[misc]
         model._trending = np.frombuffer(trending, np.int32).astype(np.intp)
+        model._pool = np.frombuffer(pool, np.int32).astype(np.intp)
         model._recent = np.frombuffer(snapshot["recent"], np.intp).copy()  # type: ignore[arg-type]
         model._rng.bit_generator.state = snapshot["rng"]
         draws, model._draws_at = snapshot["draws"]  # type: ignore[misc]

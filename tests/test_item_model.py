@@ -97,7 +97,26 @@ def test_idle_items_are_swept_and_their_rows_reused() -> None:
     live = set(model.rows.values())
     assert all(set(links) <= live for links in model.links), "no link to a dropped item"
     assert set(model.trending().tolist()) <= live
-    assert set(model.similar(model.affinity(model.inp[model.rows["staple"]]), 100).tolist()) <= live
+    assert set(model.similar(model.inp[model.rows["staple"]], 100).tolist()) <= live
+
+
+def test_similar_searches_the_most_popular_items_and_those_that_arrived_since() -> None:
+    model = ItemModel(EngineConfig(dimensions=4, similar_pool=2, trend_refresh=4))
+    everything = np.ones(4, np.float32)
+
+    def similar() -> set[str]:
+        return {str(model.ids[row]) for row in model.similar(everything, 10)}
+
+    for ts, item in enumerate(["a", "a", "a", "b", "b", "c"]):
+        model.observe(Observation(item, ts, 1.0, True, ()))
+    assert similar() == {"a", "b"}, "the two items with the most users"
+    model.observe(Observation("d", 6, 1.0, True, ()))
+    assert similar() == {"a", "b", "d"}, "a new item is searched before the next refresh"
+    for ts in range(7, 10):
+        model.observe(Observation("c", ts, 1.0, True, ()))
+    assert similar() == {"a", "c"}, "refreshed: c has four users now"
+    restored = ItemModel.restore(model.snapshot(), model.config)
+    assert restored.similar(everything, 10).tolist() == model.similar(everything, 10).tolist()
 
 
 def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
@@ -184,4 +203,4 @@ def test_embeddings_learn_that_b_follows_a(seed: int) -> None:
     assert similarity_margin(learned, others) > 0, "b is a's best follower"
     assert similarity_margin(learned, others) > similarity_margin(untrained, others) + 0.5
     context = learned.interest(np.array([learned.rows["a"]]), np.ones(1))
-    assert learned.ids[learned.similar(learned.affinity(context), 1)[0]] == "b"
+    assert learned.ids[learned.similar(context, 1)[0]] == "b"
