@@ -347,7 +347,7 @@ class ItemModel:
         if count <= 0:
             return np.zeros(0, np.intp)
         self.flush()
-        scores = self.out[pool] @ interest
+        scores = np.take(self.out, pool, axis=0) @ interest
         best = np.argpartition(-scores, count - 1)[:count]
         return pool[best[np.argsort(-scores[best], kind="stable")]]
 
