@@ -54,7 +54,7 @@ _V = slice(_B.stop, _B.stop + HIDDEN)
 class Ranker:
     """Scores over standardised features; ``learn`` takes one listwise step."""
 
-    __slots__ = ("_squares", "_sums", "count", "optimizer", "parameters")
+    __slots__ = ("_squares", "_standard", "_sums", "count", "optimizer", "parameters")
 
     def __init__(self, config: EngineConfig) -> None:
         self.parameters = np.zeros(_V.stop)
@@ -65,6 +65,8 @@ class Ranker:
         self.count = 0.0
         self._sums = np.zeros(_WIDTH)
         self._squares = np.zeros(_WIDTH)
+        #: (mean, scale) as of the latest step; None: to be computed.
+        self._standard: tuple[np.ndarray, np.ndarray] | None = None
         self.optimizer: optim.base.Optimizer | None = None
         if config.ranker == "river":
             self.optimizer = optim.Adam(config.learning_rate)
@@ -86,7 +88,10 @@ class Ranker:
         return np.sqrt(np.maximum(variance, 1e-12))
 
     def standardised(self, features: np.ndarray) -> np.ndarray:
-        return (features - self.mean) / self.scale
+        if self._standard is None:
+            self._standard = (self.mean, self.scale)
+        mean, scale = self._standard
+        return (features - mean) / scale
 
     def _hidden(self, standardised: np.ndarray) -> np.ndarray:
         layer = self.parameters[_W].reshape(_WIDTH, HIDDEN)
@@ -108,6 +113,7 @@ class Ranker:
         self.count += len(features)
         self._sums += features.sum(axis=0)
         self._squares += np.square(features).sum(axis=0)
+        self._standard = None
         if self.optimizer is None:
             return
         standardised = self.standardised(features)

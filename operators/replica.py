@@ -57,9 +57,12 @@ from operators.messages import (
 from operators.quality import OnlineQuality, QualityRecord
 from operators.ranking import Ranker, RankerSnapshot
 
-_COVISITATION = np.array([name in COVISITATION for name in FEATURES])
-_POPULARITY = np.array([name in POPULARITY for name in FEATURES])
-_SIMILARITY = np.array([name in SIMILARITY for name in FEATURES])
+#: (features, groups): which feature belongs to which group of signals, in the order of
+#: :meth:`ModelReplica._because`'s reasons.
+_GROUPS = np.array(
+    [[name in group for group in (COVISITATION, SIMILARITY, POPULARITY)] for name in FEATURES],
+    float,
+)
 
 ReplicaSnapshot = tuple[ItemModelSnapshot, RankerSnapshot]
 
@@ -184,15 +187,7 @@ class ModelReplica:
     ) -> list[str]:
         """Per listed item, which group of signals added most to its score through the linear
         weights (see :data:`~messages.Item`); the hidden layer, a mixture of all, is left out."""
-        contributions = standardised * self.ranker.weights
-        groups = np.stack(
-            (
-                contributions[:, _COVISITATION].sum(axis=1),
-                contributions[:, _SIMILARITY].sum(axis=1),
-                contributions[:, _POPULARITY].sum(axis=1),
-            )
-        )
-        winner = groups.argmax(axis=0)
+        winner = ((standardised * self.ranker.weights) @ _GROUPS).argmax(axis=1)
         linked = candidates.links[:, columns] * candidates.recency[:, None]
         strongest = linked.argmax(axis=0) if len(candidates.history) else columns * 0
         has_link = linked.max(axis=0) > 0 if len(candidates.history) else columns < 0
