@@ -316,6 +316,7 @@ ENGINE_RANGES: dict[str, Range] = {
     "trend_top": _NON_NEGATIVE,
     "trend_refresh": _COUNT,
     "similar": _NON_NEGATIVE,
+    "category_top": _NON_NEGATIVE,
     "recency_half_life_ms": _POSITIVE,
     "recency_half_life_items": _POSITIVE,
     "dimensions": _COUNT,

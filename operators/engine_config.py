@@ -62,6 +62,9 @@ class EngineConfig:
     trend_refresh: int = 50
     #: Items most similar to the user's interest vector that are candidates of every list.
     similar: int = 50
+    #: Most popular items (short half-life) of each category of the user's recent items that
+    #: are candidates (content: events name an item's ``category``; none without).
+    category_top: int = 20
     #: A history item's weight halves per this much age and per this many newer items.
     recency_half_life_ms: int = 14 * _DAY_MS
     recency_half_life_items: float = 8.0
