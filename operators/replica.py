@@ -43,7 +43,14 @@ import numpy as np
 
 from operators.candidates import Candidates, gather
 from operators.engine_config import EngineConfig
-from operators.features import COVISITATION, FEATURES, POPULARITY, SIMILARITY, feature_matrix
+from operators.features import (
+    CATEGORY,
+    COVISITATION,
+    FEATURES,
+    POPULARITY,
+    SIMILARITY,
+    feature_matrix,
+)
 from operators.item_model import ItemModel, ItemModelSnapshot, Observation
 from operators.messages import (
     Expire,
@@ -60,6 +67,7 @@ from operators.ranking import Ranker, RankerSnapshot
 _COVISITATION = np.array([name in COVISITATION for name in FEATURES])
 _POPULARITY = np.array([name in POPULARITY for name in FEATURES])
 _SIMILARITY = np.array([name in SIMILARITY for name in FEATURES])
+_CATEGORY = np.array([name in CATEGORY for name in FEATURES])
 
 ReplicaSnapshot = tuple[ItemModelSnapshot, RankerSnapshot]
 
@@ -190,6 +198,12 @@ class ModelReplica:
                 contributions[:, _COVISITATION].sum(axis=1),
                 contributions[:, _SIMILARITY].sum(axis=1),
                 contributions[:, _POPULARITY].sum(axis=1),
+                # Only an item of one of the user's categories is there because of it.
+                np.where(
+                    candidates.category_share[columns] > 0,
+                    contributions[:, _CATEGORY].sum(axis=1),
+                    -np.inf,
+                ),
             )
         )
         winner = groups.argmax(axis=0)
@@ -205,6 +219,8 @@ class ModelReplica:
                 reasons.append(ids[candidates.history[source]])
             elif group == 1:
                 reasons.append("similar")
+            elif group == 3:
+                reasons.append("category")
             else:
                 reasons.append("trending")
         return reasons  # type: ignore[return-value]
