@@ -155,6 +155,7 @@ class ItemModel:
         self.observed += 1
         if self.observed % config.sweep_every == 0:
             self._sweep(ts)
+            self._prune_categories()
 
     def _link(self, source: int, target: int, weight: float) -> None:
         links = self.links[source]
@@ -296,10 +297,11 @@ class ItemModel:
         self._recent[np.isin(self._recent, list(gone))] = 0
         self._free.extend(sorted(gone, reverse=True))
         self._trending_at = -1
-        self._prune_categories()
 
     def _prune_categories(self) -> None:
-        """Forget the categories no live item has any more (renumbering the others)."""
+        """Forget the categories no live item has any more (renumbering the others), also when
+        items change category; and the popular items of each, whose rows may have been
+        reused."""
         live = self.category[: len(self.ids)]
         used = np.unique(live[live >= 0])
         self._category_trending.clear()

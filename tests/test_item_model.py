@@ -150,6 +150,7 @@ def test_an_item_keeps_its_latest_category_and_a_freed_row_forgets_it() -> None:
     assert [model.ids[row] for row in model.category_trending(drinks)] == ["milk", "tea"]
     model.observe(Observation("jam", 6, 1.0, False, (), "spreads"))
     assert model.category_names[model.category[model.rows["jam"]]] == "spreads"
+    assert "food" not in model.category_names, "a category no item has is forgotten"
     # 20 days on, every other item is idle: swept, and its categories with it.
     model.observe(Observation("bread", 20 * DAY, 1.0, True, (), "bakery"))
     assert model.category_names == ["bakery"]
