@@ -128,8 +128,8 @@ def gather(
     similar = model.similar(affinity, wanted)
     tastes, taste_shares = _tastes(model, history_rows, recency)
     offered = [model.category_trending(category) for category in tastes.tolist()]
-    content = np.concatenate(offered) if offered else np.zeros(0, np.intp)
-    pool = np.concatenate((linked, similar, trending[: config.trend_top], content))
+    pool = np.concatenate((linked, similar, trending[: config.trend_top], *offered))
+    content_start = len(pool) - sum(map(len, offered))
     ordered = np.sort(pool)
     distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
     seen_rows = np.array([row for row in map(rows_of.get, seen) if row is not None], np.intp)
@@ -145,19 +145,20 @@ def gather(
         links[history_index[valid], columns[valid]] = link_weights[valid]
     trend_rank = np.zeros(len(rows))
     trend_start = len(linked) + len(similar)
-    trend_columns = column[trend_start : len(pool) - len(content)]
+    trend_columns = column[trend_start:content_start]
     valid = trend_columns >= 0
     trend_rank[trend_columns[valid]] = 1.0 / np.arange(1, len(trend_columns) + 1)[valid]
-    # Each row has one category, so it is at most once among the content rows.
-    category_rank = np.zeros(len(rows))
-    content_columns = column[len(pool) - len(content) :]
-    valid = content_columns >= 0
-    positions = np.concatenate([np.arange(1, len(part) + 1) for part in offered] or [[]])
-    category_rank[content_columns[valid]] = 1.0 / positions[valid]
     category_share = np.zeros(len(rows))
+    category_rank = np.zeros(len(rows))
     if len(tastes):
-        at = np.minimum(np.searchsorted(tastes, model.category[rows]), len(tastes) - 1)
-        category_share = np.where(tastes[at] == model.category[rows], taste_shares[at], 0.0)
+        categories = model.category[rows]
+        at = np.minimum(np.searchsorted(tastes, categories), len(tastes) - 1)
+        category_share = np.where(tastes[at] == categories, taste_shares[at], 0.0)
+        # Each row has one category, so it is at most once among the content rows.
+        content_columns = column[content_start:]
+        valid = content_columns >= 0
+        positions = np.concatenate([np.arange(1, len(part) + 1) for part in offered])
+        category_rank[content_columns[valid]] = 1.0 / positions[valid]
     candidates = Candidates(
         rows,
         history_rows,
