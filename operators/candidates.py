@@ -1,10 +1,13 @@
 """Candidate generation: what one user's list is chosen from, with the evidence for each item.
 
-Three sources, so that a user whose items have few neighbours still gets a personal list:
+Four sources, so that a user whose items have few neighbours still gets a personal list:
 
 - the co-visitation neighbours of the user's recent items (:meth:`ItemModel.neighbours`);
 - the items most similar to the user's interest vector (:meth:`ItemModel.similar`);
-- the trending items (:meth:`ItemModel.trending`), which also fill a new user's list.
+- the trending items (:meth:`ItemModel.trending`), which also fill a new user's list;
+- content: the most popular items of each category of the user's recent items
+  (:meth:`ItemModel.category_trending`), so a new item of the user's taste is a candidate before
+  it has links or is popular overall. Items without a category bring none.
 
 The user's seen items are left out. When more than ``config.candidates`` remain, the ones with
 the most evidence (normalised co-visitation, then similarity and trend rank) are kept. The
@@ -19,6 +22,16 @@ result holds arrays over candidates that :mod:`operators.features` turns into fe
 ['cup', 'jam']
 >>> candidates.links.shape
 (1, 2)
+
+Kvass has no link and, with no trending or similar items asked for, only its category (that of
+the user's tea) makes it a candidate:
+
+>>> model.observe(Observation("kvass", 4, 1.0, True, (), "drinks"))
+>>> model.observe(Observation("tea", 5, 1.0, False, (), "drinks"))
+>>> only_links = EngineConfig(dimensions=4, trend_top=0, similar=0)
+>>> candidates = gather(model, (("tea", 5, 1.0),), {"tea"}, only_links)
+>>> [model.ids[row] for row in candidates.rows], candidates.category_share.tolist()
+(['jam', 'kvass'], [0.0, 1.0])
 """
 
 from __future__ import annotations
@@ -53,6 +66,11 @@ class Candidates:
     similarity: np.ndarray
     #: ``1 / (1 + position)`` among the trending items, 0 when not trending.
     trend_rank: np.ndarray
+    #: The recency-weighted share of the history in each candidate's category (0: none).
+    category_share: np.ndarray
+    #: ``1 / (1 + position)`` among the most popular items of its category when that is one of
+    #: the history's, else 0.
+    category_rank: np.ndarray
     #: The event time the list is for.
     ts: int
 
@@ -104,7 +122,10 @@ def gather(
     trending = model.trending()
     wanted = config.similar if len(history_rows) and config.embeddings else 0
     similar = model.similar(interest, wanted)
-    pool = np.concatenate((linked, similar, trending[: config.trend_top]))
+    tastes, taste_shares = _tastes(model, history_rows, recency)
+    offered = [model.category_trending(category) for category in tastes.tolist()]
+    pool = np.concatenate((linked, similar, trending[: config.trend_top], *offered))
+    content_start = len(pool) - sum(map(len, offered))
     ordered = np.sort(pool)
     distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
     seen_rows = np.array([row for row in map(rows_of.get, seen) if row is not None], np.intp)
@@ -119,16 +140,51 @@ def gather(
         valid = columns >= 0
         links[history_index[valid], columns[valid]] = link_weights[valid]
     trend_rank = np.zeros(len(rows))
-    trend_columns = column[len(linked) + len(similar) :]
+    trend_start = len(linked) + len(similar)
+    trend_columns = column[trend_start:content_start]
     valid = trend_columns >= 0
     trend_rank[trend_columns[valid]] = 1.0 / np.arange(1, len(trend_columns) + 1)[valid]
     similarity = model.out[rows] @ interest if len(history_rows) else np.zeros(len(rows))
+    category_share = np.zeros(len(rows))
+    category_rank = np.zeros(len(rows))
+    if len(tastes):
+        categories = model.category[rows]
+        at = np.minimum(np.searchsorted(tastes, categories), len(tastes) - 1)
+        category_share = np.where(tastes[at] == categories, taste_shares[at], 0.0)
+        # Each row has one category, so it is at most once among the content rows.
+        content_columns = column[content_start:]
+        valid = content_columns >= 0
+        positions = np.concatenate([np.arange(1, len(part) + 1) for part in offered])
+        category_rank[content_columns[valid]] = 1.0 / positions[valid]
     candidates = Candidates(
-        rows, history_rows, recency, links, interest, similarity, trend_rank, ts
+        rows,
+        history_rows,
+        recency,
+        links,
+        interest,
+        similarity,
+        trend_rank,
+        category_share,
+        category_rank,
+        ts,
     )
     if len(rows) > config.candidates:
         candidates = _strongest(model, candidates, config.candidates)
     return candidates
+
+
+def _tastes(
+    model: ItemModel, history_rows: np.ndarray, recency: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The categories of the history rows (sorted indexes) and the recency-weighted share of
+    the history in each."""
+    categories = model.category[history_rows]
+    named = categories >= 0
+    if not named.any():
+        return np.zeros(0, np.int32), np.zeros(0)
+    tastes, inverse = np.unique(categories[named], return_inverse=True)
+    weights = np.bincount(inverse, recency[named], len(tastes))
+    return tastes, weights / recency.sum()
 
 
 def _neighbours(
@@ -160,6 +216,7 @@ def _strongest(model: ItemModel, candidates: Candidates, keep: int) -> Candidate
         conditional / (conditional.max() or 1.0)
         + candidates.trend_rank
         + rank_share(candidates.similarity)
+        + candidates.category_share * candidates.category_rank
     )
     chosen = np.sort(np.argpartition(-strength, keep - 1)[:keep])
     return Candidates(
@@ -170,5 +227,7 @@ def _strongest(model: ItemModel, candidates: Candidates, keep: int) -> Candidate
         candidates.interest,
         candidates.similarity[chosen],
         candidates.trend_rank[chosen],
+        candidates.category_share[chosen],
+        candidates.category_rank[chosen],
         candidates.ts,
     )

@@ -317,6 +317,7 @@ ENGINE_RANGES: dict[str, Range] = {
     "trend_refresh": _COUNT,
     "similar": _NON_NEGATIVE,
     "similar_pool": _COUNT,
+    "category_top": _NON_NEGATIVE,
     "recency_half_life_ms": _POSITIVE,
     "recency_half_life_items": _POSITIVE,
     "dimensions": _COUNT,

@@ -65,6 +65,9 @@ class EngineConfig:
     #: re-ranked with the trending items): a list's cost does not grow with the catalog.
     similar: int = 50
     similar_pool: int = 5_000
+    #: Most popular items (short half-life) of each category of the user's recent items that
+    #: are candidates (content: events name an item's ``category``; none without).
+    category_top: int = 20
     #: A history item's weight halves per this much age and per this many newer items.
     recency_half_life_ms: int = 14 * _DAY_MS
     recency_half_life_items: float = 8.0

@@ -24,7 +24,10 @@ co-visitation from the newest two and three items alone (``conditional_last2``,
 output vector), ``hours_idle`` (log hours since the candidate's last event: is it still
 alive?), ``popularity_rank`` (the position by short-term popularity within the list) and
 ``popularity_rising`` (short minus long popularity: is it on the way up?), ``item_age`` (log
-hours since the item's first event: new releases rise and fade). On the recorded lists
+hours since the item's first event: new releases rise and fade), ``category_share`` (the
+recency-weighted share of the user's history in the candidate's category) and ``category_rank``
+(its position among its category's most popular items, for a category of the history): content,
+all zero for items without a category. On the recorded lists
 of five streams they added 1 to 5 % HR@10 to a linear ranker and more to the hidden layer; the
 prior gives them no weight.
 
@@ -72,6 +75,8 @@ FEATURES: tuple[str, ...] = (
     "popularity_rank",
     "popularity_rising",
     "item_age",
+    "category_share",
+    "category_rank",
 )
 
 #: The fixed prior over standardised features: where the learned ranker starts, and the
@@ -98,6 +103,8 @@ FIXED_WEIGHTS: dict[str, float] = {
     "popularity_rank": 0.0,
     "popularity_rising": 0.0,
     "item_age": 0.0,
+    "category_share": 0.0,
+    "category_rank": 0.0,
 }
 
 #: Features that come from the user's history items, by name: their largest contributor is the
@@ -129,6 +136,8 @@ POPULARITY = frozenset(
         "item_age",
     }
 )
+#: Content: the user's categories.
+CATEGORY = frozenset({"category_share", "category_rank"})
 
 _SHARES = [
     FEATURES.index(name)
@@ -186,6 +195,8 @@ def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfi
     matrix[:, 17] = rank_share(matrix[:, 6])
     matrix[:, 18] = matrix[:, 6] - matrix[:, 7]
     matrix[:, 19] = np.log1p(np.maximum(candidates.ts - model.first_ts[rows], 0) / _HOUR_MS)
+    matrix[:, 20] = candidates.category_share
+    matrix[:, 21] = candidates.category_rank
     best = np.abs(matrix[:, _SHARES]).max(axis=0, initial=0.0)
     matrix[:, _SHARES] /= np.where(best > 0, best, 1.0)
     return matrix

@@ -9,6 +9,10 @@ One :class:`ItemModel` holds what streamrec knows about items, for every item, i
   updates, which is what candidate generation reads.
 - **Popularity.** Counted once per user and item (an observation's ``first``), at a short and a
   long half-life: a distinct-user count over a sliding event-time window, in effect.
+- **Categories.** An item's category (its events' optional ``category``, the latest one
+  given) as an index into the categories of the live items, and per category its items by
+  short-term popularity (:meth:`ItemModel.category_trending`): content, which places a new item
+  among the user's tastes before it has links or is popular.
 - **Embeddings.** An input and an output vector per item, trained by SGD on a next-item
   objective with sampled negatives (word2vec's skip-gram with negative sampling, the context
   being the user's previous items). A user's interest is the recency-weighted sum of the input
@@ -73,6 +77,8 @@ class Observation(NamedTuple):
     first: bool
     #: The user's previous distinct items, oldest first, at most ``config.link_recent``.
     recent: tuple[Previous, ...]
+    #: The item's category, if the event names one.
+    category: str | None = None
 
 
 class ItemModel:
@@ -94,6 +100,13 @@ class ItemModel:
         self.long = np.zeros(capacity)
         self.last_ts = np.zeros(capacity, np.int64)
         self.first_ts = np.zeros(capacity, np.int64)
+        #: Each row's index into ``category_names``, -1 for none.
+        self.category = np.full(capacity, -1, np.int32)
+        #: The categories of the live items (pruned by :meth:`_sweep`), and their indexes.
+        self.category_names: list[str] = []
+        self._category_index: dict[str, int] = {}
+        #: Per category index: its most popular rows, best first, and when they were sorted.
+        self._category_trending: dict[int, tuple[np.ndarray, int]] = {}
         self.inp = np.zeros((capacity, config.dimensions), np.float32)
         self.out = np.zeros((capacity, config.dimensions), np.float32)
         self.ref = 0
@@ -127,6 +140,8 @@ class ItemModel:
         boost = self.decay(ts, config.link_half_life_ms)
         row = self._row(observation.item_id, ts)
         self.last_ts[row] = max(int(self.last_ts[row]), ts)
+        if observation.category is not None:
+            self.category[row] = self._category_of(observation.category)
         if observation.first:
             self.short[row] += observation.weight * self.decay(ts, config.pop_short_half_life_ms)
             self.long[row] += observation.weight * self.decay(ts, config.pop_long_half_life_ms)
@@ -145,6 +160,7 @@ class ItemModel:
         self.observed += 1
         if self.observed % config.sweep_every == 0:
             self._sweep(ts)
+            self._prune_categories()
 
     def _link(self, source: int, target: int, weight: float) -> None:
         links = self.links[source]
@@ -154,6 +170,13 @@ class ItemModel:
         if len(links) > 2 * neighbours:
             self.links[source] = dict(heapq.nlargest(neighbours, links.items(), key=itemgetter(1)))
         self._stale[source] += 1
+
+    def _category_of(self, name: str) -> int:
+        index = self._category_index.get(name)
+        if index is None:
+            index = self._category_index[name] = len(self.category_names)
+            self.category_names.append(sys.intern(name))
+        return index
 
     def _sort(self, row: int) -> None:
         links = self.links[row]
@@ -233,6 +256,7 @@ class ItemModel:
         self._stale[row] = 0
         self.mass[row] = self.short[row] = self.long[row] = 0.0
         self.first_ts[row] = ts
+        self.category[row] = -1
         seed = zlib.crc32(item_id.encode()) ^ self.config.seed
         init = np.random.default_rng(seed).normal(0.0, _INIT_SCALE, (2, self.config.dimensions))
         self.inp[row], self.out[row] = init
@@ -247,6 +271,7 @@ class ItemModel:
         self._stale = grown(self._stale)
         self.mass, self.short, self.long = grown(self.mass), grown(self.short), grown(self.long)
         self.last_ts, self.first_ts = grown(self.last_ts), grown(self.first_ts)
+        self.category = grown(self.category)
         self.inp, self.out = grown(self.inp), grown(self.out)
 
     def _sweep(self, now: int) -> None:
@@ -263,6 +288,7 @@ class ItemModel:
             self.links[row] = {}
             self._top[row] = (np.zeros(0, np.intp), np.zeros(0))
             self.mass[row] = self.short[row] = self.long[row] = 0.0
+            self.category[row] = -1
         for row, links in enumerate(self.links):
             if links and not gone.isdisjoint(links):
                 for other in gone.intersection(links):
@@ -272,6 +298,21 @@ class ItemModel:
         self._recent[np.isin(self._recent, list(gone))] = 0
         self._free.extend(sorted(gone, reverse=True))
         self._trending_at = -1
+
+    def _prune_categories(self) -> None:
+        """Forget the categories no live item has any more (renumbering the others), also when
+        items change category; and the popular items of each, whose rows may have been
+        reused."""
+        live = self.category[: len(self.ids)]
+        used = np.unique(live[live >= 0])
+        self._category_trending.clear()
+        if len(used) == len(self.category_names):
+            return
+        renumber = np.full(len(self.category_names) + 1, -1, np.int32)
+        renumber[used] = np.arange(len(used), dtype=np.int32)
+        self.category[: len(self.ids)] = renumber[live]
+        self.category_names = [self.category_names[index] for index in used.tolist()]
+        self._category_index = {name: index for index, name in enumerate(self.category_names)}
 
     def _rebase(self, ts: int) -> None:
         config = self.config
@@ -326,6 +367,21 @@ class ItemModel:
         self._pool = rows
         self._arrived.clear()
         self._trending_at = self.observed
+
+    def category_trending(self, category: int) -> np.ndarray:
+        """Rows of the ``category_top`` most popular items (short half-life) of one category
+        index, best first; re-sorted as often as :meth:`trending`."""
+        cached = self._category_trending.get(category)
+        if cached is None or self.observed - cached[1] >= self.config.trend_refresh:
+            members = np.flatnonzero(self.category[: len(self.ids)] == category)
+            count = min(self.config.category_top, len(members))
+            short = self.short[members]
+            if count < len(members):
+                best = np.argpartition(-short, count - 1)[:count]
+                members, short = members[best], short[best]
+            cached = (members[np.argsort(-short, kind="stable")], self.observed)
+            self._category_trending[category] = cached
+        return cached[0]
 
     def ids_known(self, rows: np.ndarray) -> np.ndarray:
         """A mask of the rows that hold a live item."""
@@ -384,6 +440,12 @@ class ItemModel:
             "long": self.long[:live].tobytes(),
             "last_ts": self.last_ts[:live].tobytes(),
             "first_ts": self.first_ts[:live].tobytes(),
+            "category": self.category[:live].tobytes(),
+            "category_names": list(self.category_names),
+            "category_trending": {
+                category: (rows.astype(np.int32).tobytes(), at)
+                for category, (rows, at) in self._category_trending.items()
+            },
             "inp": self.inp[:live].tobytes(),
             "out": self.out[:live].tobytes(),
             "links": (joined(sources, np.int32), joined(targets, np.int32), joined(weights, float)),
@@ -425,6 +487,7 @@ class ItemModel:
             ("long", float),
             ("last_ts", np.int64),
             ("first_ts", np.int64),
+            ("category", np.int32),
         ):
             getattr(model, name)[:live] = np.frombuffer(snapshot[name], dtype)  # type: ignore[arg-type]
         dims = config.dimensions
@@ -456,5 +519,11 @@ class ItemModel:
         model._rng.bit_generator.state = snapshot["rng"]
         draws, model._draws_at = snapshot["draws"]  # type: ignore[misc]
         model._draws = np.frombuffer(draws, float).copy()
+        model.category_names = [sys.intern(name) for name in snapshot["category_names"]]  # type: ignore[attr-defined]
+        model._category_index = {name: index for index, name in enumerate(model.category_names)}
+        model._category_trending = {
+            category: (np.frombuffer(rows, np.int32).astype(np.intp), at)
+            for category, (rows, at) in snapshot["category_trending"].items()  # type: ignore[attr-defined]
+        }
         model._pending = [(row, list(context)) for row, context in snapshot["pending"]]  # type: ignore[attr-defined]
         return model

@@ -91,7 +91,8 @@ class Tombstone:
 
 
 #: One recommended item: (item_id, score, because). ``because`` is the user's history item it
-#: is most linked to, ``"similar"`` (the interest vector) or ``"trending"``.
+#: is most linked to, ``"similar"`` (the interest vector), ``"category"`` (popular in a category
+#: of the user's recent items) or ``"trending"``.
 Item = tuple[str, float, str]
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from river import optim
 
 from operators.engine_config import EngineConfig
-from operators.features import FEATURES, FIXED_WEIGHTS
+from operators.features import CATEGORY, FEATURES, FIXED_WEIGHTS
 
 #: Units of the hidden layer.
 HIDDEN = 16
@@ -45,6 +45,9 @@ HIDDEN = 16
 RankerSnapshot = tuple[list[float], list[float], list[float], list[float], float, bytes | None]
 
 _WIDTH = len(FEATURES)
+# The hidden layer starts at 1 / sqrt(fan-in) of the features every stream has: content is all
+# zero without categories, so such a stream's lists do not depend on the content features.
+_INIT_SCALE = (_WIDTH - len(CATEGORY)) ** -0.5
 # The flat parameter vector: linear weights, then W (features x hidden), b and v.
 _W = slice(_WIDTH, _WIDTH + _WIDTH * HIDDEN)
 _B = slice(_W.stop, _W.stop + HIDDEN)
@@ -61,7 +64,7 @@ class Ranker:
         self.parameters[:_WIDTH] = [FIXED_WEIGHTS[name] for name in FEATURES]
         # Drawn from a fixed seed: every replica and every run starts from the same layer.
         rng = np.random.default_rng(config.seed)
-        self.parameters[_W] = rng.normal(0.0, _WIDTH**-0.5, _WIDTH * HIDDEN)
+        self.parameters[_W] = rng.normal(0.0, _INIT_SCALE, _WIDTH * HIDDEN)
         self.count = 0.0
         self._sums = np.zeros(_WIDTH)
         self._squares = np.zeros(_WIDTH)

@@ -43,7 +43,14 @@ import numpy as np
 
 from operators.candidates import Candidates, gather
 from operators.engine_config import EngineConfig
-from operators.features import COVISITATION, FEATURES, POPULARITY, SIMILARITY, feature_matrix
+from operators.features import (
+    CATEGORY,
+    COVISITATION,
+    FEATURES,
+    POPULARITY,
+    SIMILARITY,
+    feature_matrix,
+)
 from operators.item_model import ItemModel, ItemModelSnapshot, Observation
 from operators.messages import (
     Expire,
@@ -60,7 +67,10 @@ from operators.ranking import Ranker, RankerSnapshot
 #: (features, groups): which feature belongs to which group of signals, in the order of
 #: :meth:`ModelReplica._because`'s reasons.
 _GROUPS = np.array(
-    [[name in group for group in (COVISITATION, SIMILARITY, POPULARITY)] for name in FEATURES],
+    [
+        [name in group for group in (COVISITATION, SIMILARITY, POPULARITY, CATEGORY)]
+        for name in FEATURES
+    ],
     float,
 )
 
@@ -187,7 +197,10 @@ class ModelReplica:
     ) -> list[str]:
         """Per listed item, which group of signals added most to its score through the linear
         weights (see :data:`~messages.Item`); the hidden layer, a mixture of all, is left out."""
-        winner = ((standardised * self.ranker.weights) @ _GROUPS).argmax(axis=1)
+        groups = (standardised * self.ranker.weights) @ _GROUPS
+        # Only an item of one of the user's categories is there because of it.
+        groups[candidates.category_share[columns] <= 0, 3] = -np.inf
+        winner = groups.argmax(axis=1)
         linked = candidates.links[:, columns] * candidates.recency[:, None]
         strongest = linked.argmax(axis=0) if len(candidates.history) else columns * 0
         has_link = linked.max(axis=0) > 0 if len(candidates.history) else columns < 0
@@ -200,6 +213,8 @@ class ModelReplica:
                 reasons.append(ids[candidates.history[source]])
             elif group == 1:
                 reasons.append("similar")
+            elif group == 3:
+                reasons.append("category")
             else:
                 reasons.append("trending")
         return reasons  # type: ignore[return-value]

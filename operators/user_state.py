@@ -113,7 +113,7 @@ class UserState:
         elif first:
             messages.append(Label(self.user_id, item_id))
         recent = self._recent(config.link_recent, item_id)
-        messages.append(Observation(item_id, event.ts, weight, first, recent))
+        messages.append(Observation(item_id, event.ts, weight, first, recent, event.category))
         self._record(item_id, at, event.ts, weight, config)
         if serve:
             messages.append(self.serve(config))

@@ -34,7 +34,7 @@ from operators.engine_config import EngineConfig
 from operators.replica import ModelReplica, ReplicaSnapshot
 from operators.user_state import UserSnapshot, UserState
 
-_FORMAT = 3
+_FORMAT = 4
 
 
 class WarmStartError(Exception):

@@ -172,7 +172,7 @@ def test_emitted_lists_follow_the_published_schema(
     for emitted in lists:
         validator.validate(emitted)
     assert any(emitted["items"] for emitted in lists)
-    # A list names, per item, a history item of the user, "similar" or "trending".
+    # A list names, per item, a history item of the user, "similar", "category" or "trending".
     had: dict[str, set[str]] = {}
     for raw in jsonl.read_lines(synthetic_events):
         record = orjson.loads(raw)
@@ -180,7 +180,8 @@ def test_emitted_lists_follow_the_published_schema(
     reasons = [
         (emitted["user_id"], item["because"]) for emitted in lists for item in emitted["items"]
     ]
-    assert all(because in {"similar", "trending"} | had[user] for user, because in reasons)
+    named = {"similar", "category", "trending"}
+    assert all(because in named | had[user] for user, because in reasons)
     assert any(because in had[user] for user, because in reasons), "co-visitation explains some"
     versions: dict[str, int] = {}
     for emitted in lists:

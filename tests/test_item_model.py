@@ -129,9 +129,10 @@ def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
         item = f"g{user % 3}-{rng.randrange(20)}"
         history = histories.setdefault(user, [])
         recent = tuple(entry for entry in history if entry[0] != item)[-3:]
-        stream.append(
-            Observation(item, n * MINUTE, 1.0, item not in {entry[0] for entry in history}, recent)
-        )
+        first = item not in {entry[0] for entry in history}
+        # Some events name the item's category (its group), so that categories are state too.
+        category = item.split("-")[0] if n % 3 else None
+        stream.append(Observation(item, n * MINUTE, 1.0, first, recent, category))
         history.append((item, n * MINUTE, 1.0))
     return stream
 
@@ -149,6 +150,36 @@ def test_an_items_age_counts_from_its_first_event_also_in_a_reused_row() -> None
     assert model.first_ts[old_row] == 21 * DAY
     restored = ItemModel.restore(model.snapshot(), config)
     assert restored.first_ts[restored.rows["new"]] == 20 * DAY
+
+
+def test_an_item_keeps_its_latest_category_and_a_freed_row_forgets_it() -> None:
+    config = EngineConfig(dimensions=4, item_idle_ms=10 * DAY, sweep_every=1, category_top=2)
+    model = ItemModel(config)
+    for item, ts, category in [
+        ("tea", 0, "drinks"),
+        ("jam", 1, "food"),
+        ("tea", 2, None),  # an event without a category leaves the item's as it is
+        ("cola", 3, "drinks"),
+        ("milk", 4, "drinks"),
+        ("milk", 5, "drinks"),  # popularity counts each user once: a second user
+    ]:
+        model.observe(Observation(item, ts, 1.0, True, (), category))
+    drinks = model.category_names.index("drinks")
+    assert model.category_names[model.category[model.rows["tea"]]] == "drinks"
+    assert [model.ids[row] for row in model.category_trending(drinks)] == ["milk", "tea"]
+    model.observe(Observation("jam", 6, 1.0, False, (), "spreads"))
+    assert model.category_names[model.category[model.rows["jam"]]] == "spreads"
+    assert "food" not in model.category_names, "a category no item has is forgotten"
+    # 20 days on, every other item is idle: swept, and its categories with it.
+    model.observe(Observation("bread", 20 * DAY, 1.0, True, (), "bakery"))
+    assert model.category_names == ["bakery"]
+    freed = model._free[-1]
+    model.observe(Observation("salt", 20 * DAY + 1, 1.0, True, (), None))
+    assert model.rows["salt"] == freed and model.category[freed] == -1, "a reused row has none"
+    model.observe(Observation("rye", 20 * DAY + 2, 1.0, True, (), "bakery"))
+    assert [model.ids[row] for row in model.category_trending(0)] == ["rye", "bread"]
+    restored = ItemModel.restore(model.snapshot(), config)
+    assert restored.snapshot() == model.snapshot()
 
 
 def test_snapshot_restore_gives_the_same_lists_and_learns_on_identically() -> None:

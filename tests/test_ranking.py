@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 
 from operators.candidates import gather
 from operators.engine_config import EngineConfig
-from operators.features import FEATURES, FIXED_WEIGHTS, feature_matrix
+from operators.features import CATEGORY, FEATURES, FIXED_WEIGHTS, feature_matrix
 from operators.item_model import Observation
 from operators.messages import ForgetUser, Label, Recommendation, Serve, Tombstone, Train
-from operators.ranking import Ranker
+from operators.ranking import HIDDEN, Ranker
 from operators.replica import ModelReplica
 
 MINUTE = 60_000
@@ -176,3 +177,47 @@ def test_replica_snapshot_restore_serves_the_same_lists() -> None:
         assert restored.on_message(request) == served.on_message(request)
         observe(served, f"new-{user}", minute + 1, *items)
         observe(restored, f"new-{user}", minute + 1, *items)
+
+
+def test_an_item_of_the_users_category_with_no_link_comes_through_content() -> None:
+    """Kvass was never bought with anything and is not trending: only its category, the
+    category of the user's tea, brings it to the list."""
+    config = EngineConfig(dimensions=4, k=5, trend_top=1, similar=0)
+    served = ModelReplica(config)
+    events = [("tea", "drinks")] * 3 + [("bread", "bakery")] * 4 + [("kvass", "drinks")]
+    for minute, (item, category) in enumerate(events):
+        served.on_message(Observation(item, minute * MINUTE, 1.0, True, (), category))
+    request = Serve("ann", history("tea"), ("tea",), 1, 0)
+    served.ranker.parameters[FEATURES.index("category_share")] = 10.0
+    recommendation, candidates = served.serve(request)
+    assert [(item, because) for item, _, because in recommendation.items] == [
+        ("kvass", "category"),
+        ("bread", "trending"),
+    ]
+    kvass = list(candidates.rows).index(served.items.rows["kvass"])
+    # Tea is the most popular drink, kvass the second: rank 1/2 of a category all of ann's.
+    assert (candidates.category_share[kvass], candidates.category_rank[kvass]) == (1.0, 0.5)
+    without = ModelReplica(dataclasses.replace(config, category_top=0))
+    for minute, (item, category) in enumerate(events):
+        without.on_message(Observation(item, minute * MINUTE, 1.0, True, (), category))
+    assert [item for item, _, _ in without.serve(request)[0].items] == ["bread"]
+
+
+def test_without_categories_the_content_features_are_zero_and_change_no_list() -> None:
+    """However the ranker weighs content, a stream without categories gets the same lists and
+    learns the same: the content source and features are inert there."""
+    plain, weighted = shop(), shop()
+    rng = np.random.default_rng(0)
+    for name in CATEGORY:
+        column = FEATURES.index(name)
+        weighted.ranker.parameters[column] = rng.normal()
+        start = len(FEATURES) + column * HIDDEN
+        weighted.ranker.parameters[start : start + HIDDEN] = rng.normal(size=HIDDEN)
+    content = [FEATURES.index(name) for name in CATEGORY]
+    for user, items, label in [("ann", ("tea",), "jam"), ("bob", ("cup",), "mug")] * 3:
+        request = Serve(user, history(*items), items, 1, 0)
+        ours, candidates = plain.serve(request)
+        assert weighted.serve(request)[0] == ours
+        assert not feature_matrix(plain.items, candidates, CONFIG)[:, content].any()
+        for replica in (plain, weighted):
+            replica.on_message(Train(user, history(*items), items, label))
