@@ -8,6 +8,8 @@
   ``history`` distinct items; a user's list sums, over the user's own last items, the
   (optionally recency-weighted) normalised counts, plus a little windowed popularity.
   :func:`covisitation_grid` builds a small fixed grid of variants that share their counting.
+  With ``content_weight``, items of the categories of the user's last items (events may name
+  an item's ``category``) rise with the user's share in their category times their popularity.
 * :class:`BPR`: online Bayesian personalised ranking (Rendle et al. 2009) matrix factorisation,
   one SGD step per event against a few sampled unseen items.
 * :class:`ISGD`: incremental matrix factorisation for positive-only feedback (Vinagre, Jorge &
@@ -52,6 +54,9 @@ _DAY_MS = 86_400_000
 WINDOW_DAYS = 3.0
 FILL_WEIGHT = 0.3
 RECENCY_HALF_LIFE = 1.0
+#: Weight of the content term of the co-visitation variants that have one (not tuned: the
+#: co-visitation term's best is 1 too).
+CONTENT_WEIGHT = 1.0
 
 
 def top_k(scores: np.ndarray, k: int, exclude: Collection[int] = ()) -> np.ndarray:
@@ -309,6 +314,38 @@ class WindowPopularity(_Baseline):
         return self.counts.values
 
 
+class ItemCategories(_Shared):
+    """Each item's category, the latest one its events named, as a code per item row (0: none).
+    Learned after the ``interactions`` it reads."""
+
+    def __init__(self, interactions: Interactions) -> None:
+        super().__init__()
+        self.interactions = interactions
+        self._codes: dict[str, int] = {}
+        self._rows = np.zeros(64, np.intp)
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._rows[: len(self.interactions.items)]
+
+    def _update(self, event: Event) -> None:
+        if event.is_forget or event.category is None:
+            return
+        row = self.interactions.row
+        self._rows = grown(self._rows, row + 1)
+        self._rows[row] = self._codes.setdefault(event.category, len(self._codes) + 1)
+
+    def taste(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Per item: the ``weights``-weighted share of ``rows`` (a user's items) in its category."""
+        codes = self.codes
+        shares = np.bincount(codes[rows], weights=weights, minlength=len(self) + 1)
+        shares[0] = 0.0
+        return shares[codes] / weights.sum()
+
+
 class CoVisits(_Shared):
     """Symmetric co-occurrence counts of each event's item with its user's last ``history``
     distinct items, in a dense items x items float32 matrix (64 MB at 4,000 items, which is why
@@ -378,10 +415,13 @@ class Covisitation(_Baseline):
     distinct users (``cosine``). ``w_j`` is 1, or with ``recency_half_life`` ``0.5 ** (v / h)``
     for an item last met ``v`` visits ago (a visit: one timestamp, so a basket's items weigh
     the same). The sums, scaled to a best of 1, get ``fill_weight`` times the
-    :class:`WindowPopularity` share of ``fill_days``, which ranks what co-occurs with nothing.
+    :class:`WindowPopularity` share of ``fill_days``, which ranks what co-occurs with nothing,
+    and ``content_weight`` times that share times the ``w_j``-weighted share of the user's last
+    items in the candidate's category (0 without categories).
 
-    ``counts`` and ``fill`` may be shared with other variants (see :func:`covisitation_grid`);
-    ``history``, ``max_items`` and ``fill_days`` only size the ones made when they are not given.
+    ``counts``, ``fill`` and ``categories`` may be shared with other variants (see
+    :func:`covisitation_grid`); ``history``, ``max_items`` and ``fill_days`` only size the ones
+    made when they are not given.
     """
 
     def __init__(
@@ -392,21 +432,27 @@ class Covisitation(_Baseline):
         fill_days: float = WINDOW_DAYS,
         fill_weight: float = FILL_WEIGHT,
         max_items: int = 20_000,
+        content_weight: float = 0.0,
         *,
         counts: CoVisits | None = None,
         fill: WindowCounts | None = None,
+        categories: ItemCategories | None = None,
     ) -> None:
-        shared = counts or fill
+        shared = counts or fill or categories
         super().__init__(None if shared is None else shared.interactions)
         self.counts = counts or CoVisits(self.interactions, history, max_items)
         self.fill = fill or WindowCounts(self.interactions, fill_days)
-        if not (self.counts.interactions is self.fill.interactions is self.interactions):
-            raise ValueError("counts and fill must read the same interactions")
+        self.categories = categories or ItemCategories(self.interactions)
+        readers = (self.counts, self.fill, self.categories)
+        if any(reader.interactions is not self.interactions for reader in readers):
+            raise ValueError("counts, fill and categories must read the same interactions")
         self.normalisation = normalisation
         self.recency_half_life = recency_half_life
         self.fill_weight = fill_weight
+        self.content_weight = content_weight
         recency = "" if recency_half_life is None else f"_recency{recency_half_life:g}"
-        self.name = f"covisitation_w{self.counts.history}_{normalisation}{recency}"
+        content = f"_content{content_weight:g}" if content_weight else ""
+        self.name = f"covisitation_w{self.counts.history}_{normalisation}{recency}{content}"
 
     @property
     def recent(self) -> dict[str, list[int]]:
@@ -415,6 +461,7 @@ class Covisitation(_Baseline):
     def _learn(self, event: Event, row: int) -> None:
         self.counts.learn(event)
         self.fill.learn(event)
+        self.categories.learn(event)
 
     def _forget(self, event: Event) -> None:
         self.counts.learn(event)
@@ -429,6 +476,9 @@ class Covisitation(_Baseline):
         weights = np.ones(len(recent))
         if self.recency_half_life is not None:
             weights = 0.5 ** (self.counts.visits_ago(user_id) / self.recency_half_life)
+        if self.content_weight and len(self.categories):
+            taste = self.categories.taste(np.array(recent), weights)
+            scores += self.content_weight * taste * (fill / top if top > 0 else fill)
         users = self.interactions.users
         if self.normalisation == "conditional":
             weights /= users[recent]
@@ -450,27 +500,31 @@ def covisitation_grid(
     fill_days: float = WINDOW_DAYS,
     fill_weight: float = FILL_WEIGHT,
     max_items: int = 20_000,
+    content_weights: Sequence[float] = (0.0, CONTENT_WEIGHT),
 ) -> list[Covisitation]:
     """One :class:`Covisitation` per combination of the parameters. All variants share one set
-    of interactions and popularity fill, and those of one history length their counts, so an
-    event is counted once per history length however many variants read it.
+    of interactions, popularity fill and categories, and those of one history length their
+    counts, so an event is counted once per history length however many variants read it.
     """
     interactions = Interactions()
     fill = WindowCounts(interactions, fill_days)
-    variants: list[Covisitation] = []
-    for history in histories:
-        counts = CoVisits(interactions, history, max_items)
-        for normalisation in normalisations:
-            for half_life in half_lives:
-                variant = Covisitation(
-                    normalisation=normalisation,
-                    recency_half_life=half_life,
-                    fill_weight=fill_weight,
-                    counts=counts,
-                    fill=fill,
-                )
-                variants.append(variant)
-    return variants
+    categories = ItemCategories(interactions)
+    counts_of = {history: CoVisits(interactions, history, max_items) for history in histories}
+    return [
+        Covisitation(
+            normalisation=normalisation,
+            recency_half_life=half_life,
+            fill_weight=fill_weight,
+            content_weight=content_weight,
+            counts=counts_of[history],
+            fill=fill,
+            categories=categories,
+        )
+        for history in histories
+        for normalisation in normalisations
+        for half_life in half_lives
+        for content_weight in content_weights
+    ]
 
 
 class _Factors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -165,7 +166,9 @@ def test_recency_weighting_follows_the_latest_visit() -> None:
     # a leads to b and c leads to d; ann bought a long ago and c in her latest visit.
     stream = [(f"u{n}", item) for n in range(10) for item in ("a", "b")]
     stream += [(f"v{n}", item) for n in range(8) for item in ("c", "d")]
-    grid = covisitation_grid(histories=(10,), normalisations=("raw",), half_lives=(None, 1.0))
+    grid = covisitation_grid(
+        histories=(10,), normalisations=("raw",), half_lives=(None, 1.0), content_weights=(0.0,)
+    )
     for ts, (user, item) in enumerate([*stream, ("ann", "a"), ("ann", "c")], 1):
         grid[0].learn(buy(user, item, ts))
     flat, recent = grid
@@ -182,8 +185,9 @@ def test_a_basket_counts_as_one_visit_for_recency() -> None:
 
 def test_grid_variants_share_their_counting_and_are_named_by_their_parameters() -> None:
     grid = covisitation_grid()
-    assert len(grid) == 12 and len({variant.name for variant in grid}) == 12
-    assert "covisitation_w10_conditional_recency1" in {variant.name for variant in grid}
+    assert len(grid) == 24 and len({variant.name for variant in grid}) == 24
+    names = {variant.name for variant in grid}
+    assert {"covisitation_w10_conditional_recency1", "covisitation_w30_raw_content1"} <= names
     event = buy("ann", "a")
     for variant in grid:
         variant.learn(event)  # the evaluator hands each variant the same event
@@ -195,6 +199,35 @@ def test_grid_variants_share_their_counting_and_are_named_by_their_parameters() 
     for counts in {id(variant.counts): variant.counts for variant in grid}.values():
         assert counts.matrix[0, 1] == counts.matrix[1, 0] == 1.0  # counted once, not 6 times
     assert grid[0].interactions.users.tolist() == [1.0, 1.0]
+
+
+def test_the_content_term_lifts_items_of_the_users_categories() -> None:
+    # No co-visit leads anywhere from ann's teas; coffee is the more popular, tea2 the one of
+    # her category.
+    events = [buy(f"u{n}", "coffee", n) for n in range(3)] + [buy("v", "tea2", 10)]
+    events += [buy("ann", "tea1", 20), buy("ann", "tea3", 21)]
+    categories = {"coffee": "coffee", "tea1": "tea", "tea2": "tea", "tea3": "tea"}
+    grid = covisitation_grid(histories=(10,), normalisations=("raw",), half_lives=(None,))
+    plain, content = grid
+    assert content.name.endswith("_content1")
+    for event in events:
+        event = dataclasses.replace(event, category=categories[event.item_id])
+        for variant in grid:
+            variant.learn(event)
+    assert plain.recommend("ann", 1) == ["coffee"]
+    assert content.recommend("ann", 1) == ["tea2"]
+
+
+def test_without_categories_the_content_variants_rank_as_the_others() -> None:
+    grid = covisitation_grid(histories=(10,), half_lives=(1.0,))
+    stream = [(f"u{n % 7}", f"i{(n * 5) % 11}") for n in range(60)]
+    for ts, (user, item) in enumerate(stream, 1):
+        for variant in grid:
+            variant.learn(buy(user, item, ts))
+    for plain, content in zip(grid[::2], grid[1::2], strict=True):
+        assert [plain.recommend(f"u{n}", 5) for n in range(7)] == [
+            content.recommend(f"u{n}", 5) for n in range(7)
+        ]
 
 
 def test_isgd_step_follows_the_paper() -> None:
