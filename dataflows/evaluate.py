@@ -27,7 +27,7 @@ running the engine; ``--plot`` draws every model's sliding-window hit rate over 
 ...     name for name in BASELINE_NAMES if name != "covisitation"]
 True
 >>> len(names) - len(BASELINE_NAMES) + 1
-12
+24
 >>> [name for name in ABLATIONS]
 ['fixed_blend', 'no_embeddings']
 """

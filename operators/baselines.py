@@ -29,7 +29,8 @@ lives in numpy rows indexed by an :class:`ItemIndex`, so scoring the catalog is 
 ...     model.learn(Event(user, item, ts, "purchase"))
 >>> model.recommend("bob", 2)
 ['jam', 'cup']
->>> [variant.name for variant in covisitation_grid(histories=(10,), half_lives=(None,))]
+>>> grid = covisitation_grid(histories=(10,), half_lives=(None,), content_weights=(0.0,))
+>>> [variant.name for variant in grid]
 ['covisitation_w10_raw', 'covisitation_w10_conditional', 'covisitation_w10_cosine']
 """
 
