@@ -355,11 +355,8 @@ class ItemModel:
         if self._trending_at >= 0 and self.observed - self._trending_at < self.config.trend_refresh:
             return
         live = len(self.ids)
-        count = min(self.config.trending, live)
-        short = self.short[:live]
-        best = np.argpartition(-short, count - 1)[:count] if count < live else np.arange(live)
-        best = best[self.ids_known(best)]
-        self._trending = best[np.argsort(-short[best], kind="stable")]
+        best = self._most_popular(np.arange(live), self.config.trending)
+        self._trending = best[self.ids_known(best)]
         rows = np.delete(np.arange(live), self._free) if self._free else np.arange(live)
         size = self.config.similar_pool
         if len(rows) > size:
@@ -374,14 +371,17 @@ class ItemModel:
         cached = self._category_trending.get(category)
         if cached is None or self.observed - cached[1] >= self.config.trend_refresh:
             members = np.flatnonzero(self.category[: len(self.ids)] == category)
-            count = min(self.config.category_top, len(members))
-            short = self.short[members]
-            if count < len(members):
-                best = np.argpartition(-short, count - 1)[:count]
-                members, short = members[best], short[best]
-            cached = (members[np.argsort(-short, kind="stable")], self.observed)
+            cached = (self._most_popular(members, self.config.category_top), self.observed)
             self._category_trending[category] = cached
         return cached[0]
+
+    def _most_popular(self, rows: np.ndarray, count: int) -> np.ndarray:
+        """The ``count`` of ``rows`` with the highest short-term popularity, best first."""
+        short = self.short[rows]
+        if count < len(rows):
+            best = np.argpartition(-short, count - 1)[:count]
+            rows, short = rows[best], short[best]
+        return rows[np.argsort(-short, kind="stable")]
 
     def ids_known(self, rows: np.ndarray) -> np.ndarray:
         """A mask of the rows that hold a live item."""
