@@ -178,13 +178,17 @@ def _tastes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The categories of the history rows (sorted indexes) and the recency-weighted share of
     the history in each."""
-    categories = model.category[history_rows]
-    named = categories >= 0
-    if not named.any():
+    shares: dict[int, float] = {}
+    # A loop over at most ``query_recent`` entries: np.unique cost four times as much.
+    categories = model.category[history_rows].tolist()
+    for category, weight in zip(categories, recency.tolist(), strict=True):
+        if category >= 0:
+            shares[category] = shares.get(category, 0.0) + weight
+    if not shares:
         return np.zeros(0, np.int32), np.zeros(0)
-    tastes, inverse = np.unique(categories[named], return_inverse=True)
-    weights = np.bincount(inverse, recency[named], len(tastes))
-    return tastes, weights / recency.sum()
+    tastes = sorted(shares)
+    total = recency.sum()
+    return np.array(tastes, np.int32), np.array([shares[taste] / total for taste in tastes])
 
 
 def _neighbours(

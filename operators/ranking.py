@@ -98,7 +98,11 @@ class Ranker:
 
     def _hidden(self, standardised: np.ndarray) -> np.ndarray:
         layer = self.parameters[_W].reshape(_WIDTH, HIDDEN)
-        return np.tanh(standardised @ layer + self.parameters[_B])
+        # In float32: numpy's float64 tanh has no vectorised kernel and cost five times as much
+        # (100 us on a 300-candidate list, a sixth of a list's time); an activation needs no
+        # more than float32's seven digits.
+        hidden = (standardised @ layer + self.parameters[_B]).astype(np.float32)
+        return np.tanh(hidden, out=hidden)
 
     def scores_of(self, standardised: np.ndarray) -> np.ndarray:
         """Scores of already standardised features."""
