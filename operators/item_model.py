@@ -215,9 +215,9 @@ class ItemModel:
         errors[:, 1:][targets[:, 1:] == targets[:, :1]] = 0.0
         errors *= config.embedding_rate
         output_steps = errors[:, :, None] * hidden[:, None, :]
-        np.subtract.at(self.out, targets.ravel(), output_steps.reshape(-1, config.dimensions))
+        _subtract_rows(self.out, targets.ravel(), output_steps)
         context_steps = (errors[:, None, :] @ vectors)[:, 0] / counts[:, None]
-        np.subtract.at(self.inp, context, np.repeat(context_steps, counts, axis=0))
+        _subtract_rows(self.inp, context, np.repeat(context_steps, counts, axis=0))
 
     def _draw(self, batch: int, filled: int) -> np.ndarray:
         """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
@@ -527,3 +527,14 @@ class ItemModel:
         }
         model._pending = [(row, list(context)) for row, context in snapshot["pending"]]  # type: ignore[attr-defined]
         return model
+
+
+def _subtract_rows(matrix: np.ndarray, rows: np.ndarray, steps: np.ndarray) -> None:
+    """``matrix[rows] -= steps`` where a repeated row takes every one of its steps.
+
+    ``np.subtract.at`` on the flattened matrix (C-contiguous, so ``reshape`` is a view) with
+    steps of the matrix's dtype: numpy's fast path for ``ufunc.at`` takes one dimension and one
+    dtype. Rows of float32 with float64 steps took 400 us for thirty events, this 20 us."""
+    width = matrix.shape[1]
+    flat_rows = (rows[:, None] * width + np.arange(width)).ravel()
+    np.subtract.at(matrix.reshape(-1), flat_rows, steps.astype(matrix.dtype, copy=False).ravel())
