@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import bytewax.operators as op
-import orjson
 from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
@@ -63,6 +62,7 @@ from dataflows.steps import Packet, Ranked, ReplicaLogic, Sequenced, Timers, Use
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.item_model import Observation
+from operators.jsonl import json_bytes
 from operators.messages import Tombstone
 from operators.quality import QualityRecord
 from operators.replica import ReplicaSnapshot
@@ -146,7 +146,7 @@ def file_line(output: Ranked) -> bytes:
     """The JSON Lines form of one output; a forgotten user is ``{"user_id", "tombstone": true,
     "as_of"}`` (Kafka has a null value under the user's key instead)."""
     if isinstance(output, Tombstone):
-        return orjson.dumps({"user_id": output.user_id, "tombstone": True, "as_of": output.as_of})
+        return json_bytes({"user_id": output.user_id, "tombstone": True, "as_of": output.as_of})
     return output.to_json()
 
 

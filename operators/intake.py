@@ -11,6 +11,7 @@ With a :class:`~operators.privacy.Pseudonymiser` the admitted event carries the 
 so does its ``raw`` (the canonical JSON of the pseudonymised event), while a dead letter of
 input that did not parse keeps no payload, only its length (see :mod:`operators.privacy`).
 
+>>> import orjson
 >>> raw = Raw(7, Origin("events.jsonl", 8), b'{"user_id": "u1", "ts": 1700000000000}')
 >>> letter = admit(raw, frozenset({"view"}), max_bytes=1024)
 >>> letter.reason, letter.origin.fields()
@@ -38,9 +39,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from operators.events import Event, Rejected, parse_event
+from operators.jsonl import json_bytes
 from operators.privacy import Pseudonymiser
 
 
@@ -105,7 +105,7 @@ class DeadLetter:
                 record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
         if self.withheld_bytes is not None:
             record["raw_withheld_bytes"] = self.withheld_bytes
-        return orjson.dumps(record)
+        return json_bytes(record)
 
 
 def admit(

@@ -5,6 +5,7 @@ writer's temporary file is never read half-written). Blank lines are skipped; ev
 handed over as raw bytes, broken ones included, because validating is the caller's job and a
 rejected line should be dead-lettered with its file and line number. Writing is atomic: records
 go to a hidden temporary file next to the target, which is renamed over it once complete.
+:func:`json_bytes` serialises a document the flow emits.
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -15,6 +16,8 @@ go to a hidden temporary file next to the target, which is renamed over it once 
 [b'{"a": 1}', b'not json', b'{"a": 2}']
 >>> [(line.number, line.raw) for line in numbered_lines(folder)][1]
 (2, b'not json')
+>>> json_bytes({"user_id": "u1", "items": []})
+b'{"user_id":"u1","items":[]}'
 """
 
 from __future__ import annotations
@@ -24,11 +27,24 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
+
+import orjson
 
 # Level 6 writes about three times faster than gzip's default 9 for a few percent more bytes.
 _GZIP_LEVEL = 6
 _BATCH = 4096
+
+
+def json_bytes(document: Any) -> bytes:
+    """``orjson.dumps(document)`` in a right-sized ``bytes``.
+
+    orjson (3.12 on) returns its whole output buffer, at least about 4 KB even for a
+    600-byte list, and never shrinks it. A batch of outputs in flight then holds 4 KB each: the
+    end-of-input flush of a million-user replay (one list per user in one batch) peaked at
+    about 10 GB of RSS. The copy costs about 0.2 µs.
+    """
+    return bytes(memoryview(orjson.dumps(document)))
 
 
 class Line(NamedTuple):

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from operators.candidates import Entry
 from operators.item_model import Observation
+from operators.jsonl import json_bytes
 
 
 @dataclass(slots=True)
@@ -107,7 +106,7 @@ class Recommendation:
     model: str
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
+        return json_bytes(
             {
                 "user_id": self.user_id,
                 "items": [

@@ -29,7 +29,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import orjson
+from operators.jsonl import json_bytes
 
 
 class OnlineQuality:
@@ -120,4 +120,4 @@ class QualityRecord:
         >>> record.to_json(replica="r0")[:40]
         b'{"replica":"r0","model":"m","as_of":0,"e'
         """
-        return orjson.dumps({**extra, **asdict(self)})
+        return json_bytes({**extra, **asdict(self)})

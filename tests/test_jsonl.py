@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from operators import jsonl
@@ -72,3 +74,17 @@ def test_writer_creates_missing_folders(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "events.jsonl"
     assert jsonl.write_jsonl(path, []) == 0
     assert path.read_bytes() == b""
+
+
+def test_emitted_json_holds_only_its_own_bytes() -> None:
+    # A batch of a million lists in flight must not hold orjson's whole output buffer each.
+    document = {"user_id": "u1", "items": [{"item_id": "i1", "score": 1.5, "because": "i0"}]}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [jsonl.json_bytes(document) for _ in range(1000)]
+        per_document = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert orjson.loads(kept[0]) == document
+    assert per_document < 4 * len(kept[0])
