@@ -58,12 +58,10 @@ from dataflows.connectors import (
     next_offsets,
 )
 from dataflows.routing import replica_keys, replica_of
-from dataflows.steps import Packet, Ranked, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
+from dataflows.steps import Output, Packet, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.item_model import Observation
-from operators.jsonl import json_bytes
-from operators.messages import Tombstone
 from operators.quality import QualityRecord
 from operators.replica import ReplicaSnapshot
 from operators.tally import Tally
@@ -130,30 +128,27 @@ def _unkeyed_message(value: bytes) -> KafkaSinkMessage[bytes | None, bytes | Non
     return KafkaSinkMessage(None, value)
 
 
-def _in_input_order(batch: list[tuple[str, Sequenced[Ranked]]]) -> list[tuple[str, Ranked]]:
+def _in_input_order(batch: list[tuple[str, Sequenced[Output]]]) -> list[tuple[str, Output]]:
     """The outputs of one activation by input position, keyed by user (the replicas release
     their lists one after the other)."""
     batch.sort(key=lambda keyed: keyed[1][0])
     return [(output.user_id, output) for _shard, (_seq, output) in batch]
 
 
-def _count_outputs(batch: list[tuple[str, Ranked]]) -> list[Tally]:
-    tombstones = sum(isinstance(value, Tombstone) for _key, value in batch)
+def _count_outputs(batch: list[tuple[str, Output]]) -> list[Tally]:
+    tombstones = sum(output.tombstone for _key, output in batch)
     return [Tally(lists_out=len(batch) - tombstones, tombstones=tombstones)]
 
 
-def file_line(output: Ranked) -> bytes:
+def file_line(output: Output) -> bytes:
     """The JSON Lines form of one output; a forgotten user is ``{"user_id", "tombstone": true,
     "as_of"}`` (Kafka has a null value under the user's key instead)."""
-    if isinstance(output, Tombstone):
-        return json_bytes({"user_id": output.user_id, "tombstone": True, "as_of": output.as_of})
-    return output.to_json()
+    return output.document
 
 
-def kafka_message(output: Ranked) -> KafkaSinkMessage[bytes, bytes | None]:
+def kafka_message(output: Output) -> KafkaSinkMessage[bytes, bytes | None]:
     """Key = user_id; value = the list's JSON, or null for a forgotten user (compaction)."""
-    value = None if isinstance(output, Tombstone) else output.to_json()
-    return KafkaSinkMessage(output.user_id.encode(), value)
+    return KafkaSinkMessage(output.user_id.encode(), None if output.tombstone else output.document)
 
 
 def _kafka_raw(message: KafkaSourceMessage[bytes | None, bytes | None]) -> Raw:
@@ -304,7 +299,7 @@ def build_flow(
     quality = op.map("quality_records", cast(KeyedStream[Any], served.trues), _quality_line)
     _write("quality", quality, config.quality.output, config, _unkeyed_message, bytes)
     ranked = op.flat_map_batch(
-        "in_input_order", cast(KeyedStream[Sequenced[Ranked]], served.falses), _in_input_order
+        "in_input_order", cast(KeyedStream[Sequenced[Output]], served.falses), _in_input_order
     )
     tallies.append(op.flat_map_batch("count_out", ranked, _count_outputs))
     _write("output", ranked, config.output, config, kafka_message, file_line)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from time import perf_counter
-from typing import TypeVar, cast
+from typing import NamedTuple, TypeVar, cast
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -62,8 +62,22 @@ M = TypeVar("M")
 Sequenced = tuple[int, M]
 #: What one worker's user step sends one replica per activation, in input order.
 Packet = list[Sequenced[ReplicaMessage]]
-#: What the replica step emits.
-Ranked = Recommendation | Tombstone
+
+
+class Output(NamedTuple):
+    """What the job emits for a user, serialised as soon as the replica has it: a batch of
+    many lists in flight (the end of a replay closes every open window at once) holds only
+    their bytes."""
+
+    user_id: str
+    #: The list's JSON document, or a tombstone's (:meth:`Tombstone.to_json`).
+    document: bytes
+    #: The user was forgotten: Kafka gets a null value under the user's key.
+    tombstone: bool
+
+    @classmethod
+    def of(cls, ranked: Recommendation | Tombstone) -> Output:
+        return cls(ranked.user_id, ranked.to_json(), isinstance(ranked, Tombstone))
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +268,7 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         return self.gate.snapshot(), state, touched, self._seq
 
 
-class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked | QualityRecord], ReplicaSnapshot]):
+class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Output | QualityRecord], ReplicaSnapshot]):
     """One model replica: applies its messages in input order and emits the lists it serves,
     and every ``quality.every_events`` events a :class:`~operators.quality.QualityRecord`.
     It times its work into :data:`dataflows.metrics.TIMINGS`."""
@@ -279,11 +293,11 @@ class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked | QualityRecord],
 
     def on_batch(
         self, values: list[Packet]
-    ) -> tuple[Iterable[Sequenced[Ranked | QualityRecord]], bool]:
+    ) -> tuple[Iterable[Sequenced[Output | QualityRecord]], bool]:
         messages = [entry for packet in values for entry in packet]
         messages.sort(key=itemgetter(0))
         replica = self.replica
-        out: list[Sequenced[Ranked | QualityRecord]] = []
+        out: list[Sequenced[Output | QualityRecord]] = []
         # An event's Train or Label comes before its Observation: one update time for both.
         learning = 0.0
         for seq, message in messages:
@@ -293,7 +307,7 @@ class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Ranked | QualityRecord],
             if ranked is not None:
                 if isinstance(message, Serve):
                     TIMINGS.served(elapsed, message.received_s)
-                out.append((seq, ranked))
+                out.append((seq, Output.of(ranked)))
                 continue
             learning += elapsed
             if isinstance(message, Observation):

@@ -88,6 +88,10 @@ class Tombstone:
     user_id: str
     as_of: int
 
+    def to_json(self) -> bytes:
+        """The JSON Lines form (a Kafka output has a null value under the user's key)."""
+        return json_bytes({"user_id": self.user_id, "tombstone": True, "as_of": self.as_of})
+
 
 #: One recommended item: (item_id, score, because). ``because`` is the user's history item it
 #: is most linked to, ``"similar"`` (the interest vector), ``"category"`` (popular in a category

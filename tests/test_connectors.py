@@ -106,3 +106,12 @@ def test_tally_sink_reports_running_totals_and_resumes_them() -> None:
     resumed.write_batch([Tally(events_in=1, processed=1)])
     assert seen[-1] == Tally(events_in=3, processed=2, dead_lettered=1)
     assert seen[-1].balanced
+
+
+def test_sink_writes_a_batch_larger_than_one_write_as_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "recs.jsonl"
+    partition = JsonLinesSink(path).build_part("output", "out", None)
+    records = [b'{"n": %d}' % number for number in range(10_001)]
+    partition.write_batch(records)
+    partition.close()
+    assert path.read_bytes().splitlines() == records

@@ -6,20 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
+import orjson
 from fake_clock import START, Clock
 
 from dataflows import steps
-from dataflows.steps import ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
+from dataflows.steps import Output, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.engine_config import EngineConfig
 from operators.events import FORGET_USER, Event
 from operators.intake import Admitted, DeadLetter, Origin
 from operators.item_model import Observation
 from operators.messages import (
     ForgetUser,
-    Recommendation,
     ReplicaMessage,
     Serve,
-    Tombstone,
     Train,
 )
 from operators.replica import ModelReplica
@@ -165,7 +164,7 @@ def test_replica_step_applies_each_batch_in_input_order_whatever_order_it_arrive
     in_order = replica_messages()
     expected = ModelReplica(ENGINE)
     answers = [(seq, expected.on_message(message)) for seq, message in in_order]
-    expected_out = [(seq, answer) for seq, answer in answers if answer is not None]
+    expected_out = [(seq, Output.of(answer)) for seq, answer in answers if answer is not None]
 
     # Packets from two workers arrive in either order, each in input order: here the odd
     # events' messages come first (each event's own messages stay in their order).
@@ -175,7 +174,12 @@ def test_replica_step_applies_each_batch_in_input_order_whatever_order_it_arrive
     out, discard = logic.on_batch([odd, even])
     released = list(out)
     assert released == expected_out and not discard
-    assert [type(value) for _, value in released] == [Recommendation] * 5 + [Tombstone]
+    assert [value.tombstone for _, value in released] == [False] * 5 + [True]
+    assert orjson.loads(released[-1][1].document) == {
+        "user_id": "bob",
+        "tombstone": True,
+        "as_of": T0 + 5 * 60_000,
+    }
     assert [seq for seq, _ in released] == sorted(seq for seq, _ in released)
 
 
@@ -205,4 +209,4 @@ def test_a_users_messages_keep_their_order_when_seq_comes_from_several_partition
         (output.seq, message) for output in (forget, back) for message in output.messages
     ]
     released, _ = ReplicaLogic(ENGINE, None).on_batch([batch])
-    assert [type(value) for _, value in released] == [Tombstone, Recommendation]
+    assert [output.tombstone for _, output in released] == [True, False]
