@@ -174,7 +174,13 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes]) -> int:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     count = 0
     for value in values:
-        producer.produce(topic, value, key=_user_key(value))
+        while True:
+            try:
+                producer.produce(topic, value, key=_user_key(value))
+                break
+            except BufferError:
+                # The local queue holds at most 100,000 messages: wait for deliveries.
+                producer.poll(0.1)
         producer.poll(0)
         count += 1
     assert producer.flush(30) == 0, "messages left unsent"
