@@ -185,6 +185,7 @@ streamrec generate --shape drift drift.jsonl
 streamrec evaluate retail.jsonl.gz --baselines --ablation --plot hr.png
 streamrec evaluate drift.jsonl --baselines --plot hr.png --mark 1705363200000=drift
 streamrec evaluate retail.jsonl.gz --recs recs.jsonl   # lists written by streamrec replay
+streamrec evaluate retail.jsonl.gz --baselines --stale-after 60   # lists as a live job holds them
 """,
         progress=True,
     )
@@ -204,6 +205,13 @@ streamrec evaluate retail.jsonl.gz --recs recs.jsonl   # lists written by stream
         "streamrec generate prints); repeatable",
     )
     sub.add_argument("--warm-start", help="start streamrec from this pretrained state")
+    sub.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="SECONDS",
+        help="score a user idle this long against the list they had then, as a live job serves "
+        "it (window.close_after_idle_s), not one made when they return",
+    )
 
     sub = command(
         "pretrain",

@@ -407,6 +407,8 @@ def pretrain(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1, got {args.k}")
+    if args.stale_after is not None and not args.stale_after > 0:
+        raise UsageError(f"--stale-after must be above 0 seconds, got {args.stale_after}")
     plt = _pyplot() if args.plot else None
     marks = [parse_mark(text) for text in args.mark or ()]
     config = load_config_or_stop(args.config)
@@ -447,6 +449,7 @@ def main(args: argparse.Namespace) -> int:
                 progress=lambda done, _total: shown.update(done - shown.n),
                 progress_every=1_000,
                 known=None if warm is None else warm.seen_items(),
+                stale_after_ms=None if args.stale_after is None else round(args.stale_after * 1000),
             )
     except EmittedFormatError as error:
         raise UsageError(f"{args.recs}: {error}") from None

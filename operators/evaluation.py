@@ -71,10 +71,25 @@ Ann's basket (tea and jam at ts 1) and Bob's tea are scored before they have a l
 misses. After his tea Bob is offered jam, a hit; jam is also his only candidate. His second tea
 is no target (already bought). NDCG averages the three baskets: (0 + 0 + 1) / 3. Nobody has
 five earlier events, so every target is cold.
+
+By default a returning user's list is asked for when they return, made from all that was
+learned until then. A live job cannot do that: it emits a list when the user's window closes,
+at the latest ``window.close_after_idle_s`` after their last event, and the user finds that list
+when they come back. ``stale_after_ms`` scores live models that way: a user idle that long keeps
+the list they had then, asked for at that moment, until their next event. Ann comes back at
+10 for jam, which Bob and Cyd bought while she was away: asked for at 10, her list holds it;
+held from 3, when she had been idle for 2 ms, it is empty:
+
+>>> away = [Event("ann", "tea", 1, "purchase"), Event("bob", "jam", 5, "purchase"),
+...         Event("cyd", "jam", 6, "purchase"), Event("ann", "jam", 10, "purchase")]
+>>> [prequential(away, [Popular()], k=1, stale_after_ms=idle)["popular"].hits
+...  for idle in (None, 2)]
+[1, 0]
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import deque
@@ -263,13 +278,17 @@ class _Scorer:
 
 
 class _Live:
-    """Drives one model: times its calls and asks it for a list at each returning user's basket.
+    """Drives one model: times its calls and asks it for a list at each returning user's basket
+    (or, with ``stale_after_ms``, once the user has been idle that long; see the module
+    docstring).
 
     Its candidates are asked for after the list and left out of its time: only the evaluation
     needs them.
     """
 
-    def __init__(self, model: OnlineRecommender, scorer: _Scorer) -> None:
+    def __init__(
+        self, model: OnlineRecommender, scorer: _Scorer, stale_after_ms: int | None = None
+    ) -> None:
         self.model = model
         self.scorer = scorer
         self._k = scorer.report.k
@@ -280,9 +299,20 @@ class _Live:
         )
         if self._candidates is not None:
             scorer.report.candidate_hits = 0
+        self._stale_after_ms = stale_after_ms
+        #: (when the user's list goes stale, user), and each user's latest such moment.
+        self._due: list[tuple[int, str]] = []
+        self._stale_at: dict[str, int] = {}
+        #: The lists of users idle since they went stale, with their candidates.
+        self._held: dict[str, tuple[list[str], Collection[str]]] = {}
 
     def advance(self, ts: int) -> None:
-        """Live lists need no catching up."""
+        """Hold the lists of the users whose lists went stale before ``ts``."""
+        while self._due and self._due[0][0] < ts:
+            stale_at, user_id = heapq.heappop(self._due)
+            if self._stale_at.get(user_id) == stale_at:
+                del self._stale_at[user_id]
+                self._held[user_id] = self._list(user_id, stale_at)
 
     def list_for(
         self, user_id: str, ts: int, returning: bool
@@ -290,16 +320,26 @@ class _Live:
         """The user's list and its candidates (none before the user's first basket)."""
         if not returning:
             return None, ()
+        held = self._held.get(user_id)
+        ranked, candidates = self._list(user_id, ts) if held is None else held
+        self.scorer.handed_out(ranked)
+        return ranked, candidates
+
+    def _list(self, user_id: str, ts: int) -> tuple[list[str], Collection[str]]:
         started = time.perf_counter()
         if self._catch_up is not None:
             self._catch_up(user_id, ts)
         ranked = self.model.recommend(user_id, self._k)
         self._seconds += time.perf_counter() - started
-        self.scorer.handed_out(ranked)
         candidates = () if self._candidates is None else set(self._candidates(user_id))
         return ranked, candidates
 
     def learn(self, event: Event) -> None:
+        if self._stale_after_ms is not None:
+            user_id = event.user_id
+            self._held.pop(user_id, None)
+            stale_at = self._stale_at[user_id] = event.ts + self._stale_after_ms
+            heapq.heappush(self._due, (stale_at, user_id))
         started = time.perf_counter()
         self.model.learn(event)
         self._seconds += time.perf_counter() - started
@@ -357,12 +397,15 @@ def prequential(
     progress: Callable[[int, int], None] | None = None,
     progress_every: int = 50_000,
     known: Mapping[str, Collection[str]] | None = None,
+    stale_after_ms: int | None = None,
 ) -> dict[str, Report]:
     """Score every model (and the ``emitted`` lists, if given) in one pass; reports by name.
 
     ``progress(done, total)`` is called about every ``progress_every`` events. ``known`` holds
     the items each user interacted with before ``events`` (a warm start's history): they are no
     targets, and such a user's first basket is scored (a warm model has a list for it).
+    ``stale_after_ms``: a user idle longer keeps the list they had then (see the module
+    docstring); emitted lists are scored as they were emitted.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -372,7 +415,7 @@ def prequential(
     for model in models:
         if any(driver.scorer.report.name == model.name for driver in drivers):
             raise ValueError(f"two models are named {model.name!r}")
-        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve)))
+        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve), stale_after_ms))
     if emitted is not None:
         drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
 

@@ -375,3 +375,33 @@ def test_read_emitted_parses_lists_and_tombstones() -> None:
     ]
     with pytest.raises(EmittedFormatError, match="line 2"):
         list(read_emitted([lines[0], b'{"items": []}']))
+
+
+def test_an_idle_users_list_is_asked_for_when_it_goes_stale_and_held_until_they_return() -> None:
+    model = CatchingUp(["b"])
+    stream = [buy("ann", "a", 1), buy("bob", "x", 5), buy("ann", "b", 9)]
+    report = prequential(stream, [model], stale_after_ms=3)[model.name]
+    assert model.calls == [
+        ("learn", "ann", "a"),
+        ("catch_up", "ann", 4),  # idle for 3 ms: her list is asked for then, and held
+        ("recommend", "ann"),
+        ("learn", "bob", "x"),
+        ("catch_up", "bob", 8),
+        ("recommend", "bob"),
+        ("learn", "ann", "b"),  # her basket at 9 is scored against the list held since 4
+    ]
+    assert report.hits == 1
+
+
+@settings(max_examples=50, deadline=None)
+@given(streams)
+def test_lists_that_never_go_stale_score_as_lists_asked_for_at_the_basket(
+    stream: list[Event],
+) -> None:
+    def engine() -> Engine:
+        return Engine(EngineConfig(k=3), GateSettings(length_ms=5, allowed_lateness_ms=20))
+
+    fresh = prequential(stream, [engine()], k=3)["streamrec"].metrics()
+    never_stale = prequential(stream, [engine()], k=3, stale_after_ms=100)["streamrec"].metrics()
+    del fresh["events_per_s"], never_stale["events_per_s"]
+    assert never_stale == fresh
