@@ -157,6 +157,7 @@ def test_plot_without_matplotlib_is_one_readable_line(
         (["missing.jsonl"], "no such file or directory: missing.jsonl"),
         (["EVENTS", "--k", "0"], "--k must be at least 1, got 0"),
         (["EVENTS", "--recs", "missing.jsonl"], "no such file or directory: missing.jsonl"),
+        (["EVENTS", "--stale-after", "0"], "--stale-after must be above 0 seconds, got 0.0"),
     ],
 )
 def test_user_errors_are_one_line(
@@ -198,3 +199,26 @@ def test_a_renamed_model_is_still_reported_as_streamrec(
     document = orjson.loads(out)
     assert document["streamrec"]["targets"] > 0
     assert list(document["ablation"]) == list(evaluate.ABLATIONS)
+
+
+def test_stale_after_scores_a_returning_user_against_the_list_held_since_they_went_idle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    minute = 60_000
+    start = 1_700_000_000_000
+    rows = [("ann", "tea", 0), ("bob", "jam", 5), ("cyd", "jam", 6), ("ann", "jam", 10)]
+    path = tmp_path / "away.jsonl"
+    write_jsonl(
+        path,
+        [Event(user, item, start + at * minute, "purchase").to_json() for user, item, at in rows],
+    )
+
+    def popularity_hits(*options: str) -> int:
+        code, out, _ = run(capsys, str(path), "--k", "1", "--baselines", "--json", *options)
+        assert code == 0
+        return round(orjson.loads(out)["baselines"]["popularity"]["hr@1"] * 4)
+
+    # Asked for when ann returns, her list holds the jam bought while she was away; held since
+    # a minute after her tea, it does not.
+    assert popularity_hits() == 1
+    assert popularity_hits("--stale-after", "60") == 0
