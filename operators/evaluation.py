@@ -300,17 +300,21 @@ class _Live:
         if self._candidates is not None:
             scorer.report.candidate_hits = 0
         self._stale_after_ms = stale_after_ms
-        #: (when the user's list goes stale, user), and each user's latest such moment.
-        self._due: list[tuple[int, str]] = []
+        #: When each user's list goes stale, and a heap of (that moment or an earlier one, user):
+        #: one entry per user, moved on when popped early, so it holds users, not events.
         self._stale_at: dict[str, int] = {}
+        self._due: list[tuple[int, str]] = []
         #: The lists of users idle since they went stale, with their candidates.
         self._held: dict[str, tuple[list[str], Collection[str]]] = {}
 
     def advance(self, ts: int) -> None:
         """Hold the lists of the users whose lists went stale before ``ts``."""
         while self._due and self._due[0][0] < ts:
-            stale_at, user_id = heapq.heappop(self._due)
-            if self._stale_at.get(user_id) == stale_at:
+            due, user_id = heapq.heappop(self._due)
+            stale_at = self._stale_at[user_id]
+            if stale_at > due:
+                heapq.heappush(self._due, (stale_at, user_id))
+            else:
                 del self._stale_at[user_id]
                 self._held[user_id] = self._list(user_id, stale_at)
 
@@ -338,8 +342,10 @@ class _Live:
         if self._stale_after_ms is not None:
             user_id = event.user_id
             self._held.pop(user_id, None)
-            stale_at = self._stale_at[user_id] = event.ts + self._stale_after_ms
-            heapq.heappush(self._due, (stale_at, user_id))
+            stale_at = event.ts + self._stale_after_ms
+            if user_id not in self._stale_at:
+                heapq.heappush(self._due, (stale_at, user_id))
+            self._stale_at[user_id] = stale_at
         started = time.perf_counter()
         self.model.learn(event)
         self._seconds += time.perf_counter() - started
