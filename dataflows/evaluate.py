@@ -272,11 +272,12 @@ def _plot(
     events: Path,
     path: Path,
     marks: list[tuple[int, str]],
+    stale_after: float | None,
 ) -> None:
     """One line per report, labelled with its overall HR@k, legend beside the axes, best first
     within each section; a curve is broken where no target came for long (the points would
     otherwise join across the gap as if it had been measured); each of ``marks`` (a drift, a
-    change to the model) is a labelled vertical line."""
+    change to the model) is a labelled vertical line. The title names ``--stale-after``."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import PercentFormatter
 
@@ -313,7 +314,8 @@ def _plot(
         )
     targets = next(iter(sections["streamrec"].values())).targets
     axes.set_title(
-        f"HR@{k} over event time: {events.name}, {targets:,} targets\n"
+        f"HR@{k} over event time: {events.name}, {targets:,} targets"
+        f"{'' if stale_after is None else f', lists held after {stale_after:g} s idle'}\n"
         f"share of each model's last {CURVE.window:,} targets in its top {k}, one point per "
         f"{CURVE.every:,} targets",
         loc="left",
@@ -484,5 +486,5 @@ def main(args: argparse.Namespace) -> int:
         if variant is not None:
             print(f"baselines/covisitation is the best of its grid: {variant}")
     if plt is not None:
-        _plot(plt, sections, args.k, Path(args.events), Path(args.plot), marks)
+        _plot(plt, sections, args.k, Path(args.events), Path(args.plot), marks, args.stale_after)
     return 0
