@@ -2,7 +2,8 @@
 
 A consumer of ``streamrec.recommendations`` keeps the newest list per user: delivery is
 at-least-once, so after a restart of the job lists come again with versions already seen, and
-a null value (a tombstone) means the user was forgotten. :class:`LatestLists` is that rule:
+a null value (a tombstone) means the user was forgotten or their state expired (their next
+list starts again at version 1). :class:`LatestLists` is that rule:
 
 >>> latest = LatestLists()
 >>> first = b'{"user_id": "u1", "items": [], "as_of": 0, "version": 1, "model": "streamrec"}'
@@ -44,7 +45,7 @@ POLL_S = 0.5
 
 @dataclass(frozen=True)
 class Forgotten:
-    """A tombstone: the user was forgotten."""
+    """A tombstone: the user was forgotten, or their state expired in the job."""
 
     user_id: str
 
@@ -86,10 +87,10 @@ def render(update: Update) -> str:
     u1  version 3  as of 2010-12-01 08:26:00 UTC  (m)
        1. 85123A  score 1.930  because 22423
     >>> render(Forgotten("u1"))
-    'u1  forgotten (tombstone)'
+    'u1  no list (tombstone: forgotten or expired)'
     """
     if isinstance(update, Forgotten):
-        return f"{update.user_id}  forgotten (tombstone)"
+        return f"{update.user_id}  no list (tombstone: forgotten or expired)"
     moment = datetime.fromtimestamp(update["as_of"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
     lines = [
         f"{update['user_id']}  version {update['version']}  as of {moment} UTC  "

@@ -117,7 +117,8 @@ class JobMetrics:
         lists.add_metric([], total.lists_out)
         yield lists
         tombstones = CounterMetricFamily(
-            "streamrec_tombstones", "Users forgotten (null values written under their key)."
+            "streamrec_tombstones",
+            "Users forgotten or expired (null values written under their key).",
         )
         tombstones.add_metric([], total.tombstones)
         yield tombstones

@@ -10,7 +10,7 @@ Steps::
       '-> offsets read (Kafka) -> committed to kafka.group_id at each epoch's end
       -> one packet per worker -> unpack by user -> user step [UserGate + UserState] -> dead letter
            |-- Observation -> every replica key -----------.
-           '-- Train / Label / Serve / ForgetUser / Expire -+-> replica step [ModelReplica]
+           '-- Train / Label / Serve / ForgetUser ----------+-> replica step [ModelReplica]
                -> the user's replica key ------------------'   (one key per worker) -> output
 
 Item knowledge is replicated: each worker holds one :class:`~operators.replica.ModelReplica`

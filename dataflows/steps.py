@@ -14,9 +14,10 @@ Each logic holds one key's state from ``operators`` and adds only what the runti
   timestamps, never ``seq``.
 * compact snapshots (the engine states' own, plus the gate's);
 * processing-time timers of the live job (:class:`Timers`): a user's open window closes after
-  ``close_after_idle``, a forget_user's guard ends after ``forget_guard``, idle users are
-  dropped (and their replica told, :class:`~operators.messages.Expire`, so that it drops the
-  list it kept for them). Replays run without them.
+  ``close_after_idle``, an idle user's list is served again on the ``refresh`` schedule
+  (:func:`~operators.windows.next_refresh`), a forget_user's guard ends after ``forget_guard``,
+  idle users are dropped (and their replica told with a :class:`~operators.messages.ForgetUser`,
+  so that it drops the list it kept for them and emits a tombstone). Replays run without them.
 * small per-user objects: :class:`UserLogic` has ``__slots__``, as have the gate and state it
   holds (a live job holds one of each per user).
 """
@@ -40,7 +41,6 @@ from operators.engine_config import EngineConfig
 from operators.intake import Admitted, DeadLetter
 from operators.item_model import Observation
 from operators.messages import (
-    Expire,
     ForgetUser,
     Recommendation,
     ReplicaMessage,
@@ -50,7 +50,15 @@ from operators.messages import (
 from operators.quality import QualityRecord
 from operators.replica import ModelReplica, ReplicaSnapshot
 from operators.user_state import UserSnapshot, UserState
-from operators.windows import Dropped, Forget, GateSettings, GateSnapshot, Learn, UserGate
+from operators.windows import (
+    Dropped,
+    Forget,
+    GateSettings,
+    GateSnapshot,
+    Learn,
+    UserGate,
+    next_refresh,
+)
 from operators.windows import Serve as Close
 
 #: ``seq`` of windows closed at the end of the input or by a timer: after every input position.
@@ -101,6 +109,8 @@ class Timers:
     close_after_idle: timedelta | None
     user_expire: timedelta | None
     forget_guard: timedelta | None = None
+    #: The first span of an idle user's refreshes (see :func:`~operators.windows.next_refresh`).
+    refresh: timedelta | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Timers:
@@ -111,13 +121,14 @@ class Timers:
             span(config.window.close_after_idle_s),
             span(config.state.user_idle_expire_s),
             span(config.privacy.forget_guard_s),
+            span(config.window.refresh_idle_s),
         )
 
     @property
     def any(self) -> bool:
         return any(
             span is not None
-            for span in (self.close_after_idle, self.user_expire, self.forget_guard)
+            for span in (self.close_after_idle, self.user_expire, self.forget_guard, self.refresh)
         )
 
 
@@ -134,8 +145,16 @@ def _after(start: datetime | None, span: timedelta | None) -> datetime | None:
 
 
 #: (gate, user state or None, processing time of the last event as a POSIX timestamp or None,
-#: the user's last ``seq``).
-UserLogicSnapshot = tuple[GateSnapshot, UserSnapshot | None, float | None, int]
+#: the user's last ``seq``, processing time of the last list a timer served since that event).
+UserLogicSnapshot = tuple[GateSnapshot, UserSnapshot | None, float | None, int, float | None]
+
+
+def _posix(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _moment(posix: float | None) -> datetime | None:
+    return None if posix is None else datetime.fromtimestamp(posix, UTC)
 
 
 class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogicSnapshot]):
@@ -143,6 +162,7 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
 
     __slots__ = (
         "_engine",
+        "_listed",
         "_replica",
         "_replicas",
         "_seq",
@@ -174,15 +194,18 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         self.gate = UserGate()
         self.state: UserState | None = None
         self._touched: datetime | None = None
+        #: When a timer last served the user a list (None: not since their last event).
+        self._listed: datetime | None = None
         #: The highest ``seq`` sent for the user (see the module docstring).
         self._seq = 0
         if resume is not None:
-            # Stores written before ``seq`` was kept hold three fields.
-            gate, state, touched, *seq = resume
-            self._seq = seq[0] if seq else 0
+            # Stores written before ``seq`` and the refreshes were kept hold three or four fields.
+            gate, state, touched, *rest = resume
+            self._seq = rest[0] if rest else 0
+            self._listed = _moment(rest[1]) if len(rest) > 1 else None
             self.gate = UserGate.restore(gate)
             self.state = None if state is None else UserState.restore(state)
-            self._touched = None if touched is None else datetime.fromtimestamp(touched, UTC)
+            self._touched = _moment(touched)
 
     def on_batch(self, values: list[Admitted]) -> tuple[Iterable[UserOutput | DeadLetter], bool]:
         out: list[UserOutput | DeadLetter] = []
@@ -198,6 +221,7 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
                     out.append(self._process(self._seq, result, received))
         if self._timers.any:
             self._touched = _now()
+            self._listed = None
         return out, self._is_empty()
 
     def _process(
@@ -235,15 +259,20 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
     def on_notify(self) -> tuple[Iterable[UserOutput], bool]:
         now = _now()
         expiry = _after(self._touched, self._timers.user_expire)
-        closing = _after(self._touched, self._timers.close_after_idle)
+        closing = self._closing_at()
         guard = _after(self._touched, self._timers.forget_guard)
+        refresh = self._refresh_at()
         out = []
         expired = expiry is not None and expiry <= now
+        # Lists are sent right after the user's last event in input order.
         if expired or (closing is not None and closing <= now):
-            # Right after the user's last event in input order.
             out = [self._process(self._seq, window) for window in self.gate.flush()]
+        elif refresh is not None and refresh <= now:
+            out = [self._process(self._seq, Close())]
+        if out:
+            self._listed = now
         if expired and self.state is not None:
-            expire = [Expire(self.state.user_id)]
+            expire = [ForgetUser(self.state.user_id, self.state.last_ts)]
             out.append(UserOutput(self._seq, self._replica, expire, 0, 0, users=-1))
         if guard is not None and guard <= now:
             self.gate.end_forget_guard()
@@ -255,17 +284,30 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         return out, self._is_empty()
 
     def notify_at(self) -> datetime | None:
-        closing = guard = None
-        if self.gate.has_open_window:
-            closing = _after(self._touched, self._timers.close_after_idle)
+        guard = None
         if self.gate.guards_forget:
             guard = _after(self._touched, self._timers.forget_guard)
-        return _soonest(closing, guard, _after(self._touched, self._timers.user_expire))
+        expiry = _after(self._touched, self._timers.user_expire)
+        return _soonest(self._closing_at(), guard, expiry, self._refresh_at())
+
+    def _closing_at(self) -> datetime | None:
+        """When the open window closes (None: none is open)."""
+        if not self.gate.has_open_window:
+            return None
+        return _after(self._touched, self._timers.close_after_idle)
+
+    def _refresh_at(self) -> datetime | None:
+        """When the idle user's list is next served again (None: no refresh is due, as their
+        window is open or they have no state)."""
+        first, touched = self._timers.refresh, self._touched
+        if first is None or touched is None or self.state is None or self.gate.has_open_window:
+            return None
+        idle = timedelta(0) if self._listed is None else self._listed - touched
+        return touched + next_refresh(idle, first)
 
     def snapshot(self) -> UserLogicSnapshot:
-        touched = None if self._touched is None else self._touched.timestamp()
         state = None if self.state is None else self.state.snapshot()
-        return self.gate.snapshot(), state, touched, self._seq
+        return self.gate.snapshot(), state, _posix(self._touched), self._seq, _posix(self._listed)
 
 
 class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Output | QualityRecord], ReplicaSnapshot]):

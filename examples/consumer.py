@@ -5,7 +5,8 @@ store. The three rules of the output topic (key = user id, value = the list as J
 
 1. keep a list only if its ``version`` is above the one held for that user: delivery is
    at-least-once, so after a restart of the job lists come again with versions already seen;
-2. a null value (a tombstone) means the user was forgotten: delete what you hold;
+2. a null value (a tombstone) means the user was forgotten or their state expired: delete what
+   you hold;
 3. after a tombstone the user's versions start again at 1.
 
     python examples/consumer.py localhost:9092 streamrec.recommendations my-service
@@ -47,7 +48,7 @@ def run(consumer: Consumer, latest: dict[str, dict], idle_polls: int | None = No
             continue
         if apply(latest, message.key(), message.value()):
             user_id = message.key().decode()
-            print(user_id, latest.get(user_id, "forgotten"))
+            print(user_id, latest.get(user_id, "no list"))
 
 
 def main(brokers: str, topic: str, group: str) -> None:

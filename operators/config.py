@@ -182,6 +182,7 @@ class WindowConfig:
     length_s: float = field(default=1.0, metadata=_at_least(0))
     allowed_lateness_s: float = field(default=3600.0, metadata=_at_least(0))
     close_after_idle_s: float | None = field(default=60.0, metadata=_above(0))
+    refresh_idle_s: float | None = field(default=_DAY_S, metadata=_above(0))
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class StateConfig:
     """Processing-time expiry of idle users in the live job (null keeps them). Items expire in
     event time inside the model replicas (``engine.item_idle_ms``)."""
 
-    user_idle_expire_s: float | None = field(default=30 * _DAY_S, metadata=_above(0))
+    user_idle_expire_s: float | None = field(default=365 * _DAY_S, metadata=_above(0))
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,7 @@ class Config:
             input=FileEndpoint(str(events)),
             output=None if out is None else FileEndpoint(str(out)),
             dead_letter=None if dead_letter is None else FileEndpoint(str(dead_letter)),
-            window=dataclasses.replace(self.window, close_after_idle_s=None),
+            window=dataclasses.replace(self.window, close_after_idle_s=None, refresh_idle_s=None),
             state=StateConfig(user_idle_expire_s=None),
             privacy=dataclasses.replace(self.privacy, forget_guard_s=None),
         )

@@ -4,7 +4,7 @@ For each accepted event the user step sends, in this order: maybe a training req
 (:class:`Train` when the event opens the user's window, :class:`Label` when it adds a new item
 to an open one), the event's :class:`~operators.item_model.Observation`, and a :class:`Serve`
 when the window closes with it. A window closed later sends a :class:`Serve` alone, a
-``forget_user`` event a :class:`ForgetUser`, and a user whose state expires an :class:`Expire`.
+``forget_user`` event or a user whose state expires a :class:`ForgetUser`.
 Observations go to every replica (each keeps a full copy of the item knowledge); the other
 messages go to the user's own replica, which answers a :class:`Serve` with a
 :class:`Recommendation` and a :class:`ForgetUser` with a :class:`Tombstone`.
@@ -62,23 +62,18 @@ class Serve:
 
 @dataclass(slots=True)
 class ForgetUser:
-    """The user's state was deleted: drop their open list and answer with a tombstone."""
+    """The user's state was deleted (``forget_user``, or expiry after being idle in a live job):
+    drop their open list and answer with a tombstone. After an expiry the tombstone matters
+    too: the user's next list starts again at version 1, which a consumer holding their last
+    list would otherwise drop as a repeat."""
 
     user_id: str
+    #: The forget's timestamp, or the expired user's last event time.
     as_of: int
 
 
-@dataclass(slots=True)
-class Expire:
-    """The user's state expired after being idle (a live job's timer): drop the list kept to
-    train on, which only the user's next event would use, instead of holding it until
-    ``open_lists`` newer ones push it out. Nothing is emitted: the user's last list stays."""
-
-    user_id: str
-
-
 #: What the user step sends a replica.
-ReplicaMessage = Train | Label | Observation | Serve | ForgetUser | Expire
+ReplicaMessage = Train | Label | Observation | Serve | ForgetUser
 
 
 @dataclass(slots=True)

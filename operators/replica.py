@@ -16,7 +16,7 @@ is the rolling hit rate of the lists this replica handed out, at no more cost th
 ``k`` rows.
 
 Kept lists are transient: at most ``open_lists`` (the least recently kept dropped first, and a
-user's at once when the user expires, :class:`~operators.messages.Expire`), and
+user's at once when the user is forgotten or expires, :class:`~operators.messages.ForgetUser`), and
 not part of the snapshot, which stays the size of the item model however many users there are.
 The price: after a restart a user's first window trains on a list built again, so lists
 repeated after a crash keep their (user, version) but their scores may differ slightly.
@@ -53,7 +53,6 @@ from operators.features import (
 )
 from operators.item_model import ItemModel, ItemModelSnapshot, Observation
 from operators.messages import (
-    Expire,
     Label,
     Recommendation,
     ReplicaMessage,
@@ -112,8 +111,6 @@ class ModelReplica:
             self._learn(message.user_id, message.item_id)
         elif isinstance(message, Serve):
             return self.serve(message)[0]
-        elif isinstance(message, Expire):
-            self.open.pop(message.user_id, None)
         else:
             self.open.pop(message.user_id, None)
             return Tombstone(message.user_id, message.as_of)

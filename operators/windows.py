@@ -34,7 +34,12 @@ Closing on the user's next event keeps the result a function of the event stream
 replay is reproducible and equals the sequential engine, and the list is as fresh as possible
 when the user is back. A live user who stops interacting would however wait for their list, so
 the live dataflow also closes a window after ``window.close_after_idle_s`` of processing time
-without events of that user; replays leave that off.
+without events of that user; replays leave that off. A user who stays away would then find a
+list made when they left, from what the models knew then, so the live job also serves an idle
+user's list again (``window.refresh_idle_s``) on the schedule :func:`next_refresh` gives: the
+first refresh that long after their last event, then twice, four times... as long after it,
+until the user's state expires. A user back after ``d`` (at least the first span) finds a list
+made at most ``d / 2`` before, at the cost of a handful of lists per absence.
 
 >>> from operators.events import Event
 >>> settings = GateSettings(length_ms=60_000, allowed_lateness_ms=60_000, ids_per_user=100)
@@ -59,7 +64,9 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from hashlib import blake2b
+from typing import TypeVar
 
 from operators.events import Event
 
@@ -134,6 +141,23 @@ class Dropped:
 
 
 GateOutput = Learn | Serve | Forget | Dropped
+
+
+Span = TypeVar("Span", int, float, timedelta)
+
+
+def next_refresh(idle: Span, first: Span) -> Span:
+    """How long after a user's last event their list is next served again, when the latest one
+    was served ``idle`` after it: the first of ``first``, ``2 * first``, ``4 * first``... that
+    is later than ``idle``. Live, in processing time; the evaluator's twin, in event time.
+
+    >>> [next_refresh(idle, 24) for idle in (0, 1, 24, 47, 48, 100)]
+    [24, 24, 48, 48, 96, 192]
+    """
+    span = first
+    while span <= idle:
+        span *= 2
+    return span
 
 
 def _seconds(ms: int) -> str:

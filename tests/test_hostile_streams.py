@@ -80,7 +80,7 @@ def test_a_burst_of_100000_events_for_one_user_stays_within_its_bound(clock: Clo
         out, discard = logic.on_batch(batch)
         assert not discard and all(isinstance(output, UserOutput) for output in out)
         sizes.append(len(pickle.dumps(logic.snapshot())))
-    gate, state, _touched, _seq = logic.snapshot()
+    gate, state, _touched, _seq, _listed = logic.snapshot()
     assert state is not None
     _user, history, seen, *_ = state
     ids = gate[2]

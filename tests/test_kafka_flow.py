@@ -143,3 +143,46 @@ def test_the_job_commits_what_it_processed_to_its_consumer_group(
         consumer.close()
     assert sum(ends.values()) == 41
     assert committed == ends, "the group's committed offsets are not the topic's end"
+
+
+def test_an_idle_users_list_is_refreshed_then_tombstoned_at_expiry_and_restarts_at_version_1(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    events, out, dead = kafka_topic(), kafka_topic(), kafka_topic()
+    # Served 1 s after dana's last event, refreshed 2 and 4 s after it, expired at 6 s.
+    config = write_config(
+        tmp_path / "config.yaml",
+        kafka_bootstrap,
+        events,
+        out,
+        dead,
+        tail=True,
+        close_after_idle_s=1.0,
+        overrides={"window": {"refresh_idle_s": 1.0}, "state": {"user_idle_expire_s": 6.0}},
+    )
+    log = tmp_path / "job.log"
+    job = start_job(config, log, "--recovery-dir", str(tmp_path / "recovery"))
+    lists = GroupReader(kafka_bootstrap, out)
+
+    def dana(records: list[Record]) -> list[int | None]:
+        """Dana's versions in order, None for a tombstone."""
+        return [
+            None if record.value is None else record.json()["version"]
+            for record in records
+            if record.key == b"dana"
+        ]
+
+    try:
+        produce(kafka_bootstrap, events, [event("dana", "lamp", T0)])
+        lists.read_until(lambda records: None in dana(records), TIMEOUT_S, "dana's tombstone")
+        produce(kafka_bootstrap, events, [event("dana", "bulb", T0 + MINUTE)])
+        lists.read_until(lambda records: dana(records)[-1] == 1, TIMEOUT_S, "dana's new list")
+        assert job.poll() is None, f"the job stopped:\n{tail(log)}"
+    finally:
+        stop(job)
+        lists.close()
+
+    assert dana(lists.records)[:5] == [1, 2, 3, None, 1]
+    mine = [record for record in lists.records if record.key == b"dana"]
+    assert {record.json()["as_of"] for record in mine[:3]} == {T0}, "the same history, again"
+    assert mine[4].json()["as_of"] == T0 + MINUTE

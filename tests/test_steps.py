@@ -3,6 +3,7 @@ step's input order."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -17,8 +18,10 @@ from operators.intake import Admitted, DeadLetter, Origin
 from operators.item_model import Observation
 from operators.messages import (
     ForgetUser,
+    Recommendation,
     ReplicaMessage,
     Serve,
+    Tombstone,
     Train,
 )
 from operators.replica import ModelReplica
@@ -29,6 +32,7 @@ T0 = 1_700_000_000_000
 ENGINE = EngineConfig(dimensions=4)
 LIVE = Timers(timedelta(seconds=60), timedelta(days=30))
 REPLAY = Timers(None, None)
+REFRESHING = dataclasses.replace(LIVE, refresh=timedelta(days=1))
 WINDOW = GateSettings(length_ms=600_000)
 
 
@@ -65,26 +69,63 @@ def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
 
     clock.now = START + timedelta(days=30, seconds=1)
     (expired,), discard = logic.on_notify()
-    assert kinds([expired]) == [(0, ["Expire"])] and expired.users == -1, "the user leaves"
+    assert kinds([expired]) == [(0, ["ForgetUser"])] and expired.users == -1, "the user leaves"
     assert discard
 
 
-def test_an_expired_user_leaves_no_kept_list_in_the_replica(clock: Clock) -> None:
+def test_an_idle_users_list_is_served_again_after_one_two_four_days_until_expiry(
+    clock: Clock,
+) -> None:
+    logic = UserLogic(ENGINE, WINDOW, REFRESHING, None)
+    logic.on_batch([admitted(0, "a", 0)])
+    versions = []
+    moments = []
+    while (due := logic.notify_at()) is not None:
+        clock.now = due
+        out, discard = logic.on_notify()
+        moments.append(due - START)
+        versions += [m.version for output in out for m in output.messages if isinstance(m, Serve)]
+        if discard:
+            break
+    days = [timedelta(days=n) for n in (1, 2, 4, 8, 16)]
+    assert moments == [timedelta(seconds=60), *days, timedelta(days=30)]
+    assert versions == [1, 2, 3, 4, 5, 6], "the close, then five refreshes, each a new version"
+
+    clock.now = START
+    again = UserLogic(ENGINE, WINDOW, REFRESHING, None)
+    again.on_batch([admitted(0, "a", 0)])
+    clock.now = START + timedelta(seconds=60)
+    again.on_notify()
+    clock.now = START + timedelta(days=1)
+    again.on_notify()
+    restored = UserLogic(ENGINE, WINDOW, REFRESHING, again.snapshot())
+    assert restored.notify_at() == START + timedelta(days=2), "the schedule survives a restart"
+    clock.now = START + timedelta(days=1, hours=1)
+    restored.on_batch([admitted(1, "b", 0)])
+    assert restored.notify_at() == clock.now + timedelta(seconds=60), "an event starts it afresh"
+
+
+def test_an_expired_user_gets_a_tombstone_and_leaves_no_kept_list_in_the_replica(
+    clock: Clock,
+) -> None:
     logic = UserLogic(ENGINE, WINDOW, LIVE, None)
     replica = ModelReplica(ENGINE)
 
-    def send(outputs: Iterable[object]) -> None:
+    def send(outputs: Iterable[object]) -> list[Recommendation | Tombstone]:
+        emitted = []
         for output in outputs:
             assert isinstance(output, UserOutput)
             for message in output.messages:
-                replica.on_message(message)
+                if (answer := replica.on_message(message)) is not None:
+                    emitted.append(answer)
+        return emitted
 
     send(logic.on_batch([admitted(0, "a", 0), admitted(1, "b", 1)])[0])
     clock.now = START + timedelta(seconds=61)
     send(logic.on_notify()[0])
     assert "u1" in replica.open, "the served list is kept to train on"
     clock.now = START + timedelta(days=30, seconds=1)
-    send(logic.on_notify()[0])
+    assert send(logic.on_notify()[0]) == [Tombstone("u1", T0 + 60_000)]
     assert "u1" not in replica.open
 
 

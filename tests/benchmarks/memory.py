@@ -16,7 +16,7 @@ model. The bytes per user are the slope between two runs (``streamrec bench`` ru
 and ``N / 2`` side by side).
 
 ``idle``: RSS twice a second while users come once (four events a second apart, every list
-served) and go idle, with ``--expiry-s`` (none: the default 30 days); the slope of the second
+served) and go idle, with ``--expiry-s`` (none: the default 365 days); the slope of the second
 half is what a live job gains per minute once expiry keeps up (``streamrec bench`` runs it with
 expiry after 2 s and without, side by side).
 

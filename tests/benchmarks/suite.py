@@ -200,7 +200,7 @@ def _kafka_parts(
                 {},
             ) as (no_expiry, _),
         ):
-            jobs = {"users expire after 2 s idle": expiry, "no expiry (30 days)": no_expiry}
+            jobs = {"users expire after 2 s idle": expiry, "no expiry (365 days)": no_expiry}
             stream = kafka_e2e.one_time_users(scale.idle_rate, scale.idle_s)
             series = kafka_e2e.rss_while_users_go_idle(
                 kafka.bootstrap, shared.events, stream, scale.idle_rate, jobs
