@@ -185,7 +185,7 @@ streamrec generate --shape drift drift.jsonl
 streamrec evaluate retail.jsonl.gz --baselines --ablation --plot hr.png
 streamrec evaluate drift.jsonl --baselines --plot hr.png --mark 1705363200000=drift
 streamrec evaluate retail.jsonl.gz --recs recs.jsonl   # lists written by streamrec replay
-streamrec evaluate retail.jsonl.gz --baselines --stale-after 60   # lists as a live job holds them
+streamrec evaluate retail.jsonl.gz --baselines --live   # lists as the live job serves them
 """,
         progress=True,
     )
@@ -206,11 +206,11 @@ streamrec evaluate retail.jsonl.gz --baselines --stale-after 60   # lists as a l
     )
     sub.add_argument("--warm-start", help="start streamrec from this pretrained state")
     sub.add_argument(
-        "--stale-after",
-        type=float,
-        metavar="SECONDS",
-        help="score a user idle this long against the list they had then, as a live job serves "
-        "it (window.close_after_idle_s), not one made when they return",
+        "--live",
+        action="store_true",
+        help="score a returning user against the list a live job run with this config holds "
+        "(served when they went idle, refreshed while away: window.close_after_idle_s, "
+        "window.refresh_idle_s, state.user_idle_expire_s), not one made when they return",
     )
 
     sub = command(

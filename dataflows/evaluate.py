@@ -20,7 +20,10 @@ every variant (the first of each history length pays for the counting they share
 
 The engine runs with the config's ``engine`` section and gate (``-c``), its lists made ``--k``
 long. ``--recs`` scores lists the dataflow emitted (``streamrec replay --out``) instead of
-running the engine; ``--plot`` draws every model's sliding-window hit rate over time.
+running the engine; ``--plot`` draws every model's sliding-window hit rate over time. ``--live``
+scores every model with the lists a live job run with that config holds for idle users (its
+``window.close_after_idle_s``, ``window.refresh_idle_s`` and ``state.user_idle_expire_s``, see
+:class:`operators.evaluation.LiveTiming`) instead of lists made when a user returns.
 
 >>> names = [model.name for model in make_baselines()]
 >>> [name for name in names if not name.startswith("covisitation_")] == [
@@ -56,6 +59,7 @@ from operators.evaluation import (
     COLD_EVENTS,
     Curve,
     EmittedFormatError,
+    LiveTiming,
     OnlineRecommender,
     Report,
     prequential,
@@ -272,12 +276,12 @@ def _plot(
     events: Path,
     path: Path,
     marks: list[tuple[int, str]],
-    stale_after: float | None,
+    live: bool,
 ) -> None:
     """One line per report, labelled with its overall HR@k, legend beside the axes, best first
     within each section; a curve is broken where no target came for long (the points would
     otherwise join across the gap as if it had been measured); each of ``marks`` (a drift, a
-    change to the model) is a labelled vertical line. The title names ``--stale-after``."""
+    change to the model) is a labelled vertical line. The title names ``--live``."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import PercentFormatter
 
@@ -315,7 +319,7 @@ def _plot(
     targets = next(iter(sections["streamrec"].values())).targets
     axes.set_title(
         f"HR@{k} over event time: {events.name}, {targets:,} targets"
-        f"{'' if stale_after is None else f', lists held after {stale_after:g} s idle'}\n"
+        f"{', lists as the live job serves them' if live else ''}\n"
         f"share of each model's last {CURVE.window:,} targets in its top {k}, one point per "
         f"{CURVE.every:,} targets",
         loc="left",
@@ -406,14 +410,28 @@ def pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_timing(config: Config) -> LiveTiming:
+    """The live job's timers of ``config``, in event-time milliseconds."""
+
+    def ms(seconds: float | None) -> int | None:
+        return None if seconds is None else round(seconds * 1000)
+
+    close = ms(config.window.close_after_idle_s)
+    if close is None:
+        raise UsageError(
+            "--live scores the lists a live job serves once a user is idle, but the config's "
+            "window.close_after_idle_s is null: set it (the default is 60)"
+        )
+    return LiveTiming(close, ms(config.window.refresh_idle_s), ms(config.state.user_idle_expire_s))
+
+
 def main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1, got {args.k}")
-    if args.stale_after is not None and not args.stale_after > 0:
-        raise UsageError(f"--stale-after must be above 0 seconds, got {args.stale_after}")
     plt = _pyplot() if args.plot else None
     marks = [parse_mark(text) for text in args.mark or ()]
     config = load_config_or_stop(args.config)
+    live = _live_timing(config) if args.live else None
     emitted = None
     if args.recs is not None:
         recs = Path(args.recs)
@@ -451,7 +469,7 @@ def main(args: argparse.Namespace) -> int:
                 progress=lambda done, _total: shown.update(done - shown.n),
                 progress_every=1_000,
                 known=None if warm is None else warm.seen_items(),
-                stale_after_ms=None if args.stale_after is None else round(args.stale_after * 1000),
+                live=live,
             )
     except EmittedFormatError as error:
         raise UsageError(f"{args.recs}: {error}") from None
@@ -486,5 +504,5 @@ def main(args: argparse.Namespace) -> int:
         if variant is not None:
             print(f"baselines/covisitation is the best of its grid: {variant}")
     if plt is not None:
-        _plot(plt, sections, args.k, Path(args.events), Path(args.plot), marks, args.stale_after)
+        _plot(plt, sections, args.k, Path(args.events), Path(args.plot), marks, args.live)
     return 0

@@ -102,6 +102,22 @@ class Engine:
             for _ in gate.close_before(ts, self.gate):
                 self._serve(user_id)
 
+    def on_idle(self, user_id: str) -> None:
+        """Serve the user a fresh list now, as the live job's timers do while the user is idle:
+        their open window closes, or their list is refreshed."""
+        self._unserved_warm.discard(user_id)
+        gate = self.gates.get(user_id)
+        if gate is not None:
+            gate.flush()
+        if user_id in self.users:
+            self._serve(user_id)
+
+    def expire(self, user_id: str) -> None:
+        """Drop everything of the user, as the live job does once their state expires (its
+        tombstone leaves them no list; their next event starts them afresh)."""
+        self.gates.pop(user_id, None)
+        self._drop(user_id, 0)
+
     def flush(self) -> None:
         """Close every open window (end of input)."""
         for user_id, gate in self.gates.items():
@@ -149,6 +165,10 @@ class Engine:
             self.replica.on_message(message)
 
     def _forget(self, event: Event) -> None:
-        self.users.pop(event.user_id, None)
-        self.replica.on_message(ForgetUser(event.user_id, event.ts))
-        self.served.pop(event.user_id, None)
+        self._drop(event.user_id, event.ts)
+
+    def _drop(self, user_id: str, as_of: int) -> None:
+        self._unserved_warm.discard(user_id)
+        self.users.pop(user_id, None)
+        self.replica.on_message(ForgetUser(user_id, as_of))
+        self.served.pop(user_id, None)

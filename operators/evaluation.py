@@ -73,18 +73,25 @@ is no target (already bought). NDCG averages the three baskets: (0 + 0 + 1) / 3.
 five earlier events, so every target is cold.
 
 By default a returning user's list is asked for when they return, made from all that was
-learned until then. A live job cannot do that: it emits a list when the user's window closes,
-at the latest ``window.close_after_idle_s`` after their last event, and the user finds that list
-when they come back. ``stale_after_ms`` scores live models that way: a user idle that long keeps
-the list they had then, asked for at that moment, until their next event. Ann comes back at
-10 for jam, which Bob and Cyd bought while she was away: asked for at 10, her list holds it;
-held from 3, when she had been idle for 2 ms, it is empty:
+learned until then. A live job cannot do that: it serves a list when the user's window closes,
+``window.close_after_idle_s`` after their last event, serves it again while they stay away
+(``window.refresh_idle_s``, :func:`~operators.windows.next_refresh`) until their state expires
+(``state.user_idle_expire_s``: a tombstone), and the user finds the latest of those lists when
+they come back. :class:`LiveTiming` scores models that way, in event time: a user's list is
+asked for at each of those moments and held until their next event (a model may define
+``on_idle(user_id)``, called first: the engine serves the user a fresh list there, as the job's
+timers do; and ``expire(user_id)``, called at the expiry, when the job writes a tombstone and
+the user holds no list: the engine drops the user's state).
+
+Ann comes back at 10 for jam, which Bob and Cyd bought while she was away: asked for at 10, her
+list holds it; held from 3, when she had been idle for 2 ms, it is empty;
+refreshed 8 ms after her tea, it holds it again:
 
 >>> away = [Event("ann", "tea", 1, "purchase"), Event("bob", "jam", 5, "purchase"),
 ...         Event("cyd", "jam", 6, "purchase"), Event("ann", "jam", 10, "purchase")]
->>> [prequential(away, [Popular()], k=1, stale_after_ms=idle)["popular"].hits
-...  for idle in (None, 2)]
-[1, 0]
+>>> [prequential(away, [Popular()], k=1, live=timing)["popular"].hits
+...  for timing in (None, LiveTiming(2), LiveTiming(2, refresh_ms=8))]
+[1, 0, 1]
 """
 
 from __future__ import annotations
@@ -102,6 +109,7 @@ from typing import Protocol
 import orjson
 
 from operators.events import Event
+from operators.windows import next_refresh
 
 #: Users with fewer earlier events than this are cold (``hr@k_cold``).
 COLD_EVENTS = 5
@@ -110,9 +118,10 @@ COLD_EVENTS = 5
 class OnlineRecommender(Protocol):
     """A model that learns one event at a time and hands out top-``k`` lists of item ids.
 
-    Optional, found by name: ``catch_up(user_id, ts)``, called before each list, and
-    ``candidate_items(user_id) -> list[str]``, the items the user's current list was ranked
-    from (for ``candidate_recall``).
+    Optional, found by name: ``catch_up(user_id, ts)``, called before each list asked for at a
+    basket; ``on_idle(user_id)`` and ``expire(user_id)`` under a :class:`LiveTiming` (see the
+    module docstring); ``candidate_items(user_id) -> list[str]``, the items the user's current
+    list was ranked from (for ``candidate_recall``).
     """
 
     name: str
@@ -120,6 +129,29 @@ class OnlineRecommender(Protocol):
     def learn(self, event: Event) -> None: ...
 
     def recommend(self, user_id: str, k: int) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTiming:
+    """When a live job serves an idle user's list, in event-time milliseconds after their last
+    event (the job's processing-time timers, see ``dataflows.steps.Timers``)."""
+
+    #: The user's open window closes: the first list of their absence.
+    close_after_idle_ms: int
+    #: The first span of the refreshes (:func:`~operators.windows.next_refresh`; None: none).
+    refresh_ms: int | None = None
+    #: The user's state expires: their list is dropped (None: never).
+    expire_ms: int | None = None
+
+    def after(self, idle_ms: int) -> int | None:
+        """When the next list is due after one served ``idle_ms`` after the user's last event
+        (None: no more); the expiry, if due first, is one of those moments."""
+        if self.expire_ms is not None and idle_ms >= self.expire_ms:
+            return None
+        due = None if self.refresh_ms is None else next_refresh(idle_ms, self.refresh_ms)
+        if self.expire_ms is not None:
+            due = self.expire_ms if due is None else min(due, self.expire_ms)
+        return due
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,15 +311,15 @@ class _Scorer:
 
 class _Live:
     """Drives one model: times its calls and asks it for a list at each returning user's basket
-    (or, with ``stale_after_ms``, once the user has been idle that long; see the module
-    docstring).
+    (or, with a :class:`LiveTiming`, at the moments a live job serves an idle user's list; see
+    the module docstring).
 
     Its candidates are asked for after the list and left out of its time: only the evaluation
     needs them.
     """
 
     def __init__(
-        self, model: OnlineRecommender, scorer: _Scorer, stale_after_ms: int | None = None
+        self, model: OnlineRecommender, scorer: _Scorer, live: LiveTiming | None = None
     ) -> None:
         self.model = model
         self.scorer = scorer
@@ -299,24 +331,47 @@ class _Live:
         )
         if self._candidates is not None:
             scorer.report.candidate_hits = 0
-        self._stale_after_ms = stale_after_ms
-        #: When each user's list goes stale, and a heap of (that moment or an earlier one, user):
-        #: one entry per user, moved on when popped early, so it holds users, not events.
-        self._stale_at: dict[str, int] = {}
+        self._on_idle: Callable[[str], None] | None = getattr(model, "on_idle", None)
+        self._expire: Callable[[str], None] | None = getattr(model, "expire", None)
+        self._live = live
+        #: Each idle user's last event time, next due moment and the moment of their entry in
+        #: the heap of (moment, user), at or before the due one (moved on when popped early).
+        #: Entries of other moments are outdated (the user came back before one was due) and
+        #: skipped, so the heap holds about one entry per user, not per event.
+        self._idle: dict[str, tuple[int, int, int]] = {}
         self._due: list[tuple[int, str]] = []
-        #: The lists of users idle since they went stale, with their candidates.
+        #: The lists of idle users, held since the latest due moment, with their candidates.
         self._held: dict[str, tuple[list[str], Collection[str]]] = {}
 
     def advance(self, ts: int) -> None:
-        """Hold the lists of the users whose lists went stale before ``ts``."""
-        while self._due and self._due[0][0] < ts:
+        """Serve and hold the lists of the idle users due before ``ts``."""
+        live = self._live
+        while live is not None and self._due and self._due[0][0] < ts:
             due, user_id = heapq.heappop(self._due)
-            stale_at = self._stale_at[user_id]
-            if stale_at > due:
-                heapq.heappush(self._due, (stale_at, user_id))
+            idle_user = self._idle.get(user_id)
+            if idle_user is None or idle_user[2] != due:
+                continue
+            last, moment, _ = idle_user
+            if moment > due:
+                self._queue(user_id, last, moment)
+                continue
+            idle = moment - last
+            if idle == live.expire_ms:
+                # The job writes a tombstone: whatever the model, the user holds no list.
+                if self._expire is not None:
+                    self._expire(user_id)
+                self._held[user_id] = ([], ())
             else:
-                del self._stale_at[user_id]
-                self._held[user_id] = self._list(user_id, stale_at)
+                self._held[user_id] = self._list(user_id, moment, idle=True)
+            following = live.after(idle)
+            if following is None:
+                del self._idle[user_id]
+            else:
+                self._queue(user_id, last, last + following)
+
+    def _queue(self, user_id: str, last: int, moment: int) -> None:
+        self._idle[user_id] = (last, moment, moment)
+        heapq.heappush(self._due, (moment, user_id))
 
     def list_for(
         self, user_id: str, ts: int, returning: bool
@@ -329,9 +384,11 @@ class _Live:
         self.scorer.handed_out(ranked)
         return ranked, candidates
 
-    def _list(self, user_id: str, ts: int) -> tuple[list[str], Collection[str]]:
+    def _list(self, user_id: str, ts: int, idle: bool = False) -> tuple[list[str], Collection[str]]:
         started = time.perf_counter()
-        if self._catch_up is not None:
+        if idle and self._on_idle is not None:
+            self._on_idle(user_id)
+        elif self._catch_up is not None:
             self._catch_up(user_id, ts)
         ranked = self.model.recommend(user_id, self._k)
         self._seconds += time.perf_counter() - started
@@ -339,13 +396,15 @@ class _Live:
         return ranked, candidates
 
     def learn(self, event: Event) -> None:
-        if self._stale_after_ms is not None:
+        if self._live is not None:
             user_id = event.user_id
             self._held.pop(user_id, None)
-            stale_at = event.ts + self._stale_after_ms
-            if user_id not in self._stale_at:
-                heapq.heappush(self._due, (stale_at, user_id))
-            self._stale_at[user_id] = stale_at
+            moment = event.ts + self._live.close_after_idle_ms
+            idle_user = self._idle.get(user_id)
+            if idle_user is None or moment < idle_user[2]:
+                self._queue(user_id, event.ts, moment)
+            else:
+                self._idle[user_id] = (event.ts, moment, idle_user[2])
         started = time.perf_counter()
         self.model.learn(event)
         self._seconds += time.perf_counter() - started
@@ -403,15 +462,15 @@ def prequential(
     progress: Callable[[int, int], None] | None = None,
     progress_every: int = 50_000,
     known: Mapping[str, Collection[str]] | None = None,
-    stale_after_ms: int | None = None,
+    live: LiveTiming | None = None,
 ) -> dict[str, Report]:
     """Score every model (and the ``emitted`` lists, if given) in one pass; reports by name.
 
     ``progress(done, total)`` is called about every ``progress_every`` events. ``known`` holds
     the items each user interacted with before ``events`` (a warm start's history): they are no
     targets, and such a user's first basket is scored (a warm model has a list for it).
-    ``stale_after_ms``: a user idle longer keeps the list they had then (see the module
-    docstring); emitted lists are scored as they were emitted.
+    ``live``: score the lists a live job holds for idle users (see the module docstring);
+    emitted lists are scored as they were emitted.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -421,7 +480,7 @@ def prequential(
     for model in models:
         if any(driver.scorer.report.name == model.name for driver in drivers):
             raise ValueError(f"two models are named {model.name!r}")
-        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve), stale_after_ms))
+        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve), live))
     if emitted is not None:
         drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
 

@@ -11,6 +11,7 @@ from operators.engine import Engine
 from operators.engine_config import EngineConfig
 from operators.events import Event
 from operators.warm_start import WarmStart
+from operators.windows import GateSettings
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
@@ -143,3 +144,22 @@ def test_forget_user_drops_the_user() -> None:
     model.learn(Event(user, None, T0 + 10**9, "forget_user"))
     assert user not in model.users and model.recommend(user, 10) == []
     assert model.candidate_items(user) == []
+
+
+def test_an_idle_user_is_served_again_from_what_was_learned_since_then_expires() -> None:
+    model = Engine(EngineConfig(k=1, dimensions=4), GateSettings(length_ms=60_000))
+    model.learn(Event("ann", "tea", T0, "purchase"))
+    model.on_idle("ann")
+    first = model.latest("ann")
+    assert first is not None and first.version == 1 and first.items == []
+    for user in ("bob", "cyd"):
+        model.learn(Event(user, "tea", T0 + 60_000, "purchase"))
+        model.learn(Event(user, "jam", T0 + 60_000, "purchase"))
+    model.on_idle("ann")
+    refreshed = model.latest("ann")
+    assert refreshed is not None and refreshed.version == 2
+    assert model.recommend("ann", 1) == ["jam"], "learned while she was away"
+    model.expire("ann")
+    assert "ann" not in model.users and model.recommend("ann", 1) == []
+    model.learn(Event("ann", "cup", T0 + 10**9, "purchase"))
+    assert model.users["ann"].version == 0, "back after expiry: a new user"

@@ -157,13 +157,24 @@ def test_plot_without_matplotlib_is_one_readable_line(
         (["missing.jsonl"], "no such file or directory: missing.jsonl"),
         (["EVENTS", "--k", "0"], "--k must be at least 1, got 0"),
         (["EVENTS", "--recs", "missing.jsonl"], "no such file or directory: missing.jsonl"),
-        (["EVENTS", "--stale-after", "0"], "--stale-after must be above 0 seconds, got 0.0"),
+        (
+            ["EVENTS", "--live", "-c", "NO_CLOSE"],
+            "--live scores the lists a live job serves once a user is idle, but the config's "
+            "window.close_after_idle_s is null: set it (the default is 60)",
+        ),
     ],
 )
 def test_user_errors_are_one_line(
-    events: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    events: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
 ) -> None:
-    argv = [str(events) if arg == "EVENTS" else arg for arg in argv]
+    no_close = tmp_path / "no-close.yaml"
+    no_close.write_text("window:\n  close_after_idle_s: null\n")
+    paths = {"EVENTS": str(events), "NO_CLOSE": str(no_close)}
+    argv = [paths.get(arg, arg) for arg in argv]
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert err.strip().endswith(message)
@@ -201,24 +212,30 @@ def test_a_renamed_model_is_still_reported_as_streamrec(
     assert list(document["ablation"]) == list(evaluate.ABLATIONS)
 
 
-def test_stale_after_scores_a_returning_user_against_the_list_held_since_they_went_idle(
+def test_live_scores_a_returning_user_against_the_list_the_configs_timers_left_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    minute = 60_000
+    day = 86_400_000
     start = 1_700_000_000_000
-    rows = [("ann", "tea", 0), ("bob", "jam", 5), ("cyd", "jam", 6), ("ann", "jam", 10)]
+    rows = [("ann", "tea", 0), ("bob", "jam", 2), ("cyd", "jam", 3), ("ann", "jam", 5)]
     path = tmp_path / "away.jsonl"
     write_jsonl(
         path,
-        [Event(user, item, start + at * minute, "purchase").to_json() for user, item, at in rows],
+        [Event(user, item, start + at * day, "purchase").to_json() for user, item, at in rows],
     )
 
-    def popularity_hits(*options: str) -> int:
-        code, out, _ = run(capsys, str(path), "--k", "1", "--baselines", "--json", *options)
+    def popularity_hits(window: str, *options: str) -> int:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"window: {window}\n")
+        code, out, _ = run(
+            capsys, str(path), "-c", str(config), "--k", "1", "--baselines", "--json", *options
+        )
         assert code == 0
         return round(orjson.loads(out)["baselines"]["popularity"]["hr@1"] * 4)
 
-    # Asked for when ann returns, her list holds the jam bought while she was away; held since
-    # a minute after her tea, it does not.
-    assert popularity_hits() == 1
-    assert popularity_hits("--stale-after", "60") == 0
+    # Asked for when ann returns on day 5, her list holds the jam bought while she was away;
+    # served a minute after her tea and never again, it does not; refreshed after 4 days
+    # (2 and 4 days after her tea), it does again.
+    assert popularity_hits("{}") == 1
+    assert popularity_hits("{refresh_idle_s: null}", "--live") == 0
+    assert popularity_hits("{refresh_idle_s: 172800}", "--live") == 1

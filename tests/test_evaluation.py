@@ -15,6 +15,7 @@ from operators.evaluation import (
     Curve,
     EmittedFormatError,
     EmittedList,
+    LiveTiming,
     prequential,
     read_emitted,
 )
@@ -377,31 +378,74 @@ def test_read_emitted_parses_lists_and_tombstones() -> None:
         list(read_emitted([lines[0], b'{"items": []}']))
 
 
-def test_an_idle_users_list_is_asked_for_when_it_goes_stale_and_held_until_they_return() -> None:
-    model = CatchingUp(["b"])
-    stream = [buy("ann", "a", 1), buy("bob", "x", 5), buy("ann", "b", 9)]
-    report = prequential(stream, [model], stale_after_ms=3)[model.name]
+class Idling(CatchingUp):
+    """Records the live timing's calls too."""
+
+    def on_idle(self, user_id: str) -> None:
+        self.calls.append(("on_idle", user_id))
+
+    def expire(self, user_id: str) -> None:
+        self.calls.append(("expire", user_id))
+
+
+def test_an_idle_users_list_is_served_when_they_go_idle_refreshed_then_dropped_at_expiry() -> None:
+    model = Idling(["b"])
+    timing = LiveTiming(close_after_idle_ms=3, refresh_ms=10, expire_ms=25)
+    stream = [buy("ann", "a", 1), buy("bob", "x", 5), buy("ann", "b", 14), buy("bob", "b", 40)]
+    report = prequential(stream, [model], live=timing)[model.name]
     assert model.calls == [
         ("learn", "ann", "a"),
-        ("catch_up", "ann", 4),  # idle for 3 ms: her list is asked for then, and held
+        ("on_idle", "ann"),  # at 4: idle for 3 ms, her window closes; the list is held
         ("recommend", "ann"),
         ("learn", "bob", "x"),
-        ("catch_up", "bob", 8),
+        ("on_idle", "bob"),  # at 8
         ("recommend", "bob"),
-        ("learn", "ann", "b"),  # her basket at 9 is scored against the list held since 4
+        ("on_idle", "ann"),  # at 11: refreshed 10 ms after her last event
+        ("recommend", "ann"),
+        ("learn", "ann", "b"),  # her basket at 14 is scored against the list held since 11
+        ("on_idle", "bob"),  # at 15: 10 ms after his last event
+        ("recommend", "bob"),
+        ("on_idle", "ann"),  # at 17: 3 ms after her new last event (not 21: she came back)
+        ("recommend", "ann"),
+        ("on_idle", "ann"),  # at 24
+        ("recommend", "ann"),
+        ("on_idle", "bob"),  # at 25: 20 ms after
+        ("recommend", "bob"),
+        ("expire", "bob"),  # at 30: his state expires (before a refresh at 45)
+        ("on_idle", "ann"),  # at 34
+        ("recommend", "ann"),
+        ("expire", "ann"),  # at 39
+        ("learn", "bob", "b"),  # his basket at 40 misses: he holds no list, none is asked for
     ]
-    assert report.hits == 1
+    assert (report.hits, report.targets) == (1, 4), "the first baskets miss too"
 
 
 @settings(max_examples=50, deadline=None)
 @given(streams)
-def test_lists_that_never_go_stale_score_as_lists_asked_for_at_the_basket(
+def test_lists_never_idle_long_enough_score_as_lists_asked_for_at_the_basket(
     stream: list[Event],
 ) -> None:
     def engine() -> Engine:
         return Engine(EngineConfig(k=3), GateSettings(length_ms=5, allowed_lateness_ms=20))
 
     fresh = prequential(stream, [engine()], k=3)["streamrec"].metrics()
-    never_stale = prequential(stream, [engine()], k=3, stale_after_ms=100)["streamrec"].metrics()
-    del fresh["events_per_s"], never_stale["events_per_s"]
-    assert never_stale == fresh
+    timing = LiveTiming(close_after_idle_ms=100, refresh_ms=100, expire_ms=1000)
+    never_idle = prequential(stream, [engine()], k=3, live=timing)["streamrec"].metrics()
+    del fresh["events_per_s"], never_idle["events_per_s"]
+    assert never_idle == fresh
+
+
+def test_refreshed_lists_of_the_engine_hold_what_was_learned_while_the_user_was_away() -> None:
+    # Ann buys a, then is away while others buy a and b together; she comes back for b. Only
+    # her basket at 100 can be a hit: each of the others has a single basket.
+    others = [buy(f"u{n}", item, 10 + n) for n in range(20) for item in "ab"]
+    stream = [buy("ann", "a", 0), *others, buy("ann", "b", 100)]
+
+    def hits(timing: LiveTiming | None) -> int:
+        engine = Engine(EngineConfig(k=1), GateSettings(length_ms=1, allowed_lateness_ms=0))
+        return prequential(stream, [engine], k=1, live=timing)["streamrec"].hits
+
+    assert hits(LiveTiming(close_after_idle_ms=5)) == 0, "held since before anyone bought b"
+    assert hits(LiveTiming(close_after_idle_ms=5, refresh_ms=60)) == 1
+    assert hits(LiveTiming(close_after_idle_ms=5, refresh_ms=60, expire_ms=80)) == 0
+    assert hits(None) == 1
