@@ -470,6 +470,7 @@ def main(args: argparse.Namespace) -> int:
                 progress_every=1_000,
                 known=None if warm is None else warm.seen_items(),
                 live=live,
+                idle_since=None if warm is None else warm.last_event_times(),
             )
     except EmittedFormatError as error:
         raise UsageError(f"{args.recs}: {error}") from None

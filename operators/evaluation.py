@@ -153,6 +153,18 @@ class LiveTiming:
             due = self.expire_ms if due is None else min(due, self.expire_ms)
         return due
 
+    def latest(self, idle_ms: int) -> int:
+        """The last moment a list was due by ``idle_ms`` after the user's last event (the
+        window's close, if it is not due yet).
+
+        >>> LiveTiming(1, refresh_ms=10, expire_ms=100).latest(50)
+        40
+        """
+        moment = self.close_after_idle_ms
+        while (following := self.after(moment)) is not None and following <= idle_ms:
+            moment = following
+        return moment
+
 
 @dataclass(frozen=True, slots=True)
 class EmittedList:
@@ -369,6 +381,13 @@ class _Live:
             else:
                 self._queue(user_id, last, last + following)
 
+    def resume(self, idle_since: Mapping[str, int], start: int) -> None:
+        """Users idle since before the stream (a warm start) hold the list the job served them
+        last before ``start`` (made at ``start``: the model has not changed since)."""
+        if self._live is not None:
+            for user_id, last in idle_since.items():
+                self._queue(user_id, last, last + self._live.latest(start - last))
+
     def _queue(self, user_id: str, last: int, moment: int) -> None:
         self._idle[user_id] = (last, moment, moment)
         heapq.heappush(self._due, (moment, user_id))
@@ -463,6 +482,7 @@ def prequential(
     progress_every: int = 50_000,
     known: Mapping[str, Collection[str]] | None = None,
     live: LiveTiming | None = None,
+    idle_since: Mapping[str, int] | None = None,
 ) -> dict[str, Report]:
     """Score every model (and the ``emitted`` lists, if given) in one pass; reports by name.
 
@@ -470,7 +490,8 @@ def prequential(
     the items each user interacted with before ``events`` (a warm start's history): they are no
     targets, and such a user's first basket is scored (a warm model has a list for it).
     ``live``: score the lists a live job holds for idle users (see the module docstring);
-    emitted lists are scored as they were emitted.
+    emitted lists are scored as they were emitted. ``idle_since``: with ``live``, the last event
+    time of users idle since before ``events`` (a warm start's users).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -480,7 +501,10 @@ def prequential(
     for model in models:
         if any(driver.scorer.report.name == model.name for driver in drivers):
             raise ValueError(f"two models are named {model.name!r}")
-        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve), live))
+        driver = _Live(model, _Scorer(Report(model.name, k), curve), live)
+        if idle_since and ordered:
+            driver.resume(idle_since, ordered[0].ts)
+        drivers.append(driver)
     if emitted is not None:
         drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
 

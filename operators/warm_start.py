@@ -111,5 +111,9 @@ class WarmStart:
         """Each pretrained user's items (the evaluation leaves them out of the targets)."""
         return {user_id: state[2] for user_id, state in self.user_snapshots.items()}
 
+    def last_event_times(self) -> dict[str, int]:
+        """Each pretrained user's last event time."""
+        return {user_id: state[-1] for user_id, state in self.user_snapshots.items()}
+
     def users(self) -> dict[str, UserState]:
         return {user_id: UserState.restore(state) for user_id, state in self.user_snapshots.items()}

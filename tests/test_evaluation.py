@@ -449,3 +449,18 @@ def test_refreshed_lists_of_the_engine_hold_what_was_learned_while_the_user_was_
     assert hits(LiveTiming(close_after_idle_ms=5, refresh_ms=60)) == 1
     assert hits(LiveTiming(close_after_idle_ms=5, refresh_ms=60, expire_ms=80)) == 0
     assert hits(None) == 1
+
+
+def test_a_warm_user_holds_the_list_last_served_before_the_stream_under_the_live_timing() -> None:
+    model = Idling(["b"])
+    timing = LiveTiming(close_after_idle_ms=5, refresh_ms=10, expire_ms=1000)
+    stream = [buy("bob", "x", 90), buy("ann", "b", 100), buy("ann", "c", 500)]
+    prequential(stream, [model], live=timing, known={"ann": ["a"]}, idle_since={"ann": 0})
+    assert model.calls[:6] == [
+        ("on_idle", "ann"),  # at 80, the last refresh before the stream (10, 20, 40, 80)
+        ("recommend", "ann"),
+        ("learn", "bob", "x"),
+        ("on_idle", "bob"),  # at 95
+        ("recommend", "bob"),
+        ("learn", "ann", "b"),  # scored against the list held since 80: no catch_up for it
+    ]

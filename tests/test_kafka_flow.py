@@ -4,7 +4,7 @@ Prometheus metrics served, processed offsets committed to the job's consumer gro
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bytewax.testing import run_main
@@ -38,20 +38,27 @@ def _has_versions(wanted: dict[str, int]) -> Callable[[list[Record]], bool]:
     return done
 
 
+def _live_config(
+    tmp_path: Path,
+    bootstrap: str,
+    events: str,
+    out: str,
+    dead: str,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+) -> Path:
+    """A tailing job whose idle windows close after a second, as a live job's do."""
+    path = tmp_path / "config.yaml"
+    return write_config(
+        path, bootstrap, events, out, dead, tail=True, close_after_idle_s=1.0, overrides=overrides
+    )
+
+
 def test_lists_come_out_and_bad_input_is_dead_lettered_while_the_job_keeps_running(
     kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     events, out, dead = kafka_topic(partitions=2), kafka_topic(), kafka_topic()
     # A user's one-minute window is served when their next event comes or after a second idle.
-    config = write_config(
-        tmp_path / "config.yaml",
-        kafka_bootstrap,
-        events,
-        out,
-        dead,
-        tail=True,
-        close_after_idle_s=1.0,
-    )
+    config = _live_config(tmp_path, kafka_bootstrap, events, out, dead)
     log = tmp_path / "job.log"
     (port,) = free_ports(1)
     job = start_job(
@@ -150,16 +157,8 @@ def test_an_idle_users_list_is_refreshed_then_tombstoned_at_expiry_and_restarts_
 ) -> None:
     events, out, dead = kafka_topic(), kafka_topic(), kafka_topic()
     # Served 1 s after dana's last event, refreshed 2 and 4 s after it, expired at 6 s.
-    config = write_config(
-        tmp_path / "config.yaml",
-        kafka_bootstrap,
-        events,
-        out,
-        dead,
-        tail=True,
-        close_after_idle_s=1.0,
-        overrides={"window": {"refresh_idle_s": 1.0}, "state": {"user_idle_expire_s": 6.0}},
-    )
+    timers = {"window": {"refresh_idle_s": 1.0}, "state": {"user_idle_expire_s": 6.0}}
+    config = _live_config(tmp_path, kafka_bootstrap, events, out, dead, timers)
     log = tmp_path / "job.log"
     job = start_job(config, log, "--recovery-dir", str(tmp_path / "recovery"))
     lists = GroupReader(kafka_bootstrap, out)

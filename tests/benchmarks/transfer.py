@@ -3,10 +3,11 @@
 
 Splits a recorded stream (in time order) at the middle event, runs ``streamrec pretrain`` on the
 first half and ``streamrec evaluate SECOND --warm-start DIR --baselines --ablation --json`` on
-the second, and prints one markdown table: streamrec pretrained and learning online, the same
-frozen, from a cold start, and each ablation and baseline (the baselines start cold)::
+the second (``--live``: with ``--live`` too), and prints one markdown table: streamrec pretrained
+and learning online, the same frozen, from a cold start, and each ablation and baseline (the
+baselines start cold)::
 
-    .venv/bin/python tests/benchmarks/transfer.py /tmp/retail.jsonl.gz
+    .venv/bin/python tests/benchmarks/transfer.py /tmp/retail.jsonl.gz [--live]
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def split(path: Path, folder: Path) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("events", type=Path, help="a recorded stream (JSON Lines, optionally .gz)")
+    parser.add_argument(
+        "--live", action="store_true", help="score the lists the live job serves (evaluate --live)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
@@ -58,6 +62,7 @@ def main() -> None:
             "--baselines",
             "--ablation",
             "--json",
+            *(["--live"] if args.live else []),
         )
     document = orjson.loads(output)
     rows = [("streamrec, pretrained, learning online", document["streamrec"]["hr@10"])]
