@@ -28,6 +28,7 @@ user of the ``users`` stream and a long one (history 50, seen 1,000, 100 event i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import heapq
 import resource
@@ -163,7 +164,7 @@ def one_time_users(rate: float, seconds: float, per_user: int = 4) -> Iterator[E
 def idle_series(seconds: float, rate: float, expiry: timedelta | None) -> dict[str, Any]:
     """RSS twice a second while :func:`one_time_users` go through a live :class:`Job`."""
     defaults = Timers.from_config(load_config(None))
-    job = Job(Timers(defaults.close_after_idle, expiry, defaults.forget_guard), lambda _: True)
+    job = Job(dataclasses.replace(defaults, user_expire=expiry), lambda _: True)
     started = time.perf_counter()
     at, rss_mb = [], []
     for seq, event in enumerate(one_time_users(rate, seconds)):
