@@ -78,10 +78,16 @@ learned until then. A live job cannot do that: it serves a list when the user's 
 (``window.refresh_idle_s``, :func:`~operators.windows.next_refresh`) until their state expires
 (``state.user_idle_expire_s``: a tombstone), and the user finds the latest of those lists when
 they come back. :class:`LiveTiming` scores models that way, in event time: a user's list is
-asked for at each of those moments and held until their next event (a model may define
-``on_idle(user_id)``, called first: the engine serves the user a fresh list there, as the job's
-timers do; and ``expire(user_id)``, called at the expiry, when the job writes a tombstone and
-the user holds no list: the engine drops the user's state).
+asked for at the last of those moments before they come back and held until then (a model may
+define ``on_idle(user_id)``, called first: the engine serves the user a fresh list there, as
+the job's timers do; and ``expire(user_id)``, called at the expiry, when the job writes a
+tombstone and the user holds no list: the engine drops the user's state). The evaluator knows
+the stream, so it skips the lists a later one replaces before the user is back, and those of
+users who never come back: no basket is scored against them, and skipping them keeps ``--live``
+about as fast as lists made at the return. In the engine they would change only version numbers,
+which kept training lists are pushed out first, and when its batched embedding steps are
+applied (a list applies them first): Online Retail's HR@10 0.0312 with every list, 0.0313
+skipping them.
 
 Ann comes back at 10 for jam, which Bob and Cyd bought while she was away: asked for at 10, her
 list holds it; held from 3, when she had been idle for 2 ms, it is empty;
@@ -331,7 +337,11 @@ class _Live:
     """
 
     def __init__(
-        self, model: OnlineRecommender, scorer: _Scorer, live: LiveTiming | None = None
+        self,
+        model: OnlineRecommender,
+        scorer: _Scorer,
+        live: LiveTiming | None = None,
+        upcoming: Mapping[str, deque[int]] | None = None,
     ) -> None:
         self.model = model
         self.scorer = scorer
@@ -346,6 +356,8 @@ class _Live:
         self._on_idle: Callable[[str], None] | None = getattr(model, "on_idle", None)
         self._expire: Callable[[str], None] | None = getattr(model, "expire", None)
         self._live = live
+        #: Each user's events still to come (their times), to skip the lists nobody will see.
+        self._upcoming = upcoming or {}
         #: Each idle user's last event time, next due moment and the moment of their entry in
         #: the heap of (moment, user), at or before the due one (moved on when popped early).
         #: Entries of other moments are outdated (the user came back before one was due) and
@@ -367,26 +379,38 @@ class _Live:
             if moment > due:
                 self._queue(user_id, last, moment)
                 continue
+            comes_back = self._comes_back(user_id)
+            if comes_back is None:
+                # Nothing the user holds from now on is ever scored.
+                del self._idle[user_id]
+                continue
             idle = moment - last
+            following = live.after(idle)
             if idle == live.expire_ms:
                 # The job writes a tombstone: whatever the model, the user holds no list.
                 if self._expire is not None:
                     self._expire(user_id)
                 self._held[user_id] = ([], ())
-            else:
+            elif following is None or last + following >= comes_back:
                 self._held[user_id] = self._list(user_id, moment, idle=True)
-            following = live.after(idle)
+            # Otherwise a later list replaces this one before the user is back: it is skipped.
             if following is None:
                 del self._idle[user_id]
             else:
                 self._queue(user_id, last, last + following)
+
+    def _comes_back(self, user_id: str) -> int | None:
+        """When the user's next event comes (None: never)."""
+        upcoming = self._upcoming.get(user_id)
+        return upcoming[0] if upcoming else None
 
     def resume(self, idle_since: Mapping[str, int], start: int) -> None:
         """Users idle since before the stream (a warm start) hold the list the job served them
         last before ``start`` (made at ``start``: the model has not changed since)."""
         if self._live is not None:
             for user_id, last in idle_since.items():
-                self._queue(user_id, last, last + self._live.latest(start - last))
+                if user_id in self._upcoming:
+                    self._queue(user_id, last, last + self._live.latest(start - last))
 
     def _queue(self, user_id: str, last: int, moment: int) -> None:
         self._idle[user_id] = (last, moment, moment)
@@ -497,11 +521,15 @@ def prequential(
         raise ValueError(f"k must be at least 1, got {k}")
     curve = curve or Curve()
     ordered = sorted(events, key=attrgetter("ts"))
+    upcoming: dict[str, deque[int]] = {}
+    if live is not None:
+        for event in ordered:
+            upcoming.setdefault(event.user_id, deque()).append(event.ts)
     drivers: list[_Live | _Emitted] = []
     for model in models:
         if any(driver.scorer.report.name == model.name for driver in drivers):
             raise ValueError(f"two models are named {model.name!r}")
-        driver = _Live(model, _Scorer(Report(model.name, k), curve), live)
+        driver = _Live(model, _Scorer(Report(model.name, k), curve), live, upcoming)
         if idle_since and ordered:
             driver.resume(idle_since, ordered[0].ts)
         drivers.append(driver)
@@ -540,6 +568,8 @@ def prequential(
                 history[user] = history.get(user, 0) + 1
             for driver in drivers:
                 driver.learn(event)
+            if live is not None:
+                upcoming[user].popleft()
         done += len(group)
         if progress is not None and done // progress_every != (done - len(group)) // progress_every:
             progress(done, len(ordered))
