@@ -453,13 +453,12 @@ def test_a_warm_user_holds_the_list_last_served_before_the_stream_under_the_live
     ]
 
 
-def _popular(events: list[Event], before: int, user_id: str, k: int) -> list[str]:
-    """What a popularity model that learned the events before ``before`` lists for the user."""
+def _popular(learned: list[Event], user_id: str) -> list[str]:
+    """What a popularity model that learned ``learned`` lists for the user (2 items)."""
     model = Popularity()
-    for event in events:
-        if event.ts < before:
-            model.learn(event)
-    return model.recommend(user_id, k)
+    for event in learned:
+        model.learn(event)
+    return model.recommend(user_id, 2)
 
 
 @settings(max_examples=100, deadline=None)
@@ -473,8 +472,8 @@ def test_a_live_list_is_the_one_made_at_the_last_moment_due_before_the_return(
     stream: list[Event], close: int, refresh: int | None, expire: int | None
 ) -> None:
     """Checked against a direct reading of the schedule: the list made from the events up to
-    the last moment due before each returning basket, none after the expiry, and a list made
-    at the basket when nothing was due yet."""
+    the last moment due before each returning basket, none after the expiry, and, when nothing
+    was due yet, the list made at the basket (after the events before it in the stream)."""
     events = sorted((event for event in stream if not event.is_forget), key=lambda e: e.ts)
     offsets = {close} | ({refresh * 2**n for n in range(5)} if refresh else set())
     offsets = {offset for offset in offsets if offset >= close}
@@ -483,22 +482,24 @@ def test_a_live_list_is_the_one_made_at_the_last_moment_due_before_the_return(
     expected = 0
     last: dict[str, int] = {}
     seen: dict[str, set[str | None]] = {}
-    for ts in sorted({event.ts for event in events}):
-        group = [event for event in events if event.ts == ts]
-        for user in dict.fromkeys(event.user_id for event in group):
-            if user not in last:
-                continue
+    for at, event in enumerate(events):
+        user, ts = event.user_id, event.ts
+        basket_starts = last.get(user) != ts
+        if basket_starts and user in last:
             due = [offset for offset in sorted(offsets) if last[user] + offset < ts]
             if not due:
-                ranked = _popular(events, ts, user, 2)
+                ranked = _popular(events[:at], user)
             elif due[-1] == expire:
                 ranked = []
             else:
-                ranked = _popular(events, last[user] + due[-1] + 1, user, 2)
-            basket = {event.item_id for event in group if event.user_id == user}
+                moment = last[user] + due[-1]
+                ranked = _popular([e for e in events if e.ts <= moment], user)
+            basket = {e.item_id for e in events if e.user_id == user and e.ts == ts}
             expected += len((basket - seen[user]) & set(ranked))
-        for event in group:
-            last[event.user_id] = ts
-            seen.setdefault(event.user_id, set()).add(event.item_id)
+        if basket_starts:
+            seen.setdefault(user, set()).update(
+                e.item_id for e in events if e.user_id == user and e.ts == ts
+            )
+        last[user] = ts
     timing = LiveTiming(close, refresh, expire)
     assert prequential(events, [Popularity()], k=2, live=timing)["popularity"].hits == expected
