@@ -10,6 +10,7 @@ are added::
 
     .venv/bin/python tests/benchmarks/quality.py [--shapes ratings drift] [--events 100000]
         [--retail /tmp/retail.jsonl.gz] [--otto /work/shared/datasets/otto-sample/train.jsonl]
+        [--live]
 
 ``--retail`` takes an imported Online Retail file, ``--otto`` the raw OTTO JSON Lines (imported
 here with ``streamrec import otto``).
@@ -52,10 +53,11 @@ def _hr(metrics: dict[str, float]) -> float:
     return next(value for name, value in metrics.items() if name.startswith("hr@"))
 
 
-def evaluate(stream: str, path: Path) -> list[Row]:
-    """One row per model of ``streamrec evaluate --baselines --ablation --json`` on ``path``."""
+def evaluate(stream: str, path: Path, *options: str) -> list[Row]:
+    """One row per model of ``streamrec evaluate --baselines --ablation --json`` on ``path``
+    (with ``options`` too)."""
     started = time.perf_counter()
-    output = _dataflows("evaluate", str(path), "--baselines", "--ablation", "--json")
+    output = _dataflows("evaluate", str(path), "--baselines", "--ablation", "--json", *options)
     document = orjson.loads(output)
     print(f"{stream}: evaluated in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     models = {"streamrec": document["streamrec"]}
@@ -97,18 +99,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retail", type=Path, help="an imported Online Retail file")
     parser.add_argument("--otto", type=Path, help="raw OTTO JSON Lines, imported here")
+    parser.add_argument(
+        "--live", action="store_true", help="score the lists the live job serves (evaluate --live)"
+    )
     args = parser.parse_args()
+    options = ["--live"] if args.live else []
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         for shape in args.shapes or synthetic.SHAPES:
-            rows += evaluate(shape, generate(shape, args.events, args.seed, folder))
+            rows += evaluate(shape, generate(shape, args.events, args.seed, folder), *options)
         if args.retail:
-            rows += evaluate("online-retail", args.retail)
+            rows += evaluate("online-retail", args.retail, *options)
         if args.otto:
             otto = folder / "otto.jsonl"
             _dataflows("import", "otto", str(args.otto), str(otto))
-            rows += evaluate("otto", otto)
+            rows += evaluate("otto", otto, *options)
     print(table(rows))
 
 
