@@ -284,6 +284,8 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         return out, self._is_empty()
 
     def notify_at(self) -> datetime | None:
+        if self._touched is None:
+            return None  # every timer counts from the last event: none runs (a replay)
         guard = None
         if self.gate.guards_forget:
             guard = _after(self._touched, self._timers.forget_guard)
