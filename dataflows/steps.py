@@ -268,7 +268,8 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         if expired or (closing is not None and closing <= now):
             out = [self._process(self._seq, window) for window in self.gate.flush()]
         elif refresh is not None and refresh <= now:
-            out = [self._process(self._seq, Close())]
+            # A window still open (no close_after_idle) closes with the refresh.
+            out = [self._process(self._seq, window) for window in self.gate.flush() or [Close()]]
         if out:
             self._listed = now
         if expired and self.state is not None:
@@ -299,10 +300,10 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         return _after(self._touched, self._timers.close_after_idle)
 
     def _refresh_at(self) -> datetime | None:
-        """When the idle user's list is next served again (None: no refresh is due, as their
-        window is open or they have no state)."""
+        """When the idle user's list is next served again (None: never, as they have no
+        state)."""
         first, touched = self._timers.refresh, self._touched
-        if first is None or touched is None or self.state is None or self.gate.has_open_window:
+        if first is None or touched is None or self.state is None:
             return None
         idle = timedelta(0) if self._listed is None else self._listed - touched
         return touched + next_refresh(idle, first)

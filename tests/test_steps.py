@@ -105,6 +105,16 @@ def test_an_idle_users_list_is_served_again_after_one_two_four_days_until_expiry
     assert restored.notify_at() == clock.now + timedelta(seconds=60), "an event starts it afresh"
 
 
+def test_without_close_after_idle_the_first_refresh_closes_the_open_window(clock: Clock) -> None:
+    logic = UserLogic(ENGINE, WINDOW, dataclasses.replace(REFRESHING, close_after_idle=None), None)
+    logic.on_batch([admitted(0, "a", 0)])
+    assert logic.notify_at() == START + timedelta(days=1)
+    clock.now = START + timedelta(days=1)
+    (closed,), _ = logic.on_notify()
+    assert kinds([closed]) == [(0, ["Serve"])] and not logic.gate.has_open_window
+    assert logic.notify_at() == START + timedelta(days=2)
+
+
 def test_an_expired_user_gets_a_tombstone_and_leaves_no_kept_list_in_the_replica(
     clock: Clock,
 ) -> None:
