@@ -327,6 +327,80 @@ class _Scorer:
             report.curve.append((self._last_ts, self._window_hits / len(self._window)))
 
 
+#: (user, moment, the user's state expires then): a list a live job serves an idle user.
+Due = tuple[str, int, bool]
+
+
+class _IdleSchedule:
+    """When a live job serves idle users' lists (:class:`LiveTiming`), the same for every model:
+    only the moments whose list a basket is scored against (see the module docstring)."""
+
+    def __init__(self, live: LiveTiming, ordered: Sequence[Event]) -> None:
+        self._live = live
+        #: Each user's events still to come (their times).
+        self._upcoming: dict[str, deque[int]] = {}
+        for event in ordered:
+            self._upcoming.setdefault(event.user_id, deque()).append(event.ts)
+        #: Each idle user's last event time, next due moment and the moment of their entry in
+        #: the heap of (moment, user), at or before the due one (moved on when popped early).
+        #: Entries of other moments are outdated (the user came back before one was due) and
+        #: skipped, so the heap holds about one entry per user, not per event.
+        self._idle: dict[str, tuple[int, int, int]] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def resume(self, idle_since: Mapping[str, int], start: int) -> None:
+        """Users idle since before the stream (a warm start) hold the list the job served them
+        last before ``start`` (made at ``start``: the model has not changed since)."""
+        for user_id, last in idle_since.items():
+            if user_id in self._upcoming:
+                self._queue(user_id, last, last + self._live.latest(start - last))
+
+    def due(self, ts: int) -> list[Due]:
+        """The lists due before ``ts`` that a basket will be scored against, in time order."""
+        live, found = self._live, []
+        while self._heap and self._heap[0][0] < ts:
+            queued, user_id = heapq.heappop(self._heap)
+            idle_user = self._idle.get(user_id)
+            if idle_user is None or idle_user[2] != queued:
+                continue
+            last, moment, _ = idle_user
+            if moment > queued:
+                self._queue(user_id, last, moment)
+                continue
+            upcoming = self._upcoming.get(user_id)
+            if not upcoming:
+                # The user never comes back: nothing they hold is ever scored.
+                del self._idle[user_id]
+                continue
+            idle = moment - last
+            following = live.after(idle)
+            if idle == live.expire_ms:
+                found.append((user_id, moment, True))
+            elif following is None or last + following >= upcoming[0]:
+                found.append((user_id, moment, False))
+            # Otherwise a later list replaces this one before the user is back: it is skipped.
+            if following is None:
+                del self._idle[user_id]
+            else:
+                self._queue(user_id, last, last + following)
+        return found
+
+    def learn(self, event: Event) -> None:
+        """The user is active: their next list is due when their window closes."""
+        user_id = event.user_id
+        self._upcoming[user_id].popleft()
+        moment = event.ts + self._live.close_after_idle_ms
+        idle_user = self._idle.get(user_id)
+        if idle_user is None or moment < idle_user[2]:
+            self._queue(user_id, event.ts, moment)
+        else:
+            self._idle[user_id] = (event.ts, moment, idle_user[2])
+
+    def _queue(self, user_id: str, last: int, moment: int) -> None:
+        self._idle[user_id] = (last, moment, moment)
+        heapq.heappush(self._heap, (moment, user_id))
+
+
 class _Live:
     """Drives one model: times its calls and asks it for a list at each returning user's basket
     (or, with a :class:`LiveTiming`, at the moments a live job serves an idle user's list; see
@@ -336,13 +410,7 @@ class _Live:
     needs them.
     """
 
-    def __init__(
-        self,
-        model: OnlineRecommender,
-        scorer: _Scorer,
-        live: LiveTiming | None = None,
-        upcoming: Mapping[str, deque[int]] | None = None,
-    ) -> None:
+    def __init__(self, model: OnlineRecommender, scorer: _Scorer) -> None:
         self.model = model
         self.scorer = scorer
         self._k = scorer.report.k
@@ -355,66 +423,19 @@ class _Live:
             scorer.report.candidate_hits = 0
         self._on_idle: Callable[[str], None] | None = getattr(model, "on_idle", None)
         self._expire: Callable[[str], None] | None = getattr(model, "expire", None)
-        self._live = live
-        #: Each user's events still to come (their times), to skip the lists nobody will see.
-        self._upcoming = upcoming or {}
-        #: Each idle user's last event time, next due moment and the moment of their entry in
-        #: the heap of (moment, user), at or before the due one (moved on when popped early).
-        #: Entries of other moments are outdated (the user came back before one was due) and
-        #: skipped, so the heap holds about one entry per user, not per event.
-        self._idle: dict[str, tuple[int, int, int]] = {}
-        self._due: list[tuple[int, str]] = []
-        #: The lists of idle users, held since the latest due moment, with their candidates.
+        #: The lists of idle users, held since the moment they were served, with candidates.
         self._held: dict[str, tuple[list[str], Collection[str]]] = {}
 
-    def advance(self, ts: int) -> None:
-        """Serve and hold the lists of the idle users due before ``ts``."""
-        live = self._live
-        while live is not None and self._due and self._due[0][0] < ts:
-            due, user_id = heapq.heappop(self._due)
-            idle_user = self._idle.get(user_id)
-            if idle_user is None or idle_user[2] != due:
-                continue
-            last, moment, _ = idle_user
-            if moment > due:
-                self._queue(user_id, last, moment)
-                continue
-            comes_back = self._comes_back(user_id)
-            if comes_back is None:
-                # Nothing the user holds from now on is ever scored.
-                del self._idle[user_id]
-                continue
-            idle = moment - last
-            following = live.after(idle)
-            if idle == live.expire_ms:
+    def advance(self, ts: int, due: list[Due]) -> None:
+        """Serve and hold the lists of the idle users ``due`` before ``ts``."""
+        for user_id, moment, expires in due:
+            if expires:
                 # The job writes a tombstone: whatever the model, the user holds no list.
                 if self._expire is not None:
                     self._expire(user_id)
                 self._held[user_id] = ([], ())
-            elif following is None or last + following >= comes_back:
-                self._held[user_id] = self._list(user_id, moment, idle=True)
-            # Otherwise a later list replaces this one before the user is back: it is skipped.
-            if following is None:
-                del self._idle[user_id]
             else:
-                self._queue(user_id, last, last + following)
-
-    def _comes_back(self, user_id: str) -> int | None:
-        """When the user's next event comes (None: never)."""
-        upcoming = self._upcoming.get(user_id)
-        return upcoming[0] if upcoming else None
-
-    def resume(self, idle_since: Mapping[str, int], start: int) -> None:
-        """Users idle since before the stream (a warm start) hold the list the job served them
-        last before ``start`` (made at ``start``: the model has not changed since)."""
-        if self._live is not None:
-            for user_id, last in idle_since.items():
-                if user_id in self._upcoming:
-                    self._queue(user_id, last, last + self._live.latest(start - last))
-
-    def _queue(self, user_id: str, last: int, moment: int) -> None:
-        self._idle[user_id] = (last, moment, moment)
-        heapq.heappush(self._due, (moment, user_id))
+                self._held[user_id] = self._list(user_id, moment, idle=True)
 
     def list_for(
         self, user_id: str, ts: int, returning: bool
@@ -439,15 +460,8 @@ class _Live:
         return ranked, candidates
 
     def learn(self, event: Event) -> None:
-        if self._live is not None:
-            user_id = event.user_id
-            self._held.pop(user_id, None)
-            moment = event.ts + self._live.close_after_idle_ms
-            idle_user = self._idle.get(user_id)
-            if idle_user is None or moment < idle_user[2]:
-                self._queue(user_id, event.ts, moment)
-            else:
-                self._idle[user_id] = (event.ts, moment, idle_user[2])
+        if self._held:
+            self._held.pop(event.user_id, None)
         started = time.perf_counter()
         self.model.learn(event)
         self._seconds += time.perf_counter() - started
@@ -471,7 +485,8 @@ class _Emitted:
         self._next: EmittedList | None = next(self._pending, None)
         self._lists: dict[str, EmittedList] = {}
 
-    def advance(self, ts: int) -> None:
+    def advance(self, ts: int, due: list[Due]) -> None:
+        """Take the lists emitted before ``ts`` (``due`` concerns live models only)."""
         while self._next is not None and self._next.as_of < ts:
             self._lists[self._next.user_id] = self._next
             self._next = next(self._pending, None)
@@ -521,18 +536,14 @@ def prequential(
         raise ValueError(f"k must be at least 1, got {k}")
     curve = curve or Curve()
     ordered = sorted(events, key=attrgetter("ts"))
-    upcoming: dict[str, deque[int]] = {}
-    if live is not None:
-        for event in ordered:
-            upcoming.setdefault(event.user_id, deque()).append(event.ts)
+    schedule = None if live is None else _IdleSchedule(live, ordered)
+    if schedule is not None and idle_since and ordered:
+        schedule.resume(idle_since, ordered[0].ts)
     drivers: list[_Live | _Emitted] = []
     for model in models:
         if any(driver.scorer.report.name == model.name for driver in drivers):
             raise ValueError(f"two models are named {model.name!r}")
-        driver = _Live(model, _Scorer(Report(model.name, k), curve), live, upcoming)
-        if idle_since and ordered:
-            driver.resume(idle_since, ordered[0].ts)
-        drivers.append(driver)
+        drivers.append(_Live(model, _Scorer(Report(model.name, k), curve)))
     if emitted is not None:
         drivers.append(_Emitted(emitted, _Scorer(Report(emitted_name, k), curve)))
 
@@ -547,8 +558,9 @@ def prequential(
             items = baskets.setdefault(event.user_id, {})
             if event.item_id is not None:
                 items[event.item_id] = None
+        due = [] if schedule is None else schedule.due(ts)
         for driver in drivers:
-            driver.advance(ts)
+            driver.advance(ts, due)
         for event in group:
             user = event.user_id
             basket = baskets.pop(user, None)
@@ -568,8 +580,8 @@ def prequential(
                 history[user] = history.get(user, 0) + 1
             for driver in drivers:
                 driver.learn(event)
-            if live is not None:
-                upcoming[user].popleft()
+            if schedule is not None:
+                schedule.learn(event)
         done += len(group)
         if progress is not None and done // progress_every != (done - len(group)) // progress_every:
             progress(done, len(ordered))
