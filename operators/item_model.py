@@ -201,14 +201,21 @@ class ItemModel:
             return
         config = self.config
         batch = len(pending)
-        counts = np.fromiter((len(rows) for _, rows in pending), np.intp, batch)
-        context = np.fromiter(chain.from_iterable(rows for _, rows in pending), np.intp)
-        targets = np.empty((batch, config.negatives + 1), np.intp)
-        targets[:, 0] = [row for row, _ in pending]
+        rows, contexts = zip(*pending, strict=True)
         pending.clear()
+        counts = np.fromiter(map(len, contexts), np.intp, batch)
+        context = np.fromiter(chain.from_iterable(contexts), np.intp)
+        targets = np.empty((batch, config.negatives + 1), np.intp)
+        targets[:, 0] = rows
         targets[:, 1:] = self._recent[self._draw(batch, min(self.observed, _RECENT_ITEMS))]
-        starts = np.cumsum(counts) - counts
-        hidden = np.add.reduceat(self.inp[context], starts) / counts[:, None]
+        # One context row per event (``link_recent`` 1, the default) needs no averaging: a
+        # third of a one-event flush's time went to it.
+        single = len(context) == batch
+        if single:
+            hidden = self.inp[context].astype(float)
+        else:
+            starts = np.cumsum(counts) - counts
+            hidden = np.add.reduceat(self.inp[context], starts) / counts[:, None]
         vectors = self.out[targets]
         errors = 1.0 / (1.0 + np.exp(-(vectors @ hidden[:, :, None])[:, :, 0]))
         errors[:, 0] -= 1.0
@@ -216,8 +223,13 @@ class ItemModel:
         errors *= config.embedding_rate
         output_steps = errors[:, :, None] * hidden[:, None, :]
         _subtract_rows(self.out, targets.ravel(), output_steps)
-        context_steps = (errors[:, None, :] @ vectors)[:, 0] / counts[:, None]
-        _subtract_rows(self.inp, context, np.repeat(context_steps, counts, axis=0))
+        context_steps = (errors[:, None, :] @ vectors)[:, 0]
+        if batch == 1 and single:  # no row twice: a plain update, a fifth of the cost
+            self.inp[context[0]] -= context_steps[0].astype(self.inp.dtype)
+            return
+        if not single:
+            context_steps = np.repeat(context_steps / counts[:, None], counts, axis=0)
+        _subtract_rows(self.inp, context, context_steps)
 
     def _draw(self, batch: int, filled: int) -> np.ndarray:
         """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
