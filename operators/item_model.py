@@ -208,8 +208,8 @@ class ItemModel:
         targets = np.empty((batch, config.negatives + 1), np.intp)
         targets[:, 0] = rows
         targets[:, 1:] = self._recent[self._draw(batch, min(self.observed, _RECENT_ITEMS))]
-        # One context row per event (``link_recent`` 1, the default) needs no averaging: a
-        # third of a one-event flush's time went to it.
+        # Every pending event has at least one context row, so as many rows as events means one
+        # each (``link_recent`` 1, the default): no averaging, a third of a one-event flush.
         single = len(context) == batch
         if single:
             hidden = self.inp[context].astype(float)
@@ -224,12 +224,13 @@ class ItemModel:
         output_steps = errors[:, :, None] * hidden[:, None, :]
         _subtract_rows(self.out, targets.ravel(), output_steps)
         context_steps = (errors[:, None, :] @ vectors)[:, 0]
-        if batch == 1 and single:  # no row twice: a plain update, a fifth of the cost
+        if len(context) == 1:  # one row cannot repeat: a plain update, a fifth of the scatter
             self.inp[context[0]] -= context_steps[0].astype(self.inp.dtype)
-            return
-        if not single:
-            context_steps = np.repeat(context_steps / counts[:, None], counts, axis=0)
-        _subtract_rows(self.inp, context, context_steps)
+        elif single:
+            _subtract_rows(self.inp, context, context_steps)
+        else:
+            repeated = np.repeat(context_steps / counts[:, None], counts, axis=0)
+            _subtract_rows(self.inp, context, repeated)
 
     def _draw(self, batch: int, filled: int) -> np.ndarray:
         """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
