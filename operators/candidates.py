@@ -38,8 +38,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
+from numba import njit
 
 from operators.engine_config import EngineConfig
 from operators.item_model import ItemModel
@@ -78,23 +80,57 @@ class Candidates:
         return len(self.rows)
 
 
-def history_weights(stamps: np.ndarray, weights: np.ndarray, config: EngineConfig) -> np.ndarray:
-    """Each history entry's weight (``stamps``, ``weights``: oldest first), halved per
-    ``recency_half_life_ms`` of age and per ``recency_half_life_items`` newer entries."""
-    count = len(stamps)
-    if not count:
-        return np.zeros(0)
-    age = (stamps.max() - stamps) / config.recency_half_life_ms
-    position = np.arange(count - 1, -1, -1) / config.recency_half_life_items
-    return weights * np.exp2(-(age + position))
+@njit(
+    "Tuple((int64[:], float64[:], float32[:]))(int64[:], int64[:], float64[:], float32[:, :],"
+    " float64, float64)",
+    cache=True,
+)
+def _history(
+    rows: np.ndarray,
+    stamps: np.ndarray,
+    weights: np.ndarray,
+    inp: np.ndarray,
+    half_life_ms: float,
+    half_life_items: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The known rows of a history (``rows``: -1 for an item the model does not know, oldest
+    first), the weight of each (its event's, halved per ``half_life_ms`` of age and per
+    ``half_life_items`` newer entries) and the interest vector: the weighted mean of their input
+    vectors."""
+    count = len(rows)
+    newest = stamps.max() if count else 0
+    known = rows >= 0
+    recency = np.empty(count)
+    for index in range(count):
+        age = (newest - stamps[index]) / half_life_ms + (count - 1 - index) / half_life_items
+        recency[index] = weights[index] * 2.0**-age
+    recency = recency[known]
+    history = rows[known]
+    interest = np.zeros(inp.shape[1])
+    total = recency.sum()
+    for index in range(len(history)):
+        interest += recency[index] / total * inp[history[index]]
+    return history, recency, interest.astype(np.float32)
 
 
+@njit("float64[:](float64[:])", cache=True)
 def rank_share(values: np.ndarray) -> np.ndarray:
     """``1 / (1 + position)`` of each value in descending order (ties by position)."""
-    order = np.argsort(-values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    return 1.0 / ranks
+    order = np.argsort(-values, kind="mergesort")
+    shares = np.empty(len(values))
+    for position in range(len(order)):
+        shares[order[position]] = 1.0 / (position + 1)
+    return shares
+
+
+@njit("float64(float32[:], float32[:])", cache=True)
+def _dot(left: np.ndarray, right: np.ndarray) -> float:
+    """A dot product of two short vectors, summed in float64: ``np.dot`` calls BLAS, whose
+    overhead on 32 entries is ten times the sum."""
+    total = 0.0
+    for index in range(len(left)):
+        total += left[index] * right[index]
+    return total
 
 
 def gather(
@@ -103,74 +139,48 @@ def gather(
     """The candidates for a user whose recent history is ``history`` (oldest first)."""
     model.flush()
     rows_of = model.rows
-    history_rows = np.zeros(0, np.intp)
-    recency = np.zeros(0)
+    history_rows, recency, interest = np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.float32)
     ts = model.ref
     if history:
         items, stamps, weights = zip(*history, strict=True)
-        every_row = np.array([rows_of.get(item, -1) for item in items], np.intp)
-        known = every_row >= 0
-        history_rows = every_row[known]
-        recency = history_weights(np.array(stamps, float), np.array(weights), config)[known]
         ts = max(stamps)
-    interest = (
-        model.interest(history_rows, recency / recency.sum())
-        if len(history_rows)
-        else np.zeros(config.dimensions, np.float32)
-    )
-    linked, link_weights, lengths = _neighbours(model, history_rows)
-    trending = model.trending()
+        history_rows, recency, interest = _history(
+            np.fromiter(map(rows_of.get, items, repeat(-1)), np.int64, len(items)),
+            np.array(stamps, np.int64),
+            np.array(weights, float),
+            model.inp,
+            config.recency_half_life_ms,
+            config.recency_half_life_items,
+        )
+    if not len(history_rows):
+        interest = np.zeros(config.dimensions, np.float32)
+    model.refresh_neighbours(history_rows)
     wanted = config.similar if len(history_rows) and config.embeddings else 0
-    similar = model.similar(interest, wanted)
     tastes, taste_shares = _tastes(model, history_rows, recency)
     offered = [model.category_trending(category) for category in tastes.tolist()]
-    pool = np.concatenate((linked, similar, trending[: config.trend_top], *offered))
-    content_start = len(pool) - sum(map(len, offered))
-    ordered = np.sort(pool)
-    distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
-    seen_rows = np.array([row for row in map(rows_of.get, seen) if row is not None], np.intp)
-    keep = ~_members(distinct, seen_rows)
-    rows = distinct[keep]
-    #: Each pool entry's column among the candidates, -1 for a seen item.
-    column = np.where(keep, np.cumsum(keep) - 1, -1)[np.searchsorted(distinct, pool)]
-    links = np.zeros((len(history_rows), len(rows)))
-    if len(linked):
-        columns = column[: len(linked)]
-        history_index = np.repeat(np.arange(len(history_rows)), lengths)
-        valid = columns >= 0
-        links[history_index[valid], columns[valid]] = link_weights[valid]
-    trend_rank = np.zeros(len(rows))
-    trend_start = len(linked) + len(similar)
-    trend_columns = column[trend_start:content_start]
-    valid = trend_columns >= 0
-    trend_rank[trend_columns[valid]] = 1.0 / np.arange(1, len(trend_columns) + 1)[valid]
-    similarity = model.out[rows] @ interest if len(history_rows) else np.zeros(len(rows))
-    category_share = np.zeros(len(rows))
-    category_rank = np.zeros(len(rows))
-    if len(tastes):
-        categories = model.category[rows]
-        at = np.minimum(np.searchsorted(tastes, categories), len(tastes) - 1)
-        category_share = np.where(tastes[at] == categories, taste_shares[at], 0.0)
-        # Each row has one category, so it is at most once among the content rows.
-        content_columns = column[content_start:]
-        valid = content_columns >= 0
-        positions = np.concatenate([np.arange(1, len(part) + 1) for part in offered])
-        category_rank[content_columns[valid]] = 1.0 / positions[valid]
-    candidates = Candidates(
-        rows,
+    # -1 for a seen item the model no longer knows.
+    seen_rows = np.fromiter(map(rows_of.get, seen, repeat(-1)), np.int64, len(seen))
+    arrays = _assemble(
         history_rows,
         recency,
-        links,
+        model.top_rows,
+        model.top_weights,
+        model.top_count,
+        model.similar(interest, wanted),
+        model.trending()[: config.trend_top].astype(np.intp),
+        np.concatenate((np.zeros(0, np.intp), *offered)),
+        np.concatenate([np.arange(1.0, len(part) + 1) for part in offered] or [np.zeros(0)]),
+        seen_rows[seen_rows >= 0],
+        model.category,
+        tastes,
+        taste_shares,
+        model.out,
         interest,
-        similarity,
-        trend_rank,
-        category_share,
-        category_rank,
-        ts,
+        model.mass,
+        model.scratch(),
+        config.candidates,
     )
-    if len(rows) > config.candidates:
-        candidates = _strongest(model, candidates, config.candidates)
-    return candidates
+    return Candidates(arrays[0], history_rows, recency, arrays[1], interest, *arrays[2:], ts)
 
 
 def _tastes(
@@ -191,47 +201,132 @@ def _tastes(
     return np.array(tastes, np.int32), np.array([shares[taste] / total for taste in tastes])
 
 
-def _neighbours(
-    model: ItemModel, history_rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The neighbour rows of every history row, one after the other, their link weights, and
-    how many each history row has."""
-    if not len(history_rows):
-        return np.zeros(0, np.intp), np.zeros(0), np.zeros(0, np.intp)
-    rows, weights = zip(*map(model.neighbours, history_rows.tolist()), strict=True)
-    lengths = np.fromiter(map(len, rows), np.intp, len(rows))
-    return np.concatenate(rows), np.concatenate(weights), lengths
+@njit(
+    "Tuple((int64[:], float64[:, :], float64[:], float64[:], float64[:], float64[:]))"
+    "(int64[:], float64[:], int32[:, :], float64[:, :], int32[:], int64[:], int64[:], int64[:],"
+    " float64[:], int64[:], int32[:], int32[:], float64[:], float32[:, :], float32[:],"
+    " float64[:], int64[:], int64)",
+    cache=True,
+)
+def _assemble(
+    history: np.ndarray,
+    recency: np.ndarray,
+    top_rows: np.ndarray,
+    top_weights: np.ndarray,
+    top_count: np.ndarray,
+    similar: np.ndarray,
+    trending: np.ndarray,
+    offered: np.ndarray,
+    offered_position: np.ndarray,
+    seen: np.ndarray,
+    category: np.ndarray,
+    tastes: np.ndarray,
+    taste_shares: np.ndarray,
+    out: np.ndarray,
+    interest: np.ndarray,
+    mass: np.ndarray,
+    slot: np.ndarray,
+    keep: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates' rows (sorted), links, similarity, trend rank, category share and
+    category rank: the neighbours of the ``history`` rows, ``similar``, ``trending`` and
+    ``offered`` rows (content, at ``offered_position`` in its category) less the ``seen`` ones,
+    pruned to the ``keep`` with the most evidence.
 
-
-def _members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A mask of the entries of ``sorted_rows`` (sorted, distinct) that are in ``rows``."""
-    found = np.zeros(len(sorted_rows), bool)
-    if len(rows) and len(sorted_rows):
-        at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
-        found[at[sorted_rows[at] == rows]] = True
-    return found
-
-
-def _strongest(model: ItemModel, candidates: Candidates, keep: int) -> Candidates:
-    """The ``keep`` candidates with the most evidence."""
-    mass = np.maximum(model.mass[candidates.history], 1e-12)
-    conditional = (candidates.recency / mass) @ candidates.links
-    strength = (
-        conditional / (conditional.max() or 1.0)
-        + candidates.trend_rank
-        + rank_share(candidates.similarity)
-        + candidates.category_share * candidates.category_rank
+    One compiled pass instead of about sixty numpy calls on arrays of a few hundred entries,
+    whose cost was the calls. ``slot`` (-1 for every row, as it is left) marks each row's
+    column while the pass runs, so nothing the size of the catalog is allocated."""
+    seen_mark, pooled = -3, -2
+    for row in seen:
+        slot[row] = seen_mark
+    pool = np.empty(
+        top_count[history].sum() + len(similar) + len(trending) + len(offered), np.int64
     )
-    chosen = np.sort(np.argpartition(-strength, keep - 1)[:keep])
-    return Candidates(
-        candidates.rows[chosen],
-        candidates.history,
-        candidates.recency,
-        candidates.links[:, chosen],
-        candidates.interest,
-        candidates.similarity[chosen],
-        candidates.trend_rank[chosen],
-        candidates.category_share[chosen],
-        candidates.category_rank[chosen],
-        candidates.ts,
+    size = 0
+    for row in history:
+        for other in top_rows[row, : top_count[row]]:
+            if slot[other] == -1:
+                slot[other] = pooled
+                pool[size] = other
+                size += 1
+    for part in (similar, trending, offered):
+        for other in part:
+            if slot[other] == -1:
+                slot[other] = pooled
+                pool[size] = other
+                size += 1
+    rows = np.sort(pool[:size])
+    for column in range(size):
+        slot[rows[column]] = column
+    links = np.zeros((len(history), size))
+    for index in range(len(history)):
+        row = history[index]
+        for position in range(top_count[row]):
+            column = slot[top_rows[row, position]]
+            if column >= 0:
+                links[index, column] = top_weights[row, position]
+    trend_rank = np.zeros(size)
+    for position in range(len(trending)):
+        column = slot[trending[position]]
+        if column >= 0:
+            trend_rank[column] = 1.0 / (position + 1)
+    category_rank = np.zeros(size)
+    for position in range(len(offered)):
+        column = slot[offered[position]]
+        if column >= 0:
+            category_rank[column] = 1.0 / offered_position[position]
+    category_share = np.zeros(size)
+    similarity = np.zeros(size)
+    for column in range(size):
+        row = rows[column]
+        if len(tastes):
+            at = min(np.searchsorted(tastes, category[row]), len(tastes) - 1)
+            if tastes[at] == category[row]:
+                category_share[column] = taste_shares[at]
+        if len(history):
+            similarity[column] = _dot(out[row], interest)
+    for row in pool[:size]:
+        slot[row] = -1
+    for row in seen:
+        slot[row] = -1
+    if size <= keep:
+        return rows, links, similarity, trend_rank, category_share, category_rank
+    strength = rank_share(similarity)
+    conditional = np.zeros(size)
+    for index in range(len(history)):
+        weight = recency[index] / max(mass[history[index]], 1e-12)
+        for column in range(size):
+            conditional[column] += weight * links[index, column]
+    strongest = conditional.max()
+    scale = 1.0 / strongest if strongest > 0 else 1.0
+    for column in range(size):
+        strength[column] += (
+            conditional[column] * scale
+            + trend_rank[column]
+            + category_share[column] * category_rank[column]
+        )
+    # The ``keep`` strongest, ties in column order: a threshold, not a sort.
+    threshold = np.partition(-strength, keep - 1)[keep - 1]
+    chosen = np.empty(keep, np.int64)
+    taken = 0
+    for column in range(size):
+        if -strength[column] < threshold:
+            chosen[taken] = column
+            taken += 1
+    for column in range(size):
+        if taken < keep and -strength[column] == threshold:
+            chosen[taken] = column
+            taken += 1
+    chosen.sort()
+    kept_links = np.empty((len(history), keep))
+    for index in range(len(history)):
+        for position in range(keep):
+            kept_links[index, position] = links[index, chosen[position]]
+    return (
+        rows[chosen],
+        kept_links,
+        similarity[chosen],
+        trend_rank[chosen],
+        category_share[chosen],
+        category_rank[chosen],
     )

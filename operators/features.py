@@ -49,8 +49,9 @@ True
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from operators.candidates import Candidates, rank_share
+from operators.candidates import Candidates, _dot, rank_share
 from operators.engine_config import EngineConfig
 from operators.item_model import ItemModel
 
@@ -139,64 +140,137 @@ POPULARITY = frozenset(
 #: Content: the user's categories.
 CATEGORY = frozenset({"category_share", "category_rank"})
 
-_SHARES = [
-    FEATURES.index(name)
-    for name in (
-        "conditional",
-        "cosine",
-        "last",
-        "similarity",
-        "conditional_last2",
-        "conditional_last3",
-        "conditional_max",
-        "cosine_last",
-        "similarity_last",
-    )
-]
+_SHARES = np.array(
+    [
+        FEATURES.index(name)
+        for name in (
+            "conditional",
+            "cosine",
+            "last",
+            "similarity",
+            "conditional_last2",
+            "conditional_last3",
+            "conditional_max",
+            "cosine_last",
+            "similarity_last",
+        )
+    ]
+)
 _HOUR_MS = 3_600_000
 
 
 def feature_matrix(model: ItemModel, candidates: Candidates, config: EngineConfig) -> np.ndarray:
     """The (candidates, features) matrix of one list."""
-    rows = candidates.rows
-    matrix = np.zeros((len(rows), len(FEATURES)))
-    links = candidates.links
-    recency = candidates.recency
-    if len(candidates.history):
-        total = recency.sum()
-        source_mass = np.maximum(model.mass[candidates.history], 1e-12)
-        target_root = np.sqrt(np.maximum(model.mass[rows], 1e-12))
-        decay = model.decay(candidates.ts, config.link_half_life_ms)
-        conditional = links / source_mass[:, None]
-        matrix[:, 0] = np.log1p((recency @ links) / decay)
-        matrix[:, 1] = ((recency / source_mass) @ links) / total
-        # conditional * sqrt(source / target) = links / sqrt(source * target)
-        matrix[:, 2] = ((recency / np.sqrt(source_mass)) @ links) / target_root / total
-        matrix[:, 3] = conditional[-1]
-        linked = np.sign(links)  # links are never negative: 1.0 where one exists
-        matrix[:, 4] = (recency @ linked) / total
-        matrix[:, 9] = conditional[-2:].sum(axis=0) / len(conditional[-2:])
-        matrix[:, 10] = conditional[-3:].sum(axis=0) / len(conditional[-3:])
-        matrix[:, 11] = conditional.max(axis=0)
-        matrix[:, 12] = links[-1] / (np.sqrt(source_mass[-1]) * target_root)
-        matrix[:, 14] = linked.sum(axis=0)
-        matrix[:, 13] = matrix[:, 14] > 0
-        if config.embeddings:
-            matrix[:, 5] = candidates.similarity
-            matrix[:, 15] = model.out[rows] @ model.inp[candidates.history[-1]]
-    matrix[:, 6] = np.log1p(
-        model.short[rows] / model.decay(candidates.ts, config.pop_short_half_life_ms)
+    ts = candidates.ts
+    return _matrix(
+        candidates.rows,
+        candidates.history,
+        candidates.recency,
+        candidates.links,
+        candidates.similarity,
+        candidates.trend_rank,
+        candidates.category_share,
+        candidates.category_rank,
+        model.mass,
+        model.short,
+        model.long,
+        model.last_ts,
+        model.first_ts,
+        model.out,
+        model.inp,
+        model.decay(ts, config.link_half_life_ms),
+        model.decay(ts, config.pop_short_half_life_ms),
+        model.decay(ts, config.pop_long_half_life_ms),
+        ts,
+        config.embeddings,
     )
-    matrix[:, 7] = np.log1p(
-        model.long[rows] / model.decay(candidates.ts, config.pop_long_half_life_ms)
-    )
-    matrix[:, 8] = candidates.trend_rank
-    matrix[:, 16] = np.log1p(np.maximum(candidates.ts - model.last_ts[rows], 0) / _HOUR_MS)
-    matrix[:, 17] = rank_share(matrix[:, 6])
-    matrix[:, 18] = matrix[:, 6] - matrix[:, 7]
-    matrix[:, 19] = np.log1p(np.maximum(candidates.ts - model.first_ts[rows], 0) / _HOUR_MS)
-    matrix[:, 20] = candidates.category_share
-    matrix[:, 21] = candidates.category_rank
-    best = np.abs(matrix[:, _SHARES]).max(axis=0, initial=0.0)
-    matrix[:, _SHARES] /= np.where(best > 0, best, 1.0)
+
+
+@njit(
+    "float64[:, :](int64[:], int64[:], float64[:], float64[:, :], float64[:], float64[:],"
+    " float64[:], float64[:], float64[:], float64[:], float64[:], int64[:], int64[:],"
+    " float32[:, :], float32[:, :], float64, float64, float64, int64, boolean)",
+    cache=True,
+)
+def _matrix(
+    rows: np.ndarray,
+    history: np.ndarray,
+    recency: np.ndarray,
+    links: np.ndarray,
+    similarity: np.ndarray,
+    trend_rank: np.ndarray,
+    category_share: np.ndarray,
+    category_rank: np.ndarray,
+    mass: np.ndarray,
+    short: np.ndarray,
+    long: np.ndarray,
+    last_ts: np.ndarray,
+    first_ts: np.ndarray,
+    out: np.ndarray,
+    inp: np.ndarray,
+    link_decay: float,
+    short_decay: float,
+    long_decay: float,
+    ts: int,
+    embeddings: bool,
+) -> np.ndarray:
+    """One compiled pass over candidates and history (see :func:`feature_matrix`): about fifty
+    numpy calls on a few hundred candidates cost more in calls than in arithmetic."""
+    count, width = len(rows), len(history)
+    matrix = np.zeros((count, len(FEATURES)))
+    total = recency.sum()
+    source_mass = np.empty(width)
+    for index in range(width):
+        source_mass[index] = max(mass[history[index]], 1e-12)
+    newest = inp[history[-1]] if width else inp[0]
+    for column in range(count):
+        row = rows[column]
+        features = matrix[column]
+        if width:
+            target_root = np.sqrt(max(mass[row], 1e-12))
+            raw = conditional = cosine = spread = linking = strongest = 0.0
+            last2 = last3 = 0.0
+            for index in range(width):
+                weight = links[index, column]
+                if weight == 0.0:  # links are never negative
+                    continue
+                share = weight / source_mass[index]
+                raw += recency[index] * weight
+                conditional += recency[index] * share
+                cosine += recency[index] * weight / np.sqrt(source_mass[index])
+                spread += recency[index]
+                linking += 1.0
+                strongest = max(strongest, share)
+                if index >= width - 2:
+                    last2 += share
+                if index >= width - 3:
+                    last3 += share
+            last = links[width - 1, column]
+            features[0] = np.log1p(raw / link_decay)
+            features[1] = conditional / total
+            features[2] = cosine / target_root / total
+            features[3] = last / source_mass[width - 1]
+            features[4] = spread / total
+            features[9] = last2 / min(width, 2)
+            features[10] = last3 / min(width, 3)
+            features[11] = strongest
+            features[12] = last / (np.sqrt(source_mass[width - 1]) * target_root)
+            features[13] = 1.0 if linking > 0 else 0.0
+            features[14] = linking
+            if embeddings:
+                features[5] = similarity[column]
+                features[15] = _dot(out[row], newest)
+        features[6] = np.log1p(short[row] / short_decay)
+        features[7] = np.log1p(long[row] / long_decay)
+        features[8] = trend_rank[column]
+        features[16] = np.log1p(max(ts - last_ts[row], 0) / _HOUR_MS)
+        features[18] = features[6] - features[7]
+        features[19] = np.log1p(max(ts - first_ts[row], 0) / _HOUR_MS)
+        features[20] = category_share[column]
+        features[21] = category_rank[column]
+    matrix[:, 17] = rank_share(matrix[:, 6].copy())
+    for feature in _SHARES:
+        best = np.abs(matrix[:, feature]).max() if count else 0.0
+        if best > 0:
+            matrix[:, feature] /= best
     return matrix

@@ -16,7 +16,7 @@ One :class:`ItemModel` holds what streamrec knows about items, for every item, i
 - **Embeddings.** An input and an output vector per item, trained by SGD on a next-item
   objective with sampled negatives (word2vec's skip-gram with negative sampling, the context
   being the user's previous items). A user's interest is the recency-weighted sum of the input
-  vectors of their items (:meth:`ItemModel.interest`); its dot product with an item's output
+  vectors of their items (see :mod:`operators.candidates`); its dot product with an item's output
   vector says how well the item follows the user's history, also for items without links.
 
 Every weight decays with event time by *forward decay*: it is stored multiplied by
@@ -49,6 +49,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from operators.engine_config import EngineConfig
 
@@ -92,8 +93,13 @@ class ItemModel:
         capacity = 64
         #: Row -> neighbour row -> stored link weight.
         self.links: list[dict[int, float]] = []
-        self._top: list[tuple[np.ndarray, np.ndarray]] = []
+        #: Per row: its strongest ``reply_neighbours`` neighbours (rows, stored link weights,
+        #: how many), in arrays a compiled reader takes whole (see :meth:`neighbour_table`).
+        self.top_rows = np.zeros((capacity, config.reply_neighbours), np.int32)
+        self.top_weights = np.zeros((capacity, config.reply_neighbours))
+        self.top_count = np.zeros(capacity, np.int32)
         self._stale = np.zeros(capacity, np.int32)
+        self._scratch = np.zeros(0, np.int64)
         #: Stored link weight leaving each row (its co-visitation "popularity").
         self.mass = np.zeros(capacity)
         self.short = np.zeros(capacity)
@@ -186,15 +192,18 @@ class ItemModel:
         if len(links) > keep:
             best = np.argpartition(-weights, keep - 1)[:keep]
             others, weights = others[best], weights[best]
-        self._top[row] = (others, weights)
+        count = len(others)
+        self.top_rows[row, :count] = others
+        self.top_weights[row, :count] = weights
+        self.top_count[row] = count
         self._stale[row] = 0
 
     def flush(self) -> None:
         """Apply the embedding steps of the events observed since the last read.
 
-        Steps are batched (one vectorised mini-batch) and every reader of embeddings calls this
-        first, so a list never misses an event; within a batch the steps all start from the
-        vectors before it, which SGD does not mind.
+        Steps are batched (one compiled mini-batch, :func:`_sgd_step`) and every reader of
+        embeddings calls this first, so a list never misses an event; within a batch the steps
+        all start from the vectors before it, which SGD does not mind.
         """
         pending = self._pending
         if not pending:
@@ -203,34 +212,12 @@ class ItemModel:
         batch = len(pending)
         rows, contexts = zip(*pending, strict=True)
         pending.clear()
-        counts = np.fromiter(map(len, contexts), np.intp, batch)
-        context = np.fromiter(chain.from_iterable(contexts), np.intp)
-        targets = np.empty((batch, config.negatives + 1), np.intp)
+        counts = np.fromiter(map(len, contexts), np.int64, batch)
+        context = np.fromiter(chain.from_iterable(contexts), np.int64)
+        targets = np.empty((batch, config.negatives + 1), np.int64)
         targets[:, 0] = rows
         targets[:, 1:] = self._recent[self._draw(batch, min(self.observed, _RECENT_ITEMS))]
-        # Every pending event has at least one context row, so as many rows as events means one
-        # each (``link_recent`` 1, the default): no averaging, a third of a one-event flush.
-        single = len(context) == batch
-        if single:
-            hidden = self.inp[context].astype(float)
-        else:
-            starts = np.cumsum(counts) - counts
-            hidden = np.add.reduceat(self.inp[context], starts) / counts[:, None]
-        vectors = self.out[targets]
-        errors = 1.0 / (1.0 + np.exp(-(vectors @ hidden[:, :, None])[:, :, 0]))
-        errors[:, 0] -= 1.0
-        errors[:, 1:][targets[:, 1:] == targets[:, :1]] = 0.0
-        errors *= config.embedding_rate
-        output_steps = errors[:, :, None] * hidden[:, None, :]
-        _subtract_rows(self.out, targets.ravel(), output_steps)
-        context_steps = (errors[:, None, :] @ vectors)[:, 0]
-        if len(context) == 1:  # one row cannot repeat: a plain update, a fifth of the scatter
-            self.inp[context[0]] -= context_steps[0].astype(self.inp.dtype)
-        elif single:
-            _subtract_rows(self.inp, context, context_steps)
-        else:
-            repeated = np.repeat(context_steps / counts[:, None], counts, axis=0)
-            _subtract_rows(self.inp, context, repeated)
+        _sgd_step(self.inp, self.out, context, counts, targets, config.embedding_rate)
 
     def _draw(self, batch: int, filled: int) -> np.ndarray:
         """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
@@ -260,12 +247,11 @@ class ItemModel:
             row = len(self.ids)
             self.ids.append(item_id)
             self.links.append({})
-            self._top.append((np.zeros(0, np.intp), np.zeros(0)))
             if row >= len(self.mass):
                 self._grow(2 * len(self.mass))
         self.rows[item_id] = row
         self._arrived.append(row)
-        self._top[row] = (np.zeros(0, np.intp), np.zeros(0))
+        self.top_count[row] = 0
         self._stale[row] = 0
         self.mass[row] = self.short[row] = self.long[row] = 0.0
         self.first_ts[row] = ts
@@ -281,7 +267,8 @@ class ItemModel:
             bigger[: len(array)] = array
             return bigger
 
-        self._stale = grown(self._stale)
+        self.top_rows, self.top_weights = grown(self.top_rows), grown(self.top_weights)
+        self.top_count, self._stale = grown(self.top_count), grown(self._stale)
         self.mass, self.short, self.long = grown(self.mass), grown(self.short), grown(self.long)
         self.last_ts, self.first_ts = grown(self.last_ts), grown(self.first_ts)
         self.category = grown(self.category)
@@ -299,7 +286,7 @@ class ItemModel:
             del self.rows[self.ids[row]]  # type: ignore[arg-type]
             self.ids[row] = None
             self.links[row] = {}
-            self._top[row] = (np.zeros(0, np.intp), np.zeros(0))
+            self.top_count[row] = 0
             self.mass[row] = self.short[row] = self.long[row] = 0.0
             self.category[row] = -1
         for row, links in enumerate(self.links):
@@ -331,11 +318,10 @@ class ItemModel:
         config = self.config
         age = ts - self.ref
         link_factor = 0.5 ** (age / config.link_half_life_ms)
-        for row, links in enumerate(self.links):
+        for links in self.links:
             for other in links:
                 links[other] *= link_factor
-            top_rows, top_weights = self._top[row]
-            self._top[row] = (top_rows, top_weights * link_factor)
+        self.top_weights *= link_factor
         self.mass *= link_factor
         self.short *= 0.5 ** (age / config.pop_short_half_life_ms)
         self.long *= 0.5 ** (age / config.pop_long_half_life_ms)
@@ -344,15 +330,25 @@ class ItemModel:
     # -- reading ----------------------------------------------------------------------------
 
     def neighbours(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """The item's strongest neighbours (rows) and their stored link weights: re-sorted
-        when read after a change while it has few links, else after ``reply_refresh``."""
-        stale = self._stale[row]
-        if stale and (
-            stale >= self.config.reply_refresh
-            or len(self.links[row]) <= self.config.reply_neighbours
-        ):
-            self._sort(row)
-        return self._top[row]
+        """The item's strongest neighbours (rows) and their stored link weights."""
+        self.refresh_neighbours(np.array([row]))
+        count = self.top_count[row]
+        return self.top_rows[row, :count], self.top_weights[row, :count]
+
+    def refresh_neighbours(self, rows: np.ndarray) -> None:
+        """Re-sort the neighbours of those of ``rows`` that changed since their last sort, when
+        read while they have few links, else after ``reply_refresh`` changes."""
+        stale = self._stale[rows]
+        refresh, few = self.config.reply_refresh, self.config.reply_neighbours
+        for row, changes in zip(rows[stale > 0].tolist(), stale[stale > 0].tolist(), strict=True):
+            if changes >= refresh or len(self.links[row]) <= few:
+                self._sort(row)
+
+    def scratch(self) -> np.ndarray:
+        """An array of -1 per row, for a compiled reader to mark rows in and leave as it was."""
+        if len(self._scratch) < len(self.mass):
+            self._scratch = np.full(len(self.mass), -1, np.int64)
+        return self._scratch
 
     def decay(self, ts: int, half_life: int) -> float:
         """What divides a weight stored against ``ref`` to give its value at ``ts``."""
@@ -401,11 +397,6 @@ class ItemModel:
         ids = self.ids
         return np.fromiter((ids[row] is not None for row in rows.tolist()), bool, len(rows))
 
-    def interest(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """A user's interest vector: the weighted sum of the input vectors of their items."""
-        self.flush()
-        return weights.astype(np.float32) @ self.inp[rows]
-
     def similar(self, interest: np.ndarray, count: int) -> np.ndarray:
         """The ``count`` rows whose output vectors score highest against ``interest``, best
         first, among the ``similar_pool`` items with the most distinct users at the last
@@ -416,7 +407,7 @@ class ItemModel:
         if count <= 0:
             return np.zeros(0, np.intp)
         self.flush()
-        scores = np.take(self.out, pool, axis=0) @ interest
+        scores = _scores(self.out, pool, np.ascontiguousarray(interest, np.float32))
         best = np.argpartition(-scores, count - 1)[:count]
         return pool[best[np.argsort(-scores[best], kind="stable")]]
 
@@ -440,6 +431,8 @@ class ItemModel:
                 sources.append(np.full(len(links), row, np.int32))
                 targets.append(np.fromiter(links, np.int32, len(links)))
                 weights.append(np.fromiter(links.values(), float, len(links)))
+
+        filled = np.arange(self.config.reply_neighbours) < self.top_count[:live, None]
 
         def joined(parts: list[np.ndarray], dtype: type) -> bytes:
             return (np.concatenate(parts) if parts else np.zeros(0, dtype)).tobytes()
@@ -469,9 +462,9 @@ class ItemModel:
             # The caches as they are, so a restored model reads exactly what this one would.
             "stale": self._stale[:live].tobytes(),
             "top": (
-                np.array([len(top[0]) for top in self._top], np.int32).tobytes(),
-                joined([top[0].astype(np.int32) for top in self._top], np.int32),
-                joined([top[1] for top in self._top], float),
+                self.top_count[:live].tobytes(),
+                self.top_rows[:live][filled].tobytes(),
+                self.top_weights[:live][filled].tobytes(),
             ),
             "trending": (
                 self._trending.astype(np.int32).tobytes(),
@@ -520,11 +513,10 @@ class ItemModel:
             np.frombuffer(raw, dtype)  # type: ignore[arg-type]
             for raw, dtype in zip(snapshot["top"], (np.int32, np.int32, float), strict=True)  # type: ignore[call-overload]
         )
-        bounds = np.concatenate(([0], np.cumsum(lengths)))
-        model._top = [
-            (top_rows[start:end].astype(np.intp), top_weights[start:end].copy())
-            for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-        ]
+        filled = np.arange(config.reply_neighbours) < lengths[:, None]
+        model.top_count[:live] = lengths
+        model.top_rows[:live][filled] = top_rows
+        model.top_weights[:live][filled] = top_weights
         trending, pool, model._trending_at = snapshot["trending"]  # type: ignore[misc]
         model._trending = np.frombuffer(trending, np.int32).astype(np.intp)
         model._pool = np.frombuffer(pool, np.int32).astype(np.intp)
@@ -542,12 +534,63 @@ class ItemModel:
         return model
 
 
-def _subtract_rows(matrix: np.ndarray, rows: np.ndarray, steps: np.ndarray) -> None:
-    """``matrix[rows] -= steps`` where a repeated row takes every one of its steps.
+@njit("float32[:](float32[:, ::1], int64[:], float32[::1])", cache=True, fastmath=True)
+def _scores(out: np.ndarray, rows: np.ndarray, interest: np.ndarray) -> np.ndarray:
+    """Each row's output vector against ``interest``, without copying the rows out first (a
+    copy of a 5,000-row pool cost twice the products)."""
+    scores = np.empty(len(rows), np.float32)
+    for position in range(len(rows)):
+        row = rows[position]
+        total = np.float32(0.0)
+        for dimension in range(len(interest)):
+            total += out[row, dimension] * interest[dimension]
+        scores[position] = total
+    return scores
 
-    ``np.subtract.at`` on the flattened matrix (C-contiguous, so ``reshape`` is a view) with
-    steps of the matrix's dtype: numpy's fast path for ``ufunc.at`` takes one dimension and one
-    dtype. Rows of float32 with float64 steps took 400 us for thirty events, this 20 us."""
-    width = matrix.shape[1]
-    flat_rows = (rows[:, None] * width + np.arange(width)).ravel()
-    np.subtract.at(matrix.reshape(-1), flat_rows, steps.astype(matrix.dtype, copy=False).ravel())
+
+@njit("void(float32[:, :], float32[:, :], int64[:], int64[:], int64[:, :], float64)", cache=True)
+def _sgd_step(
+    inp: np.ndarray,
+    out: np.ndarray,
+    context: np.ndarray,
+    counts: np.ndarray,
+    targets: np.ndarray,
+    rate: float,
+) -> None:
+    """One mini-batch of skip-gram steps with negative sampling, in place: per event, the mean
+    input vector of its ``counts`` rows of ``context`` against the output vectors of its
+    ``targets`` (the item, then the negatives). Every step starts from the vectors before the
+    batch; a row that repeats takes every one of its steps. Compiled: as numpy calls, a
+    one-event batch cost thirty calls for a few hundred multiplications."""
+    batch, width = targets.shape
+    dimensions = inp.shape[1]
+    hidden = np.zeros((batch, dimensions))
+    errors = np.zeros((batch, width))
+    start = 0
+    for event in range(batch):
+        for row in context[start : start + counts[event]]:
+            hidden[event] += inp[row]
+        hidden[event] /= counts[event]
+        start += counts[event]
+        for position in range(width):
+            target = targets[event, position]
+            if position and target == targets[event, 0]:
+                continue  # a negative drawn equal to the item teaches nothing
+            score = 0.0
+            for dimension in range(dimensions):
+                score += out[target, dimension] * hidden[event, dimension]
+            errors[event, position] = (1.0 / (1.0 + np.exp(-score)) - (position == 0)) * rate
+    context_steps = np.zeros((batch, dimensions))
+    for event in range(batch):
+        for position in range(width):
+            context_steps[event] += errors[event, position] * out[targets[event, position]]
+    for event in range(batch):
+        for position in range(width):
+            step = errors[event, position] * hidden[event]
+            out[targets[event, position]] -= step.astype(np.float32)
+    start = 0
+    for event in range(batch):
+        share = (context_steps[event] / counts[event]).astype(np.float32)
+        for row in context[start : start + counts[event]]:
+            inp[row] -= share
+        start += counts[event]
