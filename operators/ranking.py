@@ -93,27 +93,20 @@ class Ranker:
             self._standard = _mean_and_scale(self._sums, self._squares, self.count)
         return self._standard
 
-    def standardised(self, features: np.ndarray) -> np.ndarray:
+    def forward(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The standardised features and the hidden layer's activations."""
         mean, scale = self._statistics()
-        return (features - mean) / scale
+        standardised, hidden = _project(features, mean, scale, self.parameters)
+        # numpy's tanh: its float32 kernel is vectorised, numba's is not (twenty times slower);
+        # an activation needs no more than float32's seven digits.
+        return standardised, np.tanh(hidden, out=hidden)
 
-    def _hidden(self, standardised: np.ndarray) -> np.ndarray:
-        layer = self.parameters[_W].reshape(_WIDTH, HIDDEN)
-        # In float32: numpy's float64 tanh has no vectorised kernel and cost five times as much
-        # (100 us on a 300-candidate list, a sixth of a list's time); an activation needs no
-        # more than float32's seven digits.
-        hidden = (standardised @ layer + self.parameters[_B]).astype(np.float32)
-        return np.tanh(hidden, out=hidden)
-
-    def scores_of(self, standardised: np.ndarray) -> np.ndarray:
-        """Scores of already standardised features."""
-        linear = standardised @ self.weights
-        if self.optimizer is None:
-            return linear
-        return linear + self._hidden(standardised) @ self.parameters[_V]
+    def scores_of(self, standardised: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+        """Scores from :meth:`forward`'s output."""
+        return _scores(standardised, hidden, self.parameters, self.optimizer is not None)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        return self.scores_of(self.standardised(features))
+        return self.scores_of(*self.forward(features))
 
     def learn(self, features: np.ndarray, chosen: int) -> None:
         """One step on the list ``features`` (candidates, features) whose row ``chosen`` the
@@ -123,8 +116,7 @@ class Ranker:
         self._standard = None
         if self.optimizer is None:
             return
-        standardised = self.standardised(features)
-        gradient = _gradient(standardised, self._hidden(standardised), self.parameters, chosen)
+        gradient = _gradient(*self.forward(features), self.parameters, chosen)
         self.parameters = self.optimizer.step(self.parameters, gradient)
 
     def snapshot(self) -> RankerSnapshot:
@@ -171,7 +163,42 @@ def _mean_and_scale(
     return mean, np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
 
 
-@njit("float64[:](float64[:, :], float32[:, :], float64[:], int64)", cache=True)
+@njit(
+    "Tuple((float64[:, ::1], float32[:, ::1]))(float64[:, :], float64[:], float64[:], float64[:])",
+    cache=True,
+)
+def _project(
+    features: np.ndarray, mean: np.ndarray, scale: np.ndarray, parameters: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The standardised features and the hidden layer's inputs (before ``tanh``)."""
+    count, width = features.shape
+    units = (len(parameters) - width) // (width + 2)
+    standardised = np.empty((count, width))
+    for row in range(count):
+        for column in range(width):
+            standardised[row, column] = (features[row, column] - mean[column]) / scale[column]
+    layer = np.ascontiguousarray(parameters[width : width + width * units]).reshape(width, units)
+    bias = parameters[width + width * units : width + width * units + units]
+    return standardised, (standardised @ layer + bias).astype(np.float32)
+
+
+@njit("float64[:](float64[:, ::1], float32[:, ::1], float64[::1], boolean)", cache=True)
+def _scores(
+    standardised: np.ndarray, hidden: np.ndarray, parameters: np.ndarray, with_hidden: bool
+) -> np.ndarray:
+    """``Z @ weights``, plus ``hidden @ v`` ``with_hidden``."""
+    count, width = standardised.shape
+    units = hidden.shape[1]
+    output = parameters[width + width * units + units :]
+    scores = standardised @ parameters[:width]
+    if with_hidden:
+        for row in range(count):
+            for unit in range(units):
+                scores[row] += hidden[row, unit] * output[unit]
+    return scores
+
+
+@njit("float64[:](float64[:, ::1], float32[:, ::1], float64[::1], int64)", cache=True)
 def _gradient(
     standardised: np.ndarray, hidden: np.ndarray, parameters: np.ndarray, chosen: int
 ) -> np.ndarray:
@@ -180,32 +207,20 @@ def _gradient(
     vectorised float32 ``tanh`` numba cannot match, come in computed) it was fifteen calls."""
     count, width = standardised.shape
     units = hidden.shape[1]
-    weights = parameters[:width]
     output = parameters[width + width * units + units :]
-    scores = np.empty(count)
-    for row in range(count):
-        score = 0.0
-        for column in range(width):
-            score += standardised[row, column] * weights[column]
-        for unit in range(units):
-            score += hidden[row, unit] * output[unit]
-        scores[row] = score
+    scores = _scores(standardised, hidden, parameters, True)
     error = np.exp(scores - scores.max())
     error /= error.sum()
     error[chosen] -= 1.0  # d loss / d score of each candidate
-    gradient = np.zeros(len(parameters))
-    into_hidden = np.empty(units)
-    bias = width + width * units
+    into_hidden = np.empty((count, units))
     for row in range(count):
         for unit in range(units):
             activation = hidden[row, unit]
-            into_hidden[unit] = error[row] * output[unit] * (1.0 - activation * activation)
-            gradient[bias + unit] += into_hidden[unit]
-            gradient[bias + units + unit] += error[row] * activation
-        for column in range(width):
-            value = standardised[row, column]
-            gradient[column] += error[row] * value
-            start = width + column * units
-            for unit in range(units):
-                gradient[start + unit] += value * into_hidden[unit]
+            into_hidden[row, unit] = error[row] * output[unit] * (1.0 - activation * activation)
+    bias = width + width * units
+    gradient = np.empty(len(parameters))
+    gradient[:width] = error @ standardised
+    gradient[width:bias] = (standardised.T @ into_hidden).ravel()
+    gradient[bias : bias + units] = into_hidden.sum(axis=0)
+    gradient[bias + units :] = error @ hidden.astype(np.float64)
     return gradient

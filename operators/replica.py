@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from operators.candidates import Candidates, gather
 from operators.engine_config import EngineConfig
@@ -72,6 +73,9 @@ _GROUPS = np.array(
     ],
     float,
 )
+
+#: What :func:`_reasons`' group codes say; 0 is a history item (its id).
+_REASONS = (None, "similar", "trending", "category")
 
 ReplicaSnapshot = tuple[ItemModelSnapshot, RankerSnapshot]
 
@@ -166,19 +170,15 @@ class ModelReplica:
         config = self.config
         candidates = gather(self.items, message.history, message.seen, config)
         features = feature_matrix(self.items, candidates, config)
-        standardised = self.ranker.standardised(features)
-        scores = self.ranker.scores_of(standardised)
-        count = min(config.k, len(scores))
-        top = (
-            np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(count)
-        )
-        top = top[np.lexsort((candidates.rows[top], -scores[top]))]
+        standardised, hidden = self.ranker.forward(features)
+        scores = self.ranker.scores_of(standardised, hidden)
+        top = _best(scores, candidates.rows, config.k)
         if self.learning:
             self.keep(
                 message.user_id, candidates.rows, features, tuple(candidates.rows[top].tolist())
             )
         ids = self.items.ids
-        reasons = self._because(candidates, standardised[top], top)
+        reasons = self._because(candidates, standardised, top)
         items = [
             (ids[candidates.rows[column]], round(float(scores[column]), 6), reason)
             for column, reason in zip(top.tolist(), reasons, strict=True)
@@ -192,29 +192,24 @@ class ModelReplica:
     def _because(
         self, candidates: Candidates, standardised: np.ndarray, columns: np.ndarray
     ) -> list[str]:
-        """Per listed item, which group of signals added most to its score through the linear
-        weights (see :data:`~messages.Item`); the hidden layer, a mixture of all, is left out."""
-        groups = (standardised * self.ranker.weights) @ _GROUPS
-        # Only an item of one of the user's categories is there because of it.
-        groups[candidates.category_share[columns] <= 0, 3] = -np.inf
-        winner = groups.argmax(axis=1)
-        linked = candidates.links[:, columns] * candidates.recency[:, None]
-        strongest = linked.argmax(axis=0) if len(candidates.history) else columns * 0
-        has_link = linked.max(axis=0) > 0 if len(candidates.history) else columns < 0
+        """Per listed item (``columns``), which group of signals added most to its score through
+        the linear weights (see :data:`~messages.Item`); the hidden layer, a mixture of all, is
+        left out."""
+        groups, sources = _reasons(
+            standardised,
+            columns,
+            self.ranker.weights,
+            _GROUPS,
+            candidates.category_share,
+            candidates.links,
+            candidates.recency,
+        )
         ids = self.items.ids
-        reasons = []
-        for group, source, linked_any in zip(
-            winner.tolist(), strongest.tolist(), has_link.tolist(), strict=True
-        ):
-            if group == 0 and linked_any:
-                reasons.append(ids[candidates.history[source]])
-            elif group == 1:
-                reasons.append("similar")
-            elif group == 3:
-                reasons.append("category")
-            else:
-                reasons.append("trending")
-        return reasons  # type: ignore[return-value]
+        history = candidates.history
+        return [
+            _REASONS[group] if group else ids[history[source]]  # type: ignore[misc]
+            for group, source in zip(groups.tolist(), sources.tolist(), strict=True)
+        ]
 
     def quality_record(self, events: int, as_of: int) -> QualityRecord:
         """The rolling quality of what this replica served, after ``events`` events."""
@@ -246,3 +241,66 @@ class ModelReplica:
         replica.items = ItemModel.restore(items, config)
         replica.ranker = Ranker.restore(ranker, config)
         return replica
+
+
+@njit("int64[:](float64[:], int64[:], int64)", cache=True)
+def _best(scores: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    """The columns of the ``count`` best scores, best first (ties: the lower row first)."""
+    count = min(count, len(scores))
+    chosen = np.empty(count, np.int64)
+    for column in range(len(scores)):
+        # Insert into the ordered best so far, dropping the last when full.
+        taken = min(column, count)
+        position = taken
+        while position > 0 and (
+            scores[chosen[position - 1]] < scores[column]
+            or (
+                scores[chosen[position - 1]] == scores[column]
+                and rows[chosen[position - 1]] > rows[column]
+            )
+        ):
+            position -= 1
+        if position < count:
+            last = min(taken, count - 1)
+            chosen[position + 1 : last + 1] = chosen[position:last].copy()
+            chosen[position] = column
+    return chosen
+
+
+@njit(
+    "UniTuple(int64[:], 2)(float64[:, ::1], int64[:], float64[:], float64[:, ::1], float64[:],"
+    " float64[:, :], float64[:])",
+    cache=True,
+)
+def _reasons(
+    standardised: np.ndarray,
+    columns: np.ndarray,
+    weights: np.ndarray,
+    groups: np.ndarray,
+    category_share: np.ndarray,
+    links: np.ndarray,
+    recency: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the code of its strongest group of signals in :data:`_REASONS` (co-visitation
+    counts only with a link, content only for an item of one of the user's categories, else
+    "trending") and its most linked history entry (by link weight times recency)."""
+    codes = np.empty(len(columns), np.int64)
+    sources = np.zeros(len(columns), np.int64)
+    for position in range(len(columns)):
+        column = columns[position]
+        contributions = (standardised[column] * weights) @ groups
+        if category_share[column] <= 0:
+            contributions[3] = -np.inf
+        winner = np.argmax(contributions)
+        strongest = 0.0
+        for index in range(len(recency)):
+            linked = links[index, column] * recency[index]
+            if linked > strongest:
+                strongest, sources[position] = linked, index
+        if winner == 0 and strongest > 0:
+            codes[position] = 0
+        elif winner == 1 or winner == 3:
+            codes[position] = winner
+        else:
+            codes[position] = 2
+    return codes, sources
