@@ -124,7 +124,7 @@ def rank_share(values: np.ndarray) -> np.ndarray:
 
 
 @njit("float64(float32[:], float32[:])", cache=True)
-def _dot(left: np.ndarray, right: np.ndarray) -> float:
+def dot(left: np.ndarray, right: np.ndarray) -> float:
     """A dot product of two short vectors, summed in float64: ``np.dot`` calls BLAS, whose
     overhead on 32 entries is ten times the sum."""
     total = 0.0
@@ -284,7 +284,7 @@ def _assemble(
             if tastes[at] == category[row]:
                 category_share[column] = taste_shares[at]
         if len(history):
-            similarity[column] = _dot(out[row], interest)
+            similarity[column] = dot(out[row], interest)
     for row in pool[:size]:
         slot[row] = -1
     for row in seen:

@@ -1,4 +1,4 @@
-"""Ranking features: one row per candidate, computed with numpy over all candidates at once.
+"""Ranking features: one row per candidate, computed in one compiled pass over all candidates.
 
 Co-visitation in three normalisations (each history item's links weighted by its recency):
 ``covisitation`` (log of the raw decayed weight), ``conditional`` (divided by the source item's
@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from operators.candidates import Candidates, _dot, rank_share
+from operators.candidates import Candidates, dot, rank_share
 from operators.engine_config import EngineConfig
 from operators.item_model import ItemModel
 
@@ -259,7 +259,7 @@ def _matrix(
             features[14] = linking
             if embeddings:
                 features[5] = similarity[column]
-                features[15] = _dot(out[row], newest)
+                features[15] = dot(out[row], newest)
         features[6] = np.log1p(short[row] / short_decay)
         features[7] = np.log1p(long[row] / long_decay)
         features[8] = trend_rank[column]

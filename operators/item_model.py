@@ -407,7 +407,7 @@ class ItemModel:
         if count <= 0:
             return np.zeros(0, np.intp)
         self.flush()
-        scores = _scores(self.out, pool, np.ascontiguousarray(interest, np.float32))
+        scores = _similarities(self.out, pool, np.ascontiguousarray(interest, np.float32))
         best = np.argpartition(-scores, count - 1)[:count]
         return pool[best[np.argsort(-scores[best], kind="stable")]]
 
@@ -535,7 +535,7 @@ class ItemModel:
 
 
 @njit("float32[:](float32[:, ::1], int64[:], float32[::1])", cache=True, fastmath=True)
-def _scores(out: np.ndarray, rows: np.ndarray, interest: np.ndarray) -> np.ndarray:
+def _similarities(out: np.ndarray, rows: np.ndarray, interest: np.ndarray) -> np.ndarray:
     """Each row's output vector against ``interest``, without copying the rows out first (a
     copy of a 5,000-row pool cost twice the products)."""
     scores = np.empty(len(rows), np.float32)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import random
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from operators.candidates import gather
 from operators.engine_config import EngineConfig
 from operators.features import CATEGORY, FEATURES, FIXED_WEIGHTS, feature_matrix
 from operators.item_model import Observation
 from operators.messages import ForgetUser, Label, Recommendation, Serve, Tombstone, Train
-from operators.ranking import HIDDEN, Ranker
-from operators.replica import ModelReplica
+from operators.ranking import _V, HIDDEN, Ranker, _gradient
+from operators.replica import ModelReplica, _best
 
 MINUTE = 60_000
 CONFIG = EngineConfig(dimensions=4, k=5)
@@ -221,3 +224,41 @@ def test_without_categories_the_content_features_are_zero_and_change_no_list() -
         assert not feature_matrix(plain.items, candidates, CONFIG)[:, content].any()
         for replica in (plain, weighted):
             replica.on_message(Train(user, history(*items), items, label))
+
+
+@given(
+    st.lists(st.integers(0, 4), min_size=0, max_size=40),
+    st.integers(1, 12),
+    st.randoms(use_true_random=False),
+)
+def test_the_best_k_are_ordered_by_score_then_by_row(
+    levels: list[int], count: int, rng: random.Random
+) -> None:
+    scores = np.array(levels, float)  # few levels: many ties
+    rows = np.array(rng.sample(range(1_000), len(levels)), np.int64)
+    expected = np.lexsort((rows, -scores))[:count]
+    assert _best(scores, rows, count).tolist() == expected.tolist()
+
+
+def test_the_ranker_gradient_matches_finite_differences() -> None:
+    ranker = Ranker(CONFIG)
+    ranker.parameters[_V.start :] = np.random.default_rng(1).normal(0, 0.5, HIDDEN)
+    features = random_lists(1, seed=2)[0]
+    ranker.learn(features, 0)  # running statistics, so that standardising is not the identity
+    standardised, hidden = ranker.forward(features)
+    gradient = _gradient(standardised, hidden, ranker.parameters, 3)
+
+    def loss(parameters: np.ndarray) -> float:
+        probe = copy.deepcopy(ranker)
+        probe.parameters = parameters
+        scores = probe.scores(features)
+        return float(np.log(np.exp(scores - scores.max()).sum()) - (scores[3] - scores.max()))
+
+    step = 1e-4
+    for index in np.random.default_rng(3).choice(len(ranker.parameters), 40, replace=False):
+        up, down = ranker.parameters.copy(), ranker.parameters.copy()
+        up[index] += step
+        down[index] -= step
+        numeric = (loss(up) - loss(down)) / (2 * step)
+        # float32 activations: a few parts in 1e4 of the gradient's scale.
+        assert abs(numeric - gradient[index]) < 1e-3 * max(1.0, abs(numeric)), index
