@@ -52,6 +52,7 @@ import numpy as np
 from numba import njit
 
 from operators.engine_config import EngineConfig
+from operators.topk import best
 
 # Rescale the stored weights before a forward-decay factor could overflow a float.
 _MAX_EXPONENT = 60.0
@@ -408,8 +409,7 @@ class ItemModel:
             return np.zeros(0, np.intp)
         self.flush()
         scores = _similarities(self.out, pool, np.ascontiguousarray(interest, np.float32))
-        best = np.argpartition(-scores, count - 1)[:count]
-        return pool[best[np.argsort(-scores[best], kind="stable")]]
+        return pool[best(scores, pool, count)]
 
     def _similar_pool(self) -> np.ndarray:
         self._refresh()
@@ -534,11 +534,11 @@ class ItemModel:
         return model
 
 
-@njit("float32[:](float32[:, ::1], int64[:], float32[::1])", cache=True, fastmath=True)
+@njit("float64[:](float32[:, ::1], int64[:], float32[::1])", cache=True, fastmath=True)
 def _similarities(out: np.ndarray, rows: np.ndarray, interest: np.ndarray) -> np.ndarray:
     """Each row's output vector against ``interest``, without copying the rows out first (a
     copy of a 5,000-row pool cost twice the products)."""
-    scores = np.empty(len(rows), np.float32)
+    scores = np.empty(len(rows))
     for position in range(len(rows)):
         row = rows[position]
         total = np.float32(0.0)

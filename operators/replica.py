@@ -63,6 +63,7 @@ from operators.messages import (
 )
 from operators.quality import OnlineQuality, QualityRecord
 from operators.ranking import Ranker, RankerSnapshot
+from operators.topk import best
 
 #: (features, groups): which feature belongs to which group of signals, in the order of
 #: :meth:`ModelReplica._because`'s reasons.
@@ -172,7 +173,7 @@ class ModelReplica:
         features = feature_matrix(self.items, candidates, config)
         standardised, hidden = self.ranker.forward(features)
         scores = self.ranker.scores_of(standardised, hidden)
-        top = _best(scores, candidates.rows, config.k)
+        top = best(scores, candidates.rows, config.k)
         if self.learning:
             self.keep(
                 message.user_id, candidates.rows, features, tuple(candidates.rows[top].tolist())
@@ -241,30 +242,6 @@ class ModelReplica:
         replica.items = ItemModel.restore(items, config)
         replica.ranker = Ranker.restore(ranker, config)
         return replica
-
-
-@njit("int64[:](float64[:], int64[:], int64)", cache=True)
-def _best(scores: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
-    """The columns of the ``count`` best scores, best first (ties: the lower row first)."""
-    count = min(count, len(scores))
-    chosen = np.empty(count, np.int64)
-    for column in range(len(scores)):
-        # Insert into the ordered best so far, dropping the last when full.
-        taken = min(column, count)
-        position = taken
-        while position > 0 and (
-            scores[chosen[position - 1]] < scores[column]
-            or (
-                scores[chosen[position - 1]] == scores[column]
-                and rows[chosen[position - 1]] > rows[column]
-            )
-        ):
-            position -= 1
-        if position < count:
-            last = min(taken, count - 1)
-            chosen[position + 1 : last + 1] = chosen[position:last].copy()
-            chosen[position] = column
-    return chosen
 
 
 @njit(

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import random
 
 import numpy as np
-from hypothesis import given
-from hypothesis import strategies as st
 
 from operators.candidates import gather
 from operators.engine_config import EngineConfig
@@ -16,7 +13,7 @@ from operators.features import CATEGORY, FEATURES, FIXED_WEIGHTS, feature_matrix
 from operators.item_model import Observation
 from operators.messages import ForgetUser, Label, Recommendation, Serve, Tombstone, Train
 from operators.ranking import _V, HIDDEN, Ranker, _gradient
-from operators.replica import ModelReplica, _best
+from operators.replica import ModelReplica
 
 MINUTE = 60_000
 CONFIG = EngineConfig(dimensions=4, k=5)
@@ -224,20 +221,6 @@ def test_without_categories_the_content_features_are_zero_and_change_no_list() -
         assert not feature_matrix(plain.items, candidates, CONFIG)[:, content].any()
         for replica in (plain, weighted):
             replica.on_message(Train(user, history(*items), items, label))
-
-
-@given(
-    st.lists(st.integers(0, 4), min_size=0, max_size=40),
-    st.integers(1, 12),
-    st.randoms(use_true_random=False),
-)
-def test_the_best_k_are_ordered_by_score_then_by_row(
-    levels: list[int], count: int, rng: random.Random
-) -> None:
-    scores = np.array(levels, float)  # few levels: many ties
-    rows = np.array(rng.sample(range(1_000), len(levels)), np.int64)
-    expected = np.lexsort((rows, -scores))[:count]
-    assert _best(scores, rows, count).tolist() == expected.tolist()
 
 
 def test_the_ranker_gradient_matches_finite_differences() -> None:
