@@ -108,8 +108,9 @@ def _history(
     history = rows[known]
     interest = np.zeros(inp.shape[1])
     total = recency.sum()
-    for index in range(len(history)):
-        interest += recency[index] / total * inp[history[index]]
+    if total > 0:  # zero when every event's type weighs nothing: no interest
+        for index in range(len(history)):
+            interest += recency[index] / total * inp[history[index]]
     return history, recency, interest.astype(np.float32)
 
 
@@ -139,7 +140,8 @@ def gather(
     """The candidates for a user whose recent history is ``history`` (oldest first)."""
     model.flush()
     rows_of = model.rows
-    history_rows, recency, interest = np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.float32)
+    history_rows, recency = np.zeros(0, np.int64), np.zeros(0)
+    interest = np.zeros(config.dimensions, np.float32)
     ts = model.ref
     if history:
         items, stamps, weights = zip(*history, strict=True)
@@ -152,8 +154,6 @@ def gather(
             config.recency_half_life_ms,
             config.recency_half_life_items,
         )
-    if not len(history_rows):
-        interest = np.zeros(config.dimensions, np.float32)
     model.refresh_neighbours(history_rows)
     wanted = config.similar if len(history_rows) and config.embeddings else 0
     tastes, taste_shares = _tastes(model, history_rows, recency)

@@ -218,7 +218,8 @@ def _matrix(
     numpy calls on a few hundred candidates cost more in calls than in arithmetic."""
     count, width = len(rows), len(history)
     matrix = np.zeros((count, len(FEATURES)))
-    total = recency.sum()
+    # The shares of the history's weight; with none (every event's type weighs nothing), none.
+    total = recency.sum() or 1.0
     source_mass = np.empty(width)
     for index in range(width):
         source_mass[index] = max(mass[history[index]], 1e-12)

@@ -164,6 +164,18 @@ def test_lists_exclude_seen_items_and_say_why_each_item_is_there() -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+def test_a_history_whose_events_weigh_nothing_still_gets_a_list_and_teaches_no_nan() -> None:
+    # type_weights may be 0: such a history has no recency weight to share out.
+    served = shop()
+    weightless = tuple((item, ts, 0.0) for item, ts, _ in history("bread", "tea"))
+    recommendation = served.on_message(Serve("ann", weightless, ("bread", "tea"), 1, 0))
+    assert isinstance(recommendation, Recommendation)
+    assert {item for item, _, _ in recommendation.items} == {"jam", "cup", "pot", "mug"}
+    assert all(np.isfinite(score) for _, score, _ in recommendation.items)
+    served.on_message(Train("ann", weightless, ("bread", "tea"), "jam"))
+    assert np.isfinite(served.ranker.parameters).all()
+
+
 def test_replica_snapshot_restore_serves_the_same_lists() -> None:
     config = EngineConfig(dimensions=4, k=5)
     served = ModelReplica(config)
