@@ -4,9 +4,9 @@ One :class:`ItemModel` holds what streamrec knows about items, for every item, i
 
 - **Co-visitation.** Each event links its item both ways to the user's few previous items
   (:attr:`Observation.recent`), weighted by the weaker event and by the time between the two.
-  An item keeps at most ``2 * neighbours`` links (pruned to the strongest ``neighbours``) and a
-  cached array of its strongest ``reply_neighbours`` ones, re-sorted after ``reply_refresh``
-  updates, which is what candidate generation reads.
+  An item keeps at most ``2 * neighbours`` links (pruned to the strongest ``neighbours``) and,
+  in three arrays over all rows, its strongest ``reply_neighbours`` ones, re-sorted after
+  ``reply_refresh`` updates: what candidate generation's compiled pass reads.
 - **Popularity.** Counted once per user and item (an observation's ``first``), at a short and a
   long half-life: a distinct-user count over a sliding event-time window, in effect.
 - **Categories.** An item's category (its events' optional ``category``, the latest one
