@@ -167,7 +167,7 @@ def gather(
         model.top_weights,
         model.top_count,
         model.similar(interest, wanted),
-        model.trending()[: config.trend_top].astype(np.intp),
+        model.trending()[: config.trend_top],
         np.concatenate((np.zeros(0, np.intp), *offered)),
         np.concatenate([np.arange(1.0, len(part) + 1) for part in offered] or [np.zeros(0)]),
         seen_rows[seen_rows >= 0],

@@ -95,7 +95,7 @@ class ItemModel:
         #: Row -> neighbour row -> stored link weight.
         self.links: list[dict[int, float]] = []
         #: Per row: its strongest ``reply_neighbours`` neighbours (rows, stored link weights,
-        #: how many), in arrays a compiled reader takes whole (see :meth:`neighbour_table`).
+        #: how many), in arrays a compiled reader takes whole after :meth:`refresh_neighbours`.
         self.top_rows = np.zeros((capacity, config.reply_neighbours), np.int32)
         self.top_weights = np.zeros((capacity, config.reply_neighbours))
         self.top_count = np.zeros(capacity, np.int32)
@@ -340,8 +340,9 @@ class ItemModel:
         """Re-sort the neighbours of those of ``rows`` that changed since their last sort, when
         read while they have few links, else after ``reply_refresh`` changes."""
         stale = self._stale[rows]
+        changed = stale > 0
         refresh, few = self.config.reply_refresh, self.config.reply_neighbours
-        for row, changes in zip(rows[stale > 0].tolist(), stale[stale > 0].tolist(), strict=True):
+        for row, changes in zip(rows[changed].tolist(), stale[changed].tolist(), strict=True):
             if changes >= refresh or len(self.links[row]) <= few:
                 self._sort(row)
 
