@@ -4,9 +4,10 @@ One :class:`ItemModel` holds what streamrec knows about items, for every item, i
 
 - **Co-visitation.** Each event links its item both ways to the user's few previous items
   (:attr:`Observation.recent`), weighted by the weaker event and by the time between the two.
-  An item keeps at most ``2 * neighbours`` links (pruned to the strongest ``neighbours``) and,
-  in three arrays over all rows, its strongest ``reply_neighbours`` ones, re-sorted after
-  ``reply_refresh`` updates: what candidate generation's compiled pass reads.
+  An item keeps at most ``2 * neighbours`` links (pruned to the strongest ``neighbours``) in
+  fixed slots of two arrays over all rows and, in three more, its strongest ``reply_neighbours``
+  ones, re-sorted after ``reply_refresh`` updates: what candidate generation's compiled pass
+  reads.
 - **Popularity.** Counted once per user and item (an observation's ``first``), at a short and a
   long half-life: a distinct-user count over a sliding event-time window, in effect.
 - **Categories.** An item's category (its events' optional ``category``, the latest one
@@ -18,6 +19,11 @@ One :class:`ItemModel` holds what streamrec knows about items, for every item, i
   being the user's previous items). A user's interest is the recency-weighted sum of the input
   vectors of their items (see :mod:`operators.candidates`); its dot product with an item's output
   vector says how well the item follows the user's history, also for items without links.
+
+An observation's row lookups happen at once; its arithmetic (links, popularity) is queued and
+applied in order by one compiled pass before anything is read (:meth:`ItemModel.flush`), with
+the same result as applying it at once: every replica of a cluster learns every event, and
+per-event Python work was most of what that replication cost.
 
 Every weight decays with event time by *forward decay*: it is stored multiplied by
 ``2 ** ((ts - ref) / half_life)`` against one reference time ``ref``, so an update is O(1) and a
@@ -41,11 +47,9 @@ True
 
 from __future__ import annotations
 
-import heapq
 import sys
 import zlib
 from itertools import chain
-from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -59,6 +63,8 @@ _MAX_EXPONENT = 60.0
 # Negatives are drawn from the most recent observations: popularity-proportional sampling.
 _RECENT_ITEMS = 4096
 _INIT_SCALE = 0.1
+# Queued observations applied at once even if nothing reads them.
+_QUEUE_LIMIT = 4096
 
 #: One previous item of the user: (item_id, ts, weight).
 Previous = tuple[str, int, float]
@@ -92,8 +98,12 @@ class ItemModel:
         self.ids: list[str | None] = []
         self._free: list[int] = []
         capacity = 64
-        #: Row -> neighbour row -> stored link weight.
-        self.links: list[dict[int, float]] = []
+        #: Per row: its neighbour rows and stored link weights in ``2 * neighbours + 1`` slots
+        #: (the last one fills only until the row is pruned), and how many slots are used.
+        slots = 2 * config.neighbours + 1
+        self.link_rows = np.zeros((capacity, slots), np.int32)
+        self.link_weights = np.zeros((capacity, slots))
+        self.link_count = np.zeros(capacity, np.int32)
         #: Per row: its strongest ``reply_neighbours`` neighbours (rows, stored link weights,
         #: how many), in arrays a compiled reader takes whole after :meth:`refresh_neighbours`.
         self.top_rows = np.zeros((capacity, config.reply_neighbours), np.int32)
@@ -122,6 +132,10 @@ class ItemModel:
         self._rng = np.random.default_rng(config.seed)
         self._draws = np.zeros(0)
         self._draws_at = 0
+        #: Observations not applied yet, flat: per observation (row, ts, weight, first,
+        #: category index or -1, previous items), then (row, ts, weight) per previous item.
+        self._queue: list[float] = []
+        self._queued = 0
         #: Embedding steps not applied yet: (row, context rows); see :meth:`flush`.
         self._pending: list[tuple[int, list[int]]] = []
         self._trending: np.ndarray = np.zeros(0, np.intp)
@@ -137,46 +151,79 @@ class ItemModel:
     # -- learning ---------------------------------------------------------------------------
 
     def observe(self, observation: Observation) -> None:
-        """Learn one event: links, popularity and one embedding step."""
-        config = self.config
+        """Learn one event: links, popularity and one embedding step (queued; see
+        :meth:`flush`)."""
         ts = observation.ts
         if not self.rows:
             self.ref = ts
-        elif (ts - self.ref) / config.pop_short_half_life_ms > _MAX_EXPONENT:
+        elif (ts - self.ref) / self.config.pop_short_half_life_ms > _MAX_EXPONENT:
             self._rebase(ts)
-        boost = self.decay(ts, config.link_half_life_ms)
         row = self._row(observation.item_id, ts)
-        self.last_ts[row] = max(int(self.last_ts[row]), ts)
-        if observation.category is not None:
-            self.category[row] = self._category_of(observation.category)
-        if observation.first:
-            self.short[row] += observation.weight * self.decay(ts, config.pop_short_half_life_ms)
-            self.long[row] += observation.weight * self.decay(ts, config.pop_long_half_life_ms)
-        previous = [
-            (self._row(item, item_ts), item_ts, weight)
-            for item, item_ts, weight in observation.recent
-        ]
-        gap = config.link_gap_half_life_ms
-        for other, other_ts, other_weight in previous:
-            link = min(observation.weight, other_weight) * 0.5 ** (abs(ts - other_ts) / gap) * boost
-            self._link(row, other, link)
-            self._link(other, row, link)
-        if previous and config.embeddings:
-            self._pending.append((row, [other for other, _, _ in previous]))
-        self._recent[self.observed % _RECENT_ITEMS] = row
+        category = -1 if observation.category is None else self._category_of(observation.category)
+        recent = observation.recent
+        queue = self._queue
+        queue.extend((row, ts, observation.weight, observation.first, category, len(recent)))
+        if recent:
+            others = []
+            for item, item_ts, weight in recent:
+                other = self._row(item, item_ts)
+                others.append(other)
+                queue.extend((other, item_ts, weight))
+            if self.config.embeddings:
+                self._pending.append((row, others))
+        self._queued += 1
         self.observed += 1
-        if self.observed % config.sweep_every == 0:
+        if self._queued == _QUEUE_LIMIT:
+            self._apply()  # a replica that serves nobody still holds a bounded queue
+        if self.observed % self.config.sweep_every == 0:
             self._sweep(ts)
             self._prune_categories()
 
-    def _link(self, source: int, target: int, weight: float) -> None:
-        links = self.links[source]
-        links[target] = links.get(target, 0.0) + weight
-        self.mass[source] += weight
-        neighbours = self.config.neighbours
-        if len(links) > 2 * neighbours:
-            self.links[source] = dict(heapq.nlargest(neighbours, links.items(), key=itemgetter(1)))
-        self._stale[source] += 1
+    def _apply(self) -> None:
+        """Apply the queued observations, in order."""
+        if not self._queued:
+            return
+        config = self.config
+        queue = np.array(self._queue, float)
+        _observe(
+            queue,
+            self.link_rows,
+            self.link_weights,
+            self.link_count,
+            self.mass,
+            self._stale,
+            self.short,
+            self.long,
+            self.last_ts,
+            self.category,
+            self._recent,
+            self.observed - self._queued,
+            np.array(
+                [
+                    self.ref,
+                    config.link_half_life_ms,
+                    config.link_gap_half_life_ms,
+                    config.pop_short_half_life_ms,
+                    config.pop_long_half_life_ms,
+                ],
+                float,
+            ),
+            config.neighbours,
+        )
+        self._queue.clear()
+        self._queued = 0
+
+    def links_of(self, row: int) -> dict[int, float]:
+        """The row's links: neighbour row -> stored weight."""
+        self._apply()
+        count = self.link_count[row]
+        return dict(
+            zip(
+                self.link_rows[row, :count].tolist(),
+                self.link_weights[row, :count].tolist(),
+                strict=True,
+            )
+        )
 
     def _category_of(self, name: str) -> int:
         index = self._category_index.get(name)
@@ -185,27 +232,15 @@ class ItemModel:
             self.category_names.append(sys.intern(name))
         return index
 
-    def _sort(self, row: int) -> None:
-        links = self.links[row]
-        keep = self.config.reply_neighbours
-        others = np.fromiter(links, np.intp, len(links))
-        weights = np.fromiter(links.values(), float, len(links))
-        if len(links) > keep:
-            best = np.argpartition(-weights, keep - 1)[:keep]
-            others, weights = others[best], weights[best]
-        count = len(others)
-        self.top_rows[row, :count] = others
-        self.top_weights[row, :count] = weights
-        self.top_count[row] = count
-        self._stale[row] = 0
-
     def flush(self) -> None:
-        """Apply the embedding steps of the events observed since the last read.
+        """Apply the events observed since the last read: their links and popularity, then their
+        embedding steps.
 
         Steps are batched (one compiled mini-batch, :func:`_sgd_step`) and every reader of
         embeddings calls this first, so a list never misses an event; within a batch the steps
         all start from the vectors before it, which SGD does not mind.
         """
+        self._apply()
         pending = self._pending
         if not pending:
             return
@@ -243,17 +278,14 @@ class ItemModel:
         if self._free:
             row = self._free.pop()
             self.ids[row] = item_id
-            self.links[row] = {}
         else:
             row = len(self.ids)
             self.ids.append(item_id)
-            self.links.append({})
             if row >= len(self.mass):
                 self._grow(2 * len(self.mass))
         self.rows[item_id] = row
         self._arrived.append(row)
-        self.top_count[row] = 0
-        self._stale[row] = 0
+        self.top_count[row] = self.link_count[row] = self._stale[row] = 0
         self.mass[row] = self.short[row] = self.long[row] = 0.0
         self.first_ts[row] = ts
         self.category[row] = -1
@@ -268,6 +300,8 @@ class ItemModel:
             bigger[: len(array)] = array
             return bigger
 
+        self.link_rows, self.link_weights = grown(self.link_rows), grown(self.link_weights)
+        self.link_count = grown(self.link_count)
         self.top_rows, self.top_weights = grown(self.top_rows), grown(self.top_weights)
         self.top_count, self._stale = grown(self.top_count), grown(self._stale)
         self.mass, self.short, self.long = grown(self.mass), grown(self.short), grown(self.long)
@@ -286,17 +320,23 @@ class ItemModel:
         for row in gone:
             del self.rows[self.ids[row]]  # type: ignore[arg-type]
             self.ids[row] = None
-            self.links[row] = {}
-            self.top_count[row] = 0
-            self.mass[row] = self.short[row] = self.long[row] = 0.0
-            self.category[row] = -1
-        for row, links in enumerate(self.links):
-            if links and not gone.isdisjoint(links):
-                for other in gone.intersection(links):
-                    del links[other]
-                self._sort(row)
-
-        self._recent[np.isin(self._recent, list(gone))] = 0
+        dropped = np.array(sorted(gone), np.int64)
+        self.link_count[dropped] = self.top_count[dropped] = 0
+        self.mass[dropped] = self.short[dropped] = self.long[dropped] = 0.0
+        self.category[dropped] = -1
+        is_gone = np.zeros(live, np.bool_)
+        is_gone[dropped] = True
+        _unlink(
+            is_gone,
+            self.link_rows,
+            self.link_weights,
+            self.link_count,
+            self.top_rows,
+            self.top_weights,
+            self.top_count,
+            self._stale,
+        )
+        self._recent[np.isin(self._recent, dropped)] = 0
         self._free.extend(sorted(gone, reverse=True))
         self._trending_at = -1
 
@@ -316,12 +356,11 @@ class ItemModel:
         self._category_index = {name: index for index, name in enumerate(self.category_names)}
 
     def _rebase(self, ts: int) -> None:
+        self._apply()
         config = self.config
         age = ts - self.ref
         link_factor = 0.5 ** (age / config.link_half_life_ms)
-        for links in self.links:
-            for other in links:
-                links[other] *= link_factor
+        self.link_weights *= link_factor
         self.top_weights *= link_factor
         self.mass *= link_factor
         self.short *= 0.5 ** (age / config.pop_short_half_life_ms)
@@ -332,19 +371,26 @@ class ItemModel:
 
     def neighbours(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The item's strongest neighbours (rows) and their stored link weights."""
+        self._apply()
         self.refresh_neighbours(np.array([row]))
         count = self.top_count[row]
         return self.top_rows[row, :count], self.top_weights[row, :count]
 
     def refresh_neighbours(self, rows: np.ndarray) -> None:
         """Re-sort the neighbours of those of ``rows`` that changed since their last sort, when
-        read while they have few links, else after ``reply_refresh`` changes."""
-        stale = self._stale[rows]
-        changed = stale > 0
-        refresh, few = self.config.reply_refresh, self.config.reply_neighbours
-        for row, changes in zip(rows[changed].tolist(), stale[changed].tolist(), strict=True):
-            if changes >= refresh or len(self.links[row]) <= few:
-                self._sort(row)
+        read while they have few links, else after ``reply_refresh`` changes (call
+        :meth:`flush` first)."""
+        _refresh_neighbours(
+            np.asarray(rows, np.int64),
+            self.link_rows,
+            self.link_weights,
+            self.link_count,
+            self.top_rows,
+            self.top_weights,
+            self.top_count,
+            self._stale,
+            self.config.reply_refresh,
+        )
 
     def scratch(self) -> np.ndarray:
         """An array of -1 per row, for a compiled reader to mark rows in and leave as it was."""
@@ -363,6 +409,7 @@ class ItemModel:
 
     def _refresh(self) -> None:
         """Re-rank the trending items and the similarity pool every ``trend_refresh`` events."""
+        self._apply()
         if self._trending_at >= 0 and self.observed - self._trending_at < self.config.trend_refresh:
             return
         live = len(self.ids)
@@ -379,6 +426,7 @@ class ItemModel:
     def category_trending(self, category: int) -> np.ndarray:
         """Rows of the ``category_top`` most popular items (short half-life) of one category
         index, best first; re-sorted as often as :meth:`trending`."""
+        self._apply()
         cached = self._category_trending.get(category)
         if cached is None or self.observed - cached[1] >= self.config.trend_refresh:
             members = np.flatnonzero(self.category[: len(self.ids)] == category)
@@ -424,19 +472,12 @@ class ItemModel:
     def snapshot(self) -> ItemModelSnapshot:
         """Compact: arrays as bytes, links as three flat arrays. The embedding steps not applied
         yet are saved as they are: flushing here would make the model depend on when the
-        runtime snapshots."""
+        runtime snapshots (applying the queued links and popularity does not)."""
+        self._apply()
         live = len(self.ids)
-        sources, targets, weights = [], [], []
-        for row, links in enumerate(self.links):
-            if links:
-                sources.append(np.full(len(links), row, np.int32))
-                targets.append(np.fromiter(links, np.int32, len(links)))
-                weights.append(np.fromiter(links.values(), float, len(links)))
-
+        linked = np.arange(self.link_rows.shape[1]) < self.link_count[:live, None]
+        sources = np.repeat(np.arange(live, dtype=np.int32), self.link_count[:live])
         filled = np.arange(self.config.reply_neighbours) < self.top_count[:live, None]
-
-        def joined(parts: list[np.ndarray], dtype: type) -> bytes:
-            return (np.concatenate(parts) if parts else np.zeros(0, dtype)).tobytes()
 
         return {
             "ids": list(self.ids),
@@ -455,7 +496,11 @@ class ItemModel:
             },
             "inp": self.inp[:live].tobytes(),
             "out": self.out[:live].tobytes(),
-            "links": (joined(sources, np.int32), joined(targets, np.int32), joined(weights, float)),
+            "links": (
+                sources.tobytes(),
+                self.link_rows[:live][linked].tobytes(),
+                self.link_weights[:live][linked].tobytes(),
+            ),
             "recent": self._recent.tobytes(),
             "rng": self._rng.bit_generator.state,
             "draws": (self._draws.tobytes(), self._draws_at),
@@ -500,15 +545,19 @@ class ItemModel:
         dims = config.dimensions
         model.inp[:live] = np.frombuffer(snapshot["inp"], np.float32).reshape(live, dims)  # type: ignore[arg-type]
         model.out[:live] = np.frombuffer(snapshot["out"], np.float32).reshape(live, dims)  # type: ignore[arg-type]
-        model.links = [{} for _ in range(live)]
         sources, targets, weights = (
             np.frombuffer(raw, dtype)  # type: ignore[arg-type]
             for raw, dtype in zip(snapshot["links"], (np.int32, np.int32, float), strict=True)  # type: ignore[call-overload]
         )
-        for source, target, weight in zip(
-            sources.tolist(), targets.tolist(), weights.tolist(), strict=True
-        ):
-            model.links[source][target] = weight
+        _restore_links(
+            sources.astype(np.int64),
+            targets.copy(),  # writable, as the kernel's signature wants
+            weights.copy(),
+            model.link_rows,
+            model.link_weights,
+            model.link_count,
+            config.neighbours,
+        )
         model._stale[:live] = np.frombuffer(snapshot["stale"], np.int32)  # type: ignore[arg-type]
         lengths, top_rows, top_weights = (
             np.frombuffer(raw, dtype)  # type: ignore[arg-type]
@@ -595,3 +644,212 @@ def _sgd_step(
         for row in context[start : start + counts[event]]:
             inp[row] -= share
         start += counts[event]
+
+
+@njit("void(int32[:, :], float64[:, :], int64, int64, int64)", cache=True)
+def _prune(
+    link_rows: np.ndarray, link_weights: np.ndarray, row: int, count: int, neighbours: int
+) -> None:
+    """Keep the row's ``neighbours`` strongest of its first ``count`` links, strongest first
+    (the earlier of equal ones)."""
+    order = np.argsort(-link_weights[row, :count], kind="mergesort")[:neighbours]
+    kept_rows = link_rows[row][order]
+    kept_weights = link_weights[row][order]
+    link_rows[row, :neighbours] = kept_rows
+    link_weights[row, :neighbours] = kept_weights
+
+
+@njit(cache=True)
+def _link(
+    link_rows: np.ndarray,
+    link_weights: np.ndarray,
+    link_count: np.ndarray,
+    mass: np.ndarray,
+    stale: np.ndarray,
+    source: int,
+    target: int,
+    weight: float,
+    neighbours: int,
+) -> None:
+    count = link_count[source]
+    found = False
+    for slot in range(count):
+        if link_rows[source, slot] == target:
+            link_weights[source, slot] += weight
+            found = True
+            break
+    if not found:
+        link_rows[source, count] = target
+        link_weights[source, count] = weight
+        count += 1
+        if count > 2 * neighbours:
+            _prune(link_rows, link_weights, source, count, neighbours)
+            count = neighbours
+        link_count[source] = count
+    mass[source] += weight
+    stale[source] += 1
+
+
+@njit(
+    "void(float64[:], int32[:, :], float64[:, :], int32[:], float64[:], int32[:], float64[:],"
+    " float64[:], int64[:], int32[:], int64[:], int64, float64[:], int64)",
+    cache=True,
+)
+def _observe(
+    queue: np.ndarray,
+    link_rows: np.ndarray,
+    link_weights: np.ndarray,
+    link_count: np.ndarray,
+    mass: np.ndarray,
+    stale: np.ndarray,
+    short: np.ndarray,
+    long: np.ndarray,
+    last_ts: np.ndarray,
+    category: np.ndarray,
+    recent: np.ndarray,
+    observed: int,
+    spans: np.ndarray,
+    neighbours: int,
+) -> None:
+    """Apply the queued observations in order (the layout is :attr:`ItemModel._queue`'s;
+    ``spans``: the reference time, then the half-lives of links, of the gap between linked
+    events, and of short and long popularity); ``observed``: the count before the first."""
+    ref, link_half_life, gap_half_life, short_half_life, long_half_life = spans
+    position = 0
+    number = observed
+    while position < len(queue):
+        row = np.int64(queue[position])
+        ts = queue[position + 1]
+        weight = queue[position + 2]
+        if last_ts[row] < np.int64(ts):
+            last_ts[row] = np.int64(ts)
+        if queue[position + 4] >= 0:
+            category[row] = np.int32(queue[position + 4])
+        if queue[position + 3]:
+            short[row] += weight * 2.0 ** ((ts - ref) / short_half_life)
+            long[row] += weight * 2.0 ** ((ts - ref) / long_half_life)
+        boost = 2.0 ** ((ts - ref) / link_half_life)
+        previous = np.int64(queue[position + 5])
+        position += 6
+        for _ in range(previous):
+            other = np.int64(queue[position])
+            gap = abs(ts - queue[position + 1])
+            link = min(weight, queue[position + 2]) * 0.5 ** (gap / gap_half_life) * boost
+            _link(link_rows, link_weights, link_count, mass, stale, row, other, link, neighbours)
+            _link(link_rows, link_weights, link_count, mass, stale, other, row, link, neighbours)
+            position += 3
+        recent[number % len(recent)] = row
+        number += 1
+
+
+@njit(cache=True)
+def _sort_neighbours(
+    row: int,
+    link_rows: np.ndarray,
+    link_weights: np.ndarray,
+    link_count: np.ndarray,
+    top_rows: np.ndarray,
+    top_weights: np.ndarray,
+    top_count: np.ndarray,
+    stale: np.ndarray,
+) -> None:
+    """Copy the row's strongest ``reply_neighbours`` links (all of them when fewer) to the
+    neighbour cache."""
+    count = link_count[row]
+    keep = top_rows.shape[1]
+    if count > keep:
+        order = np.argsort(-link_weights[row, :count], kind="mergesort")[:keep]
+        for position in range(keep):
+            top_rows[row, position] = link_rows[row, order[position]]
+            top_weights[row, position] = link_weights[row, order[position]]
+        count = keep
+    else:
+        top_rows[row, :count] = link_rows[row, :count]
+        top_weights[row, :count] = link_weights[row, :count]
+    top_count[row] = count
+    stale[row] = 0
+
+
+@njit(
+    "void(int64[:], int32[:, :], float64[:, :], int32[:], int32[:, :], float64[:, :], int32[:],"
+    " int32[:], int64)",
+    cache=True,
+)
+def _refresh_neighbours(
+    rows: np.ndarray,
+    link_rows: np.ndarray,
+    link_weights: np.ndarray,
+    link_count: np.ndarray,
+    top_rows: np.ndarray,
+    top_weights: np.ndarray,
+    top_count: np.ndarray,
+    stale: np.ndarray,
+    refresh: int,
+) -> None:
+    """Re-sort the neighbour cache of each of ``rows`` that changed ``refresh`` times since its
+    last sort, or changed at all while it has at most as many links as the cache holds."""
+    few = top_rows.shape[1]
+    for row in rows:
+        changes = stale[row]
+        if changes > 0 and (changes >= refresh or link_count[row] <= few):
+            _sort_neighbours(
+                row, link_rows, link_weights, link_count, top_rows, top_weights, top_count, stale
+            )
+
+
+@njit(
+    "void(boolean[:], int32[:, :], float64[:, :], int32[:], int32[:, :], float64[:, :], int32[:],"
+    " int32[:])",
+    cache=True,
+)
+def _unlink(
+    gone: np.ndarray,
+    link_rows: np.ndarray,
+    link_weights: np.ndarray,
+    link_count: np.ndarray,
+    top_rows: np.ndarray,
+    top_weights: np.ndarray,
+    top_count: np.ndarray,
+    stale: np.ndarray,
+) -> None:
+    """Drop every link to a ``gone`` row, re-sorting the neighbour cache of each row that lost
+    one."""
+    for row in range(len(gone)):
+        count = link_count[row]
+        kept = 0
+        for slot in range(count):
+            if not gone[link_rows[row, slot]]:
+                link_rows[row, kept] = link_rows[row, slot]
+                link_weights[row, kept] = link_weights[row, slot]
+                kept += 1
+        if kept < count:
+            link_count[row] = kept
+            _sort_neighbours(
+                row, link_rows, link_weights, link_count, top_rows, top_weights, top_count, stale
+            )
+
+
+@njit(
+    "void(int64[:], int32[:], float64[:], int32[:, :], float64[:, :], int32[:], int64)", cache=True
+)
+def _restore_links(
+    sources: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    link_rows: np.ndarray,
+    link_weights: np.ndarray,
+    link_count: np.ndarray,
+    neighbours: int,
+) -> None:
+    """Put a snapshot's links back in their slots, in order (pruned, should the snapshot come
+    from a model that kept more of them)."""
+    slots = link_rows.shape[1]
+    for index in range(len(sources)):
+        row = sources[index]
+        count = link_count[row]
+        if count == slots:
+            _prune(link_rows, link_weights, row, count, neighbours)
+            count = neighbours
+        link_rows[row, count] = targets[index]
+        link_weights[row, count] = weights[index]
+        link_count[row] = count + 1

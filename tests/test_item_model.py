@@ -18,7 +18,7 @@ MINUTE = 60_000
 
 def link_weights(model: ItemModel, item: str) -> dict[str, float]:
     ids = model.ids
-    return {str(ids[other]): weight for other, weight in model.links[model.rows[item]].items()}
+    return {str(ids[other]): weight for other, weight in model.links_of(model.rows[item]).items()}
 
 
 def test_an_event_links_its_item_both_ways_weighted_by_the_weaker_event() -> None:
@@ -38,7 +38,7 @@ def test_links_stay_bounded_and_keep_the_strongest() -> None:
     for n in range(1_000):
         recent = ((f"n{n}", n, 1.0), ("strong", n, 10.0))
         model.observe(Observation("hub", n, 10.0, True, recent))
-        assert len(model.links[model.rows["hub"]]) <= 2 * config.neighbours
+        assert len(model.links_of(model.rows["hub"])) <= 2 * config.neighbours
     assert "strong" in link_weights(model, "hub")
     top = model.neighbours(model.rows["hub"])[0]
     assert model.ids[top[np.argmax(model.neighbours(model.rows["hub"])[1])]] == "strong"
@@ -50,6 +50,7 @@ def test_popularity_counts_each_user_once_per_item() -> None:
         model.observe(Observation("fad", n, 1.0, n == 0, ()))
     for n in range(3):  # three users, one view each
         model.observe(Observation("hit", n, 1.0, True, ()))
+    model.flush()
     rows = model.rows
     assert model.short[rows["fad"]] > 0
     assert np.isclose(model.short[rows["hit"]], 3 * model.short[rows["fad"]])
@@ -64,12 +65,14 @@ def test_weights_decay_forward_with_their_half_life_and_survive_rebasing() -> No
     model.observe(Observation("new", 3 * DAY, 1.0, True, ()))
 
     def short(item: str, ts: int) -> float:
+        model.flush()
         return model.short[model.rows[item]] / model.decay(ts, config.pop_short_half_life_ms)
 
     assert np.isclose(short("old", 3 * DAY), 1.0) and np.isclose(short("new", 3 * DAY), 1.0)
     # Far later the stored weights are rebased instead of overflowing, and keep their ratio.
     far = 100 * DAY
     model.observe(Observation("c", far, 1.0, True, (("b", far, 1.0),)))
+    model.flush()
     assert np.isfinite(model.short).all() and np.isfinite(model.mass).all()
     assert np.isclose(short("c", far), 1.0)
     assert np.isclose(short("new", far), 0.5**97)
@@ -95,7 +98,8 @@ def test_idle_items_are_swept_and_their_rows_reused() -> None:
     assert capacities[-1] == capacities[100], "rows are reused: memory stops growing"
     assert "d0-0" not in model.rows and "d199-1" in model.rows
     live = set(model.rows.values())
-    assert all(set(links) <= live for links in model.links), "no link to a dropped item"
+    linked = (set(model.links_of(row)) for row in range(len(model.ids)))
+    assert all(links <= live for links in linked), "no link to a dropped item"
     assert set(model.trending().tolist()) <= live
     assert set(model.similar(model.inp[model.rows["staple"]], 100).tolist()) <= live
 

@@ -49,7 +49,7 @@ def test_the_river_ranker_beats_the_fixed_prior_when_popularity_predicts(seed: i
 
 def link(engine: Engine, source: str, target: str) -> float:
     items = engine.replica.items
-    return items.links[items.rows[source]].get(items.rows[target], 0.0)
+    return items.links_of(items.rows[source]).get(items.rows[target], 0.0)
 
 
 def rated(ratings: list[tuple[str, float]]) -> Engine:
