@@ -39,7 +39,6 @@ from dataflows.routing import replica_keys, replica_of
 from operators.config import Config, QualityConfig
 from operators.engine_config import EngineConfig
 from operators.intake import Admitted, DeadLetter
-from operators.item_model import Observation
 from operators.messages import (
     ForgetUser,
     Recommendation,
@@ -355,12 +354,12 @@ class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Output | QualityRecord],
                 out.append((seq, Output.of(ranked)))
                 continue
             learning += elapsed
-            if isinstance(message, Observation):
+            if isinstance(message, tuple):  # an observation's fields
                 TIMINGS.updated(learning)
                 learning = 0.0
                 self._events += 1
                 if self._every is not None and self._events % self._every == 0:
-                    out.append((seq, replica.quality_record(self._events, message.ts)))
+                    out.append((seq, replica.quality_record(self._events, message[1])))  # its ts
         return out, False
 
     def snapshot(self) -> ReplicaSnapshot:

@@ -69,13 +69,15 @@ _QUEUE_LIMIT = 4096
 #: One previous item of the user: (item_id, ts, weight).
 Previous = tuple[str, int, float]
 ItemModelSnapshot = dict[str, object]
+#: An :class:`Observation`'s fields as a plain tuple: how observations cross workers, as a named
+#: tuple pickles and unpickles five times slower (its constructor is Python code).
+ObservationFields = tuple[str, int, float, bool, tuple[Previous, ...], str | None]
 
 
 class Observation(NamedTuple):
     """One accepted event as the item model sees it (no user id: it is not needed here).
 
-    A named tuple: every event's observation crosses to every other worker, and a tuple pickles
-    and unpickles in about half the time of a frozen dataclass."""
+    Every event's observation crosses to every other worker, as :data:`ObservationFields`."""
 
     item_id: str
     ts: int
@@ -150,25 +152,24 @@ class ItemModel:
 
     # -- learning ---------------------------------------------------------------------------
 
-    def observe(self, observation: Observation) -> None:
+    def observe(self, observation: Observation | ObservationFields) -> None:
         """Learn one event: links, popularity and one embedding step (queued; see
         :meth:`flush`)."""
-        ts = observation.ts
+        item_id, ts, weight, first, recent, category_name = observation
         if not self.rows:
             self.ref = ts
         elif (ts - self.ref) / self.config.pop_short_half_life_ms > _MAX_EXPONENT:
             self._rebase(ts)
-        row = self._row(observation.item_id, ts)
-        category = -1 if observation.category is None else self._category_of(observation.category)
-        recent = observation.recent
+        row = self._row(item_id, ts)
+        category = -1 if category_name is None else self._category_of(category_name)
         queue = self._queue
-        queue.extend((row, ts, observation.weight, observation.first, category, len(recent)))
+        queue.extend((row, ts, weight, first, category, len(recent)))
         if recent:
             others = []
-            for item, item_ts, weight in recent:
-                other = self._row(item, item_ts)
+            for other_id, other_ts, other_weight in recent:
+                other = self._row(other_id, other_ts)
                 others.append(other)
-                queue.extend((other, item_ts, weight))
+                queue.extend((other, other_ts, other_weight))
             if self.config.embeddings:
                 self._pending.append((row, others))
         self._queued += 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from operators.candidates import Entry
-from operators.item_model import Observation
+from operators.item_model import Observation, ObservationFields
 from operators.jsonl import json_bytes
 
 
@@ -73,7 +73,7 @@ class ForgetUser:
 
 
 #: What the user step sends a replica.
-ReplicaMessage = Train | Label | Observation | Serve | ForgetUser
+ReplicaMessage = Train | Label | Observation | ObservationFields | Serve | ForgetUser
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ from operators.features import (
     SIMILARITY,
     feature_matrix,
 )
-from operators.item_model import ItemModel, ItemModelSnapshot, Observation
+from operators.item_model import ItemModel, ItemModelSnapshot
 from operators.messages import (
     Label,
     Recommendation,
@@ -107,7 +107,7 @@ class ModelReplica:
         self.learning = True
 
     def on_message(self, message: ReplicaMessage) -> Recommendation | Tombstone | None:
-        if isinstance(message, Observation):
+        if isinstance(message, tuple):  # an Observation, or its fields
             if self.learning:
                 self.items.observe(message)
         elif isinstance(message, Train):
