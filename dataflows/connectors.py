@@ -72,7 +72,7 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
             raise StopIteration
         self._read += len(chunk)
         return [
-            Raw(seq, Origin(str(line.path), line.number), line.raw)
+            Raw(seq, Origin(line.path, line.number), line.raw)
             for seq, line in chunk
             if self._parts == 1 or self._mine(seq, line.raw)
         ]

@@ -50,7 +50,8 @@ def json_bytes(document: Any) -> bytes:
 class Line(NamedTuple):
     """One non-blank line: where it came from (file, 1-based line number) and its raw bytes."""
 
-    path: Path
+    #: The file's path, as a string (made once per file, not per line).
+    path: str
     number: int
     raw: bytes
 
@@ -77,10 +78,11 @@ def input_files(path: Path) -> list[Path]:
 def numbered_lines(path: Path) -> Iterator[Line]:
     """Every non-blank line of ``path`` (a file or directory) with its file and line number."""
     for file in input_files(Path(path)):
+        name = str(file)
         with open_bytes(file) as stream:
             for number, raw in enumerate(stream, start=1):
                 if raw.strip():
-                    yield Line(file, number, raw.rstrip(b"\r\n"))
+                    yield Line(name, number, raw.rstrip(b"\r\n"))
 
 
 def read_lines(path: Path) -> Iterator[bytes]:

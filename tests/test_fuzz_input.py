@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from dataflows.recommend import build_flow
 from operators import jsonl
 from operators.config import config_from_mapping
-from operators.events import DEFAULT_MAX_BYTES, DEFAULT_TYPE_WEIGHTS, Event, Rejected, parse_event
+from operators.events import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TYPE_WEIGHTS,
+    Event,
+    Rejected,
+    parse_event,
+    user_key,
+)
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.tally import Tally
 
@@ -116,6 +123,14 @@ def test_a_valid_record_parses_and_its_canonical_form_parses_to_the_same_event(
     assert isinstance(event, Event), event
     assert event.user_id == str(record["user_id"])
     assert parse_event(event.to_json()) == event
+
+
+@FUZZ
+@given(valid_records, st.sampled_from([json.dumps, orjson.dumps]))
+def test_the_quick_user_key_is_the_parsed_user(record: dict[str, Any], encode: Any) -> None:
+    raw = encode(record)
+    raw = raw.encode() if isinstance(raw, str) else raw
+    assert user_key(raw) == str(record["user_id"])
 
 
 @FUZZ
