@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import partial
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, cast
 
@@ -99,8 +98,8 @@ def _to_replicas(
     return [(key, packet) for key, packet in packets.items() if packet]
 
 
-def _dead_letter_of(keyed: tuple[str, UserOutput | DeadLetter]) -> DeadLetter | None:
-    return keyed[1] if isinstance(keyed[1], DeadLetter) else None
+def _dead_letters(batch: list[tuple[str, UserOutput | DeadLetter]]) -> list[DeadLetter]:
+    return [output for _user, output in batch if isinstance(output, DeadLetter)]
 
 
 def _count_user_outputs(batch: list[tuple[str, UserOutput | DeadLetter]]) -> list[Tally]:
@@ -216,6 +215,11 @@ def _unpack(_state: None, packet: list[Admitted]) -> tuple[None, list[tuple[str,
     return None, [(admitted.event.user_id, admitted) for admitted in packet]
 
 
+def _by_user(batch: list[tuple[str, tuple[str, Admitted]]]) -> list[tuple[str, Admitted]]:
+    """Drop the worker's key: each event keyed by its user (whose key lives on that worker)."""
+    return [keyed for _worker, keyed in batch]
+
+
 def _write(
     step_id: str,
     stream: KeyedStream[Any],
@@ -284,7 +288,9 @@ def build_flow(
     packets = op.flat_map_batch(
         "to_user_workers", cast(Stream[Admitted], valid.trues), partial(_by_worker, replicas)
     )
-    by_user = op.map("by_user", op.stateful_flat_map("unpack", packets, _unpack), itemgetter(1))
+    by_user = op.flat_map_batch(
+        "by_user", op.stateful_flat_map("unpack", packets, _unpack), _by_user
+    )
     user_out = op.stateful_batch(
         "user",
         by_user,
@@ -307,7 +313,7 @@ def build_flow(
     _write("output", ranked, config.output, config, kafka_message, file_line)
 
     dead: list[Stream[DeadLetter]] = [
-        op.filter_map("user_dead", user_out, _dead_letter_of),
+        op.flat_map_batch("user_dead", user_out, _dead_letters),
         cast(Stream[DeadLetter], valid.falses),
     ]
     if input_errors is not None:
