@@ -141,6 +141,22 @@ def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
     return stream
 
 
+def test_similar_scores_the_vectors_as_they_are_after_every_step() -> None:
+    # A pool larger than the catalog holds every item: the answer is the exact top 5 of all
+    # items by output vector, ties to the lower row, however the pool's vectors are kept.
+    config = EngineConfig(dimensions=8, trend_refresh=50, item_idle_ms=60 * MINUTE)
+    model = ItemModel(config)
+    interest = np.random.default_rng(0).normal(size=8).astype(np.float32)
+    for number, observation in enumerate(shopping_stream(events=600)):
+        model.observe(observation)
+        if number % 7 == 0:
+            found = model.similar(interest, 5).tolist()
+            live = np.array(sorted(model.rows.values()))
+            scores = model.out[live].astype(np.float64) @ interest.astype(np.float64)
+            expected = live[np.lexsort((live, -scores))][:5].tolist()
+            assert found == expected, number
+
+
 def test_an_items_age_counts_from_its_first_event_also_in_a_reused_row() -> None:
     config = EngineConfig(dimensions=4, item_idle_ms=10 * DAY, sweep_every=1)
     model = ItemModel(config)
