@@ -59,7 +59,8 @@ _MIN_TS_MS = 631_152_000_000
 _MAX_TS_MS = 4_102_444_800_000
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per event, and a frozen dataclass's __init__ costs four times as much.
+@dataclass(slots=True)
 class Event:
     """One validated interaction. ``ts`` is epoch milliseconds (UTC)."""
 
@@ -120,7 +121,7 @@ def parse_timestamp(raw: Any) -> int:
     """
     if isinstance(raw, bool):
         raise ValueError(f"ts must be an ISO-8601 string or epoch milliseconds, got {raw!r}")
-    if isinstance(raw, int | float):
+    if isinstance(raw, (int, float)):
         if not math.isfinite(raw):
             raise ValueError(f"ts must be finite, got {raw!r}")
         ts = int(raw)
@@ -145,7 +146,7 @@ def _identifier(record: dict[str, Any], name: str) -> str:
     if name not in record or record[name] is None:
         raise ValueError(f'missing field "{name}"')
     raw = record[name]
-    if isinstance(raw, bool) or not isinstance(raw, str | int):
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise ValueError(f'field "{name}" must be a string, got {type(raw).__name__}')
     text = str(raw)
     if not text or len(text) > _MAX_ID_LENGTH:
@@ -157,7 +158,7 @@ def _optional_text(record: dict[str, Any], name: str) -> str | None:
     raw = record.get(name)
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, str | int):
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise ValueError(f'field "{name}" must be a string, got {type(raw).__name__}')
     return str(raw)
 
@@ -165,7 +166,7 @@ def _optional_text(record: dict[str, Any], name: str) -> str | None:
 def _value(raw: Any, event_type: str) -> float | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
         raise ValueError(f'field "value" must be a finite number, got {_shown(raw)}')
     limit = _MAX_ABS_RATING if event_type == "rating" else _MAX_ABS_VALUE
     if abs(raw) > limit:
