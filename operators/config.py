@@ -170,8 +170,7 @@ class FileEndpoint:
 
     KIND: ClassVar[str] = "file"
     path: str
-    #: Lines read per batch (input only). ``streamrec replay -w N`` makes every batch an epoch,
-    #: and Bytewax orders work across workers only at epoch boundaries, so it reads small ones.
+    #: Lines read per batch (input only); each worker keeps its own users' lines of a batch.
     batch_size: int = field(default=1000, metadata=_at_least(1))
 
 
