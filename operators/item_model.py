@@ -327,16 +327,9 @@ class ItemModel:
         self.category[dropped] = -1
         is_gone = np.zeros(live, np.bool_)
         is_gone[dropped] = True
-        _unlink(
-            is_gone,
-            self.link_rows,
-            self.link_weights,
-            self.link_count,
-            self.top_rows,
-            self.top_weights,
-            self.top_count,
-            self._stale,
-        )
+        changed = _unlink(is_gone, self.link_rows, self.link_weights, self.link_count)
+        self._stale[changed] = self.config.reply_refresh  # re-sorted now
+        self.refresh_neighbours(changed)
         self._recent[np.isin(self._recent, dropped)] = 0
         self._free.extend(sorted(gone, reverse=True))
         self._trending_at = -1
@@ -751,34 +744,6 @@ def _observe(
         number += 1
 
 
-@njit(cache=True)
-def _sort_neighbours(
-    row: int,
-    link_rows: np.ndarray,
-    link_weights: np.ndarray,
-    link_count: np.ndarray,
-    top_rows: np.ndarray,
-    top_weights: np.ndarray,
-    top_count: np.ndarray,
-    stale: np.ndarray,
-) -> None:
-    """Copy the row's strongest ``reply_neighbours`` links (all of them when fewer) to the
-    neighbour cache."""
-    count = link_count[row]
-    keep = top_rows.shape[1]
-    if count > keep:
-        order = np.argsort(-link_weights[row, :count], kind="mergesort")[:keep]
-        for position in range(keep):
-            top_rows[row, position] = link_rows[row, order[position]]
-            top_weights[row, position] = link_weights[row, order[position]]
-        count = keep
-    else:
-        top_rows[row, :count] = link_rows[row, :count]
-        top_weights[row, :count] = link_weights[row, :count]
-    top_count[row] = count
-    stale[row] = 0
-
-
 @njit(
     "void(int64[:], int32[:, :], float64[:, :], int32[:], int32[:, :], float64[:, :], int32[:],"
     " int32[:], int64)",
@@ -795,34 +760,34 @@ def _refresh_neighbours(
     stale: np.ndarray,
     refresh: int,
 ) -> None:
-    """Re-sort the neighbour cache of each of ``rows`` that changed ``refresh`` times since its
-    last sort, or changed at all while it has at most as many links as the cache holds."""
-    few = top_rows.shape[1]
+    """Copy the strongest links (all when fewer than the cache holds) of each of ``rows`` that
+    changed ``refresh`` times since its last sort, or changed at all while it has at most as
+    many links as the cache holds, to the neighbour cache."""
+    keep = top_rows.shape[1]
     for row in rows:
         changes = stale[row]
-        if changes > 0 and (changes >= refresh or link_count[row] <= few):
-            _sort_neighbours(
-                row, link_rows, link_weights, link_count, top_rows, top_weights, top_count, stale
-            )
+        count = link_count[row]
+        if changes == 0 or (changes < refresh and count > keep):
+            continue
+        if count > keep:
+            order = np.argsort(-link_weights[row, :count], kind="mergesort")[:keep]
+            for position in range(keep):
+                top_rows[row, position] = link_rows[row, order[position]]
+                top_weights[row, position] = link_weights[row, order[position]]
+            count = keep
+        else:
+            top_rows[row, :count] = link_rows[row, :count]
+            top_weights[row, :count] = link_weights[row, :count]
+        top_count[row] = count
+        stale[row] = 0
 
 
-@njit(
-    "void(boolean[:], int32[:, :], float64[:, :], int32[:], int32[:, :], float64[:, :], int32[:],"
-    " int32[:])",
-    cache=True,
-)
+@njit("int64[:](boolean[:], int32[:, :], float64[:, :], int32[:])", cache=True)
 def _unlink(
-    gone: np.ndarray,
-    link_rows: np.ndarray,
-    link_weights: np.ndarray,
-    link_count: np.ndarray,
-    top_rows: np.ndarray,
-    top_weights: np.ndarray,
-    top_count: np.ndarray,
-    stale: np.ndarray,
-) -> None:
-    """Drop every link to a ``gone`` row, re-sorting the neighbour cache of each row that lost
-    one."""
+    gone: np.ndarray, link_rows: np.ndarray, link_weights: np.ndarray, link_count: np.ndarray
+) -> np.ndarray:
+    """Drop every link to a ``gone`` row; the rows that lost one."""
+    changed = np.zeros(len(gone), np.bool_)
     for row in range(len(gone)):
         count = link_count[row]
         kept = 0
@@ -831,11 +796,9 @@ def _unlink(
                 link_rows[row, kept] = link_rows[row, slot]
                 link_weights[row, kept] = link_weights[row, slot]
                 kept += 1
-        if kept < count:
-            link_count[row] = kept
-            _sort_neighbours(
-                row, link_rows, link_weights, link_count, top_rows, top_weights, top_count, stale
-            )
+        changed[row] = kept < count
+        link_count[row] = kept
+    return np.flatnonzero(changed)
 
 
 @njit(
