@@ -38,7 +38,7 @@ def test_blank_lines_are_skipped_broken_lines_kept_with_their_numbers(tmp_path: 
         (4, b"{broken"),
         (5, b'{"a": 2}'),
     ]
-    assert all(line.path == path for line in lines)
+    assert all(line.path == str(path) for line in lines)
 
 
 def test_directory_is_read_in_name_order_without_hidden_files(tmp_path: Path) -> None:
