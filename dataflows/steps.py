@@ -87,7 +87,8 @@ class Output(NamedTuple):
         return cls(ranked.user_id, ranked.to_json(), isinstance(ranked, Tombstone))
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like the input's carriers: one is made per event (operators/intake.py).
+@dataclass(slots=True)
 class UserOutput:
     """What one event, closed window or ``forget_user`` of a user sends on."""
 
