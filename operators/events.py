@@ -224,7 +224,7 @@ def user_key(raw: bytes) -> str | None:
 
     >>> user_key(b'{"user_id": 42, "type": "view"}'), user_key(b"not json")
     ('42', None)
-    >>> user_key(b'{"user_id":"ann","ts":1}'), user_key(b'{"user_id": "a\\u00e9"}')
+    >>> user_key(b'{"user_id":"ann","ts":1}'), user_key(b'{"user_id": "a\\\\u00e9"}')
     ('ann', 'a\xe9')
     """
     if len(raw) > DEFAULT_MAX_BYTES:
