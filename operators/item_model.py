@@ -138,6 +138,15 @@ class ItemModel:
         #: category index or -1, previous items), then (row, ts, weight) per previous item.
         self._queue: list[float] = []
         self._queued = 0
+        self._half_lives = np.array(
+            [
+                config.link_half_life_ms,
+                config.link_gap_half_life_ms,
+                config.pop_short_half_life_ms,
+                config.pop_long_half_life_ms,
+            ],
+            float,
+        )
         #: Embedding steps not applied yet: (row, context rows); see :meth:`flush`.
         self._pending: list[tuple[int, list[int]]] = []
         self._trending: np.ndarray = np.zeros(0, np.intp)
@@ -184,10 +193,8 @@ class ItemModel:
         """Apply the queued observations, in order."""
         if not self._queued:
             return
-        config = self.config
-        queue = np.array(self._queue, float)
         _observe(
-            queue,
+            np.array(self._queue, float),
             self.link_rows,
             self.link_weights,
             self.link_count,
@@ -199,17 +206,9 @@ class ItemModel:
             self.category,
             self._recent,
             self.observed - self._queued,
-            np.array(
-                [
-                    self.ref,
-                    config.link_half_life_ms,
-                    config.link_gap_half_life_ms,
-                    config.pop_short_half_life_ms,
-                    config.pop_long_half_life_ms,
-                ],
-                float,
-            ),
-            config.neighbours,
+            self.ref,
+            self._half_lives,
+            self.config.neighbours,
         )
         self._queue.clear()
         self._queued = 0
@@ -694,7 +693,7 @@ def _link(
 
 @njit(
     "void(float64[:], int32[:, :], float64[:, :], int32[:], float64[:], int32[:], float64[:],"
-    " float64[:], int64[:], int32[:], int64[:], int64, float64[:], int64)",
+    " float64[:], int64[:], int32[:], int64[:], int64, float64, float64[:], int64)",
     cache=True,
 )
 def _observe(
@@ -710,13 +709,15 @@ def _observe(
     category: np.ndarray,
     recent: np.ndarray,
     observed: int,
-    spans: np.ndarray,
+    ref: float,
+    half_lives: np.ndarray,
     neighbours: int,
 ) -> None:
     """Apply the queued observations in order (the layout is :attr:`ItemModel._queue`'s;
-    ``spans``: the reference time, then the half-lives of links, of the gap between linked
-    events, and of short and long popularity); ``observed``: the count before the first."""
-    ref, link_half_life, gap_half_life, short_half_life, long_half_life = spans
+    ``half_lives``: of links, of the gap between linked events, and of short and long
+    popularity); ``observed``: the count before the first; ``ref``: the decay's reference
+    time."""
+    link_half_life, gap_half_life, short_half_life, long_half_life = half_lives
     position = 0
     number = observed
     while position < len(queue):

@@ -18,6 +18,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+#: Scores sampled to guess a threshold that about three times ``count`` of them pass.
+_SAMPLE = 64
+
 
 @njit("int64[:](float64[:], int64[:], int64)", cache=True)
 def _best(scores: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
@@ -48,10 +51,6 @@ def _best(scores: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
             at -= 1
         chosen[at] = position
     return chosen
-
-
-#: Scores sampled to guess a threshold that about three times ``count`` of them pass.
-_SAMPLE = 64
 
 
 @njit("int64[:](float64[:], int64[:], int64)", cache=True)
