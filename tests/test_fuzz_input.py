@@ -28,6 +28,8 @@ from operators.events import (
     DEFAULT_TYPE_WEIGHTS,
     Event,
     Rejected,
+    _checked_event,
+    _plain_event,
     parse_event,
     user_key,
 )
@@ -131,6 +133,21 @@ def test_the_quick_user_key_is_the_parsed_user(record: dict[str, Any], encode: A
     raw = encode(record)
     raw = raw.encode() if isinstance(raw, str) else raw
     assert user_key(raw) == str(record["user_id"])
+
+
+@FUZZ
+@given(valid_records | broken_records().map(lambda broken: broken[0]))
+@example({"user_id": "u", "item_id": "i", "ts": T0, "type": "rating", "value": 100.5})
+@example({"user_id": "u", "item_id": "i", "ts": T0, "type": "view", "value": math.inf})
+def test_the_quick_validation_agrees_with_the_thorough_one(record: dict[str, Any]) -> None:
+    """The usual record's shortcut gives the same event as checking each field, or declines."""
+    plain = _plain_event(record, KNOWN)
+    assert plain is None or plain == _checked_event(record, KNOWN)
+
+
+def test_the_quick_validation_takes_the_usual_record() -> None:
+    record = {"user_id": "u", "item_id": "i", "ts": T0, "type": "view", "value": 2.0}
+    assert _plain_event(record, KNOWN) == Event("u", "i", T0, "view", 2.0)
 
 
 @FUZZ
