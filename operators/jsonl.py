@@ -26,6 +26,7 @@ import gzip
 import os
 import secrets
 from collections.abc import Iterable, Iterator
+from io import BufferedIOBase
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -34,6 +35,7 @@ import orjson
 # Level 6 writes about three times faster than gzip's default 9 for a few percent more bytes.
 _GZIP_LEVEL = 6
 _BATCH = 4096
+_READ_BYTES = 1 << 20
 
 
 def json_bytes(document: Any) -> bytes:
@@ -56,10 +58,10 @@ class Line(NamedTuple):
     raw: bytes
 
 
-def open_bytes(path: Path) -> IO[bytes]:
+def open_bytes(path: Path) -> BufferedIOBase:
     """Open a file for binary reading, decompressing it when its name ends in ``.gz``."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return gzip.GzipFile(path, "rb")
     return path.open("rb")
 
 
@@ -75,14 +77,33 @@ def input_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _split_lines(stream: BufferedIOBase) -> Iterator[bytes]:
+    """The lines of ``stream`` without their ``\\n``, read a block at a time (what is there, up
+    to a megabyte: a pipe's lines are not held back): a third of the cost of reading line by
+    line. A line longer than a block is joined once, from its pieces."""
+    pieces: list[bytes] = []
+    while block := stream.read1(_READ_BYTES):
+        lines = block.split(b"\n")
+        if len(lines) == 1:
+            pieces.append(block)
+            continue
+        if pieces:
+            pieces.append(lines[0])
+            lines[0] = b"".join(pieces)
+        pieces = [lines.pop()]
+        yield from lines
+    if tail := b"".join(pieces):
+        yield tail
+
+
 def numbered_lines(path: Path) -> Iterator[Line]:
     """Every non-blank line of ``path`` (a file or directory) with its file and line number."""
     for file in input_files(Path(path)):
         name = str(file)
         with open_bytes(file) as stream:
-            for number, raw in enumerate(stream, start=1):
-                if raw.strip():
-                    yield Line(name, number, raw.rstrip(b"\r\n"))
+            for number, raw in enumerate(_split_lines(stream), start=1):
+                if raw and not raw.isspace():
+                    yield Line(name, number, raw.rstrip(b"\r"))
 
 
 def read_lines(path: Path) -> Iterator[bytes]:

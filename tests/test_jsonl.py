@@ -41,6 +41,19 @@ def test_blank_lines_are_skipped_broken_lines_kept_with_their_numbers(tmp_path: 
     assert all(line.path == str(path) for line in lines)
 
 
+@pytest.mark.parametrize("block", [1, 3, 7, 1 << 20])
+def test_lines_split_across_blocks_come_out_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    monkeypatch.setattr(jsonl, "_READ_BYTES", block)
+    path = tmp_path / "long.jsonl.gz"
+    long = b'{"title": "%s"}' % (b"x" * 50)
+    with gzip.open(path, "wb") as stream:
+        stream.write(b"%s\r\n\n%s\n  \nlast" % (long, long))
+    lines = [(line.number, line.raw) for line in jsonl.numbered_lines(path)]
+    assert lines == [(1, long), (3, long), (5, b"last")]
+
+
 def test_directory_is_read_in_name_order_without_hidden_files(tmp_path: Path) -> None:
     jsonl.write_jsonl(tmp_path / "b.jsonl", [b"2"])
     jsonl.write_jsonl(tmp_path / "a.jsonl.gz", [b"1"])
