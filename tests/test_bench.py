@@ -23,7 +23,11 @@ def test_the_file_parts_and_the_memory_figures_are_positive(tmp_path: Path) -> N
     events = tmp_path / "events.jsonl"
     assert speed.head(suite.BUNDLED, 300, events) == 300
     results = suite.Results()
-    suite.file_parts(results, events, tmp_path)
+    suite.file_parts(results, events, tmp_path, rounds=2)
+    runs = results.figures["replay_eps_2proc_runs"]
+    assert len(runs) == 2 and results.figures["replay_eps_2proc"] == max(runs)
+    hits = results.figures["replay_hr10_2proc_runs"]
+    assert results.figures["replay_hr10_2proc"] == min(hits)
     # Enough users that their share of the RSS stands out of the allocator's granularity.
     scale = suite.Scale(
         events=300,
@@ -35,6 +39,7 @@ def test_the_file_parts_and_the_memory_figures_are_positive(tmp_path: Path) -> N
         memory_items=1_000,
         memory_served=100,
         idle_in_process_s=2,
+        rounds=1,
     )
     suite.memory_part(results, scale)
     document = report.json_object(results)
