@@ -74,9 +74,7 @@ WARM_START_ENV = "STREAMREC_WARM_START"
 DEFAULT_CONFIG = "deploy/config.yaml"
 
 
-def _to_replicas(
-    keys: list[str], batch: list[tuple[str, UserOutput | DeadLetter]]
-) -> list[tuple[str, Packet]]:
+def _to_replicas(keys: list[str], batch: list[tuple[str, UserOutput]]) -> list[tuple[str, Packet]]:
     """One packet per replica for the whole batch: every observation goes to every replica,
     the rest to the user's own (on the user's worker). Packing a batch into one item per replica
     means a worker pickles one list per activation for each other worker, not one per event;
@@ -84,31 +82,28 @@ def _to_replicas(
     packets: dict[str, Packet] = {key: [] for key in keys}
     everyone = list(packets.values())
     for _user, output in batch:
-        if not isinstance(output, UserOutput):
-            continue
-        seq = output.seq
         own = packets[output.replica]
-        for message in output.messages:
+        for entry in output.messages:
+            seq, message = entry
             if isinstance(message, Observation):
-                fields = tuple(message)
+                fields = (seq, tuple(message))
                 for packet in everyone:
-                    packet.append((seq, fields))
+                    packet.append(fields)
             else:
-                own.append((seq, message))
+                own.append(entry)
     return [(key, packet) for key, packet in packets.items() if packet]
 
 
-def _dead_letters(batch: list[tuple[str, UserOutput | DeadLetter]]) -> list[DeadLetter]:
-    return [output for _user, output in batch if isinstance(output, DeadLetter)]
+def _dead_letters(batch: list[tuple[str, UserOutput]]) -> list[DeadLetter]:
+    return [letter for _user, output in batch for letter in output.dead]
 
 
-def _count_user_outputs(batch: list[tuple[str, UserOutput | DeadLetter]]) -> list[Tally]:
+def _count_user_outputs(batch: list[tuple[str, UserOutput]]) -> list[Tally]:
     processed = late = users = 0
     for _user, output in batch:
-        if isinstance(output, UserOutput):
-            processed += output.processed
-            late += output.late
-            users += output.users
+        processed += output.processed
+        late += output.late
+        users += output.users
     return [Tally(processed=processed, late=late, users=users)]
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from time import perf_counter
@@ -87,17 +87,20 @@ class Output(NamedTuple):
         return cls(ranked.user_id, ranked.to_json(), isinstance(ranked, Tombstone))
 
 
-# Not frozen, like the input's carriers: one is made per event (operators/intake.py).
 @dataclass(slots=True)
 class UserOutput:
-    """What one event, closed window or ``forget_user`` of a user sends on."""
+    """What one call of a user's step sends on (the events of one batch, a timer, the end of
+    the input): one item per user and call, not per event, so the steps after it handle a few
+    items per batch instead of every event."""
 
-    seq: int
     #: The replica that serves this user: the one on the user's own worker.
     replica: str
-    messages: list[ReplicaMessage]
-    processed: int
-    late: int
+    #: For the replica, in order, each under the ``seq`` of the event that caused it.
+    messages: list[Sequenced[ReplicaMessage]] = field(default_factory=list)
+    #: The events the gate refused (late, duplicate, before a ``forget_user``).
+    dead: list[DeadLetter] = field(default_factory=list)
+    processed: int = 0
+    late: int = 0
     #: Change in the users whose state the step holds (+1 created, -1 forgotten or expired).
     users: int = 0
 
@@ -157,7 +160,7 @@ def _moment(posix: float | None) -> datetime | None:
     return None if posix is None else datetime.fromtimestamp(posix, UTC)
 
 
-class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogicSnapshot]):
+class UserLogic(StatefulBatchLogic[Admitted, UserOutput, UserLogicSnapshot]):
     """The user step: the gate, then the user's state for each closed window."""
 
     __slots__ = (
@@ -207,51 +210,60 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
             self.state = None if state is None else UserState.restore(state)
             self._touched = _moment(touched)
 
-    def on_batch(self, values: list[Admitted]) -> tuple[Iterable[UserOutput | DeadLetter], bool]:
-        out: list[UserOutput | DeadLetter] = []
+    def on_batch(self, values: list[Admitted]) -> tuple[Iterable[UserOutput], bool]:
         if not self._replica and values:
             self._replica = replica_of(values[0].event.user_id, self._replicas)
+        out = UserOutput(self._replica)
         received = time.time()
         for admitted in values:
             for result in self.gate.offer(admitted.event, self._settings):
                 if isinstance(result, Dropped):
-                    out.append(DeadLetter(result.reason, admitted.origin, admitted.raw))
+                    out.dead.append(DeadLetter(result.reason, admitted.origin, admitted.raw))
                 else:
                     self._seq = max(self._seq, admitted.seq)
-                    out.append(self._process(self._seq, result, received))
+                    self._process(self._seq, result, out, received)
         if self._timers.any:
             self._touched = _now()
             self._listed = None
-        return out, self._is_empty()
+        return [out], self._is_empty()
 
     def _process(
-        self, seq: int, result: Learn | Close | Forget, received: float | None = None
-    ) -> UserOutput:
-        """``received``: when the event that caused ``result`` reached this step (None for a
-        timer or the input's end)."""
+        self,
+        seq: int,
+        result: Learn | Close | Forget,
+        out: UserOutput,
+        received: float | None = None,
+    ) -> None:
+        """Add what ``result`` sends on to ``out``; ``received``: when the event that caused
+        ``result`` reached this step (None for a timer or the input's end)."""
         if isinstance(result, Forget):
-            users = -1 if self.state is not None else 0
+            if self.state is not None:
+                out.users -= 1
             self.state = None
             self._warm = None
             event = result.event
-            forget = [ForgetUser(event.user_id, event.ts)]
-            return UserOutput(seq, self._replica, forget, 1, 0, users)
+            out.messages.append((seq, ForgetUser(event.user_id, event.ts)))
+            out.processed += 1
+            return
         if isinstance(result, Close):
             if self.state is None:
                 raise RuntimeError("a window closed that no event opened")
             serve = self.state.serve(self._engine)
             serve.received_s = received
-            return UserOutput(seq, self._replica, [serve], 0, 0)
+            out.messages.append((seq, serve))
+            return
         event = result.event
-        created = self.state is None
         if self.state is None:
             warm = self._warm.get(event.user_id) if self._warm else None
             self.state = UserState(event.user_id) if warm is None else UserState.restore(warm)
             self._warm = None
+            out.users += 1
         messages = self.state.on_event(event, self._engine, train=result.train, serve=result.serve)
         if result.serve:
             cast(Serve, messages[-1]).received_s = received
-        return UserOutput(seq, self._replica, messages, 1, int(result.late), int(created))
+        out.messages.extend([(seq, message) for message in messages])
+        out.processed += 1
+        out.late += int(result.late)
 
     def _is_empty(self) -> bool:
         return self.state is None and self.gate.is_empty
@@ -262,27 +274,32 @@ class UserLogic(StatefulBatchLogic[Admitted, "UserOutput | DeadLetter", UserLogi
         closing = self._closing_at()
         guard = _after(self._touched, self._timers.forget_guard)
         refresh = self._refresh_at()
-        out = []
+        out = UserOutput(self._replica)
         expired = expiry is not None and expiry <= now
         # Lists are sent right after the user's last event in input order.
+        windows: list[Close] = []
         if expired or (closing is not None and closing <= now):
-            out = [self._process(self._seq, window) for window in self.gate.flush()]
+            windows = self.gate.flush()
         elif refresh is not None and refresh <= now:
             # A window still open (no close_after_idle) closes with the refresh.
-            out = [self._process(self._seq, window) for window in self.gate.flush() or [Close()]]
-        if out:
+            windows = self.gate.flush() or [Close()]
+        for window in windows:
+            self._process(self._seq, window, out)
+        if windows:
             self._listed = now
         if expired and self.state is not None:
-            expire = [ForgetUser(self.state.user_id, self.state.last_ts)]
-            out.append(UserOutput(self._seq, self._replica, expire, 0, 0, users=-1))
+            out.messages.append((self._seq, ForgetUser(self.state.user_id, self.state.last_ts)))
+            out.users -= 1
         if guard is not None and guard <= now:
             self.gate.end_forget_guard()
-        return out, self._is_empty() or expired
+        return [out] if out.messages else [], self._is_empty() or expired
 
     def on_eof(self) -> tuple[Iterable[UserOutput], bool]:
-        out = [self._process(EOF_SEQ, window) for window in self.gate.flush()]
+        out = UserOutput(self._replica)
+        for window in self.gate.flush():
+            self._process(EOF_SEQ, window, out)
         self.gate.end_forget_guard()
-        return out, self._is_empty()
+        return [out] if out.messages else [], self._is_empty()
 
     def notify_at(self) -> datetime | None:
         if self._touched is None:

@@ -46,8 +46,13 @@ def kinds(outputs: Iterable[object]) -> list[tuple[int, list[str]]]:
     described = []
     for output in outputs:
         assert isinstance(output, UserOutput)
-        described.append((output.processed, [type(m).__name__ for m in output.messages]))
+        described.append((output.processed, [type(m).__name__ for _, m in output.messages]))
     return described
+
+
+def sent(output: UserOutput) -> list[ReplicaMessage]:
+    """The messages of one output, without their input positions."""
+    return [message for _seq, message in output.messages]
 
 
 def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
@@ -55,15 +60,17 @@ def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
 ) -> None:
     logic = UserLogic(ENGINE, WINDOW, LIVE, None)
     out, discard = logic.on_batch([admitted(0, "a", 0), admitted(1, "b", 1)])
-    assert kinds(out) == [(1, ["Train", "Observation"]), (1, ["Label", "Observation"])]
-    assert [output.users for output in out] == [1, 0], "one user's state created"
+    assert kinds(out) == [(2, ["Train", "Observation", "Label", "Observation"])], "one per call"
+    (output,) = out
+    assert [seq for seq, _ in output.messages] == [0, 0, 1, 1], "each under its event's seq"
+    assert output.users == 1, "one user's state created"
     assert not discard
     assert logic.notify_at() == START + timedelta(seconds=60)
 
     clock.now = START + timedelta(seconds=61)
     (closed,), discard = logic.on_notify()
     assert kinds([closed]) == [(0, ["Serve"])] and not discard
-    (serve,) = closed.messages
+    (serve,) = sent(closed)
     assert isinstance(serve, Serve) and [entry[0] for entry in serve.history] == ["a", "b"]
     assert logic.notify_at() == START + timedelta(days=30), "then only the expiry remains"
 
@@ -84,7 +91,7 @@ def test_an_idle_users_list_is_served_again_after_one_two_four_days_until_expiry
         clock.now = due
         out, discard = logic.on_notify()
         moments.append(due - START)
-        versions += [m.version for output in out for m in output.messages if isinstance(m, Serve)]
+        versions += [m.version for output in out for m in sent(output) if isinstance(m, Serve)]
         if discard:
             break
     days = [timedelta(days=n) for n in (1, 2, 4, 8, 16)]
@@ -125,7 +132,7 @@ def test_an_expired_user_gets_a_tombstone_and_leaves_no_kept_list_in_the_replica
         emitted = []
         for output in outputs:
             assert isinstance(output, UserOutput)
-            for message in output.messages:
+            for message in sent(output):
                 if (answer := replica.on_message(message)) is not None:
                     emitted.append(answer)
         return emitted
@@ -144,7 +151,7 @@ def test_replay_user_step_has_no_timers_and_serves_open_windows_at_the_end(clock
     logic.on_batch([admitted(0, "a", 0)])
     assert logic.notify_at() is None
     (closed,), _ = logic.on_eof()
-    assert closed.seq == steps.EOF_SEQ
+    assert [seq for seq, _ in closed.messages] == [steps.EOF_SEQ]
     assert kinds([closed]) == [(0, ["Serve"])]
 
 
@@ -153,9 +160,9 @@ def test_user_step_snapshot_restores_gate_state_and_timer(clock: Clock) -> None:
     logic.on_batch([admitted(0, "a", 0)])
     restored = UserLogic(ENGINE, WINDOW, LIVE, logic.snapshot())
     assert restored.notify_at() == logic.notify_at()
-    (closed, opened), _ = restored.on_batch([admitted(1, "b", 11)])
-    assert kinds([closed, opened]) == [(0, ["Serve"]), (1, ["Train", "Observation"])]
-    (serve,) = closed.messages
+    (output,), _ = restored.on_batch([admitted(1, "b", 11)])
+    assert kinds([output]) == [(1, ["Serve", "Train", "Observation"])], "the close comes first"
+    serve = sent(output)[0]
     assert isinstance(serve, Serve) and serve.version == 1 and serve.history[0][0] == "a"
 
 
@@ -164,9 +171,12 @@ def test_forget_user_deletes_the_state_and_lets_the_key_go_at_the_end(clock: Clo
     logic.on_batch([admitted(0, "a", 0)])
     (output,), discard = logic.on_batch([admitted(1, None, 1, FORGET_USER)])
     assert isinstance(output, UserOutput)
-    assert output.messages == [ForgetUser("u1", T0 + 60_000)] and output.processed == 1
+    assert sent(output) == [ForgetUser("u1", T0 + 60_000)] and output.processed == 1
+    assert output.users == -1, "the user's state is gone"
     assert not discard and logic.snapshot()[:2] == ((None, None, b"", T0 + 60_000), None)
-    (stale,), _ = logic.on_batch([admitted(2, "b", 1)])
+    (refused,), _ = logic.on_batch([admitted(2, "b", 1)])
+    (stale,) = refused.dead
+    assert not refused.messages and refused.processed == 0
     assert isinstance(stale, DeadLetter) and stale.reason.startswith("before forget_user")
     assert logic.on_eof() == ([], True), "nothing of the user is kept"
 
@@ -188,13 +198,13 @@ def test_a_warm_user_continues_from_the_pretrained_state_until_forgotten(clock: 
     logic = UserLogic(ENGINE, GateSettings(), REPLAY, None, warm)
     (output,), _ = logic.on_batch([admitted(0, "a", 1)])
     assert isinstance(output, UserOutput)
-    train, _, serve = output.messages
+    train, _, serve = sent(output)
     assert isinstance(train, Train) and [entry[0] for entry in train.history] == ["x", "y", "z"]
     assert isinstance(serve, Serve) and serve.version == pretrained.version + 1
     logic.on_batch([admitted(1, None, 2, FORGET_USER)])
     (output,), _ = logic.on_batch([admitted(2, "b", 3)])
     assert isinstance(output, UserOutput)
-    train = output.messages[0]
+    train = sent(output)[0]
     assert isinstance(train, Train) and train.history == (), "forgotten means forgotten"
 
 
@@ -255,9 +265,7 @@ def test_a_users_messages_keep_their_order_when_seq_comes_from_several_partition
     (forget,), _ = user.on_batch([admitted(100, None, 1, FORGET_USER)])
     (back,), _ = user.on_batch([admitted(5, "b", 2)])
     assert isinstance(forget, UserOutput) and isinstance(back, UserOutput)
-    assert back.seq >= forget.seq, "a user's seq never goes down"
-    batch: list[Sequenced[ReplicaMessage]] = [
-        (output.seq, message) for output in (forget, back) for message in output.messages
-    ]
+    assert back.messages[0][0] >= forget.messages[-1][0], "a user's seq never goes down"
+    batch: list[Sequenced[ReplicaMessage]] = [*forget.messages, *back.messages]
     released, _ = ReplicaLogic(ENGINE, None).on_batch([batch])
     assert [output.tombstone for _, output in released] == [True, False]

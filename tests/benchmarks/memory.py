@@ -103,7 +103,7 @@ class Job:
         for output in outputs:
             if not isinstance(output, UserOutput):
                 raise RuntimeError(f"unexpected output {output!r}")
-            for message in output.messages:
+            for _seq, message in output.messages:
                 if reaches or isinstance(message, Observation):
                     self.replica.on_message(message)
         if discard:
