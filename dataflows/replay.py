@@ -10,10 +10,11 @@ dataflow itself; ``events_in == processed + dead_lettered`` is checked before it
     streamrec replay events.jsonl.gz --out recs.jsonl --dead-letter dead.jsonl -w 2 --json
     streamrec replay events.jsonl.gz --processes 2     # a local cluster of two processes
 
-``--processes N`` runs the flow as a Bytewax cluster of ``N`` local processes (this one and
-``N - 1`` it starts), as ``python -m bytewax.run -i I -a ...`` would, with the live job's epoch
-length. If any process fails, the others are stopped and replay exits with an error naming it
-and its exit code. ``--warm-start DIR`` starts from a pretrained state (``streamrec pretrain``).
+``--processes N`` runs the flow as a Bytewax cluster of ``N`` local processes that this one
+starts and watches, as ``python -m bytewax.run -i I -a ...`` would, with the live job's epoch
+length (so does ``-w`` above 1, in one process). If any process fails, the others are stopped
+and replay exits with an error naming it and its exit code. ``--warm-start DIR`` starts from a
+pretrained state (``streamrec pretrain``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ import argparse
 import gc
 import multiprocessing
 import multiprocessing.connection
-import os
+import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -40,6 +39,7 @@ import orjson
 from bytewax.testing import cluster_main, run_main
 
 from dataflows.errors import UsageError, load_config_or_stop
+from dataflows.idle_poller import idle_once_workers_run
 from dataflows.progress import bar
 from dataflows.recommend import build_flow
 from operators.config import Config, FileEndpoint
@@ -157,7 +157,7 @@ def _replay(
 ) -> tuple[Tally, float]:
     """Run the dataflow to the end of the input; returns its final counts and the wall time,
     which leaves out starting Python and importing streamrec (in this process, that was done
-    before; in a cluster's other processes, the clock starts when every one has done it)."""
+    before; a cluster's processes start the clock when every one has done it)."""
     for endpoint in (config.output, config.dead_letter):
         # The sinks open their file only when the first record comes: start from an empty one so
         # that no record of an earlier run remains.
@@ -166,7 +166,7 @@ def _replay(
             Path(endpoint.path).write_bytes(b"")
     progress = progress or Progress(None, quiet=True)
     started = time.perf_counter()
-    if processes == 1:
+    if processes == 1 and workers == 1:
         _run_process(config, workers, None, 0, progress, warm)
     else:
         started = _run_cluster(config, workers, processes, progress, warm)
@@ -209,86 +209,72 @@ def _run_process(
 def _run_cluster(
     config: Config, workers: int, processes: int, progress: Progress, warm: Path | None
 ) -> float:
-    """This process is process 0 of a local cluster; the others are started here. Returns the
-    ``perf_counter`` moment at which every process had started (imported streamrec).
+    """Run the flow in ``processes`` processes of ``workers`` workers, all started here: this
+    process only watches them, so each one's Bytewax poller can be made idle
+    (:mod:`dataflows.idle_poller`). Returns the ``perf_counter`` moment at which every process
+    had started (imported streamrec).
 
-    The counts are summed in one partition, which Bytewax may place in any process: each other
-    process hands its last total back through a pipe, and the one that saw any counts wins.
+    Each process sends through a pipe that it has started, then every running total of the
+    counts it sees (they are summed in one partition, which Bytewax may place in any process).
     A process that fails is an error: the others are stopped and the exit codes reported.
     """
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(processes)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(processes)] if processes > 1 else None
     spawn = multiprocessing.get_context("spawn")
-    pipes = [spawn.Pipe(duplex=False) for _ in range(1, processes)]
+    pipes = [spawn.Pipe(duplex=False) for _ in range(processes)]
     children = [
         spawn.Process(
             target=_cluster_member,
             args=(config, workers, addresses, process_id, sender, warm),
             name=f"streamrec-replay-{process_id}",
         )
-        for process_id, (_, sender) in enumerate(pipes, start=1)
+        for process_id, (_, sender) in enumerate(pipes)
     ]
-    done = threading.Event()
+    receivers = [receiver for receiver, _ in pipes]
     try:
-        for child in children:
+        # Process 0 first: the others connect to it, and one that found it not listening yet
+        # would retry only a second later. They take longer to start than it takes to listen.
+        for number, (child, (_, sender)) in enumerate(zip(children, pipes, strict=True)):
             child.start()
-        for _, sender in pipes:
-            sender.close()  # the child has its copy: a child that dies unsent reads as EOF
-        # This process listens for the others at once: one that connected too early would
-        # retry only a second later. The others' start is awaited on the side.
-        started = ThreadPoolExecutor(1).submit(_all_started, [receiver for receiver, _ in pipes])
-        threading.Thread(target=_watch, args=(children, done), daemon=True).start()
-        _run_process(config, workers, addresses, 0, progress, warm)
-    except BaseException as error:
-        done.set()
-        # When a peer process dies, Bytewax raises pyo3's PanicException (a BaseException) here;
-        # any other error is this process's own, and the others then fail for want of it.
-        peer_died = type(error).__name__ == "PanicException"
-        for child in children:
-            child.join(timeout=2 if peer_died else 0)
-        failed = _failed(children)
+            sender.close()  # the child has its copy: a child that ends reads as EOF
+            if number == 0:
+                _follow(children[:1], receivers[:1], progress, until_started=True)
+        return _follow(children, receivers, progress, started=receivers[:1])
+    finally:
         _stop(children)
-        if peer_died and failed:
-            raise UsageError(f"cluster process(es) failed: {failed} (see above)") from error
-        raise
-    done.set()
-    for child in children:
-        child.join(timeout=60)
-    failed = _failed(children)
-    _stop(children)
-    if failed:
-        raise UsageError(f"cluster process(es) failed: {failed} (see above)")
-    for process_id, (receiver, _) in enumerate(pipes, start=1):
-        total = _receive(receiver, process_id)
-        if total.events_in:
-            progress.total = total
-    return started.result()
 
 
-def _all_started(receivers: list[Connection]) -> float:
-    """The moment at which each of the other processes has said it started."""
-    for process_id, receiver in enumerate(receivers, start=1):
-        _receive(receiver, process_id)
-    return time.perf_counter()
-
-
-def _receive(receiver: Connection, process_id: int) -> Tally:
-    """What cluster process ``process_id`` sent next: that it has started (an empty
-    :class:`Tally`), then its counts."""
-    try:
-        return cast(Tally, receiver.recv())
-    except EOFError:
-        raise UsageError(f"cluster process {process_id} ended without its counts") from None
-
-
-def _failed(children: list[BaseProcess]) -> str:
-    """The children that ended with a non-zero exit code (or are still running), as text."""
-    return ", ".join(
-        f"{child.name} (exit code {child.exitcode})"
-        if child.exitcode is not None
-        else f"{child.name} (still running)"
-        for child in children
-        if child.exitcode != 0
-    )
+def _follow(
+    children: list[BaseProcess],
+    receivers: list[Connection],
+    progress: Progress,
+    started: list[Connection] | None = None,
+    until_started: bool = False,
+) -> float:
+    """Hand the children's totals to ``progress`` until every child has ended (or, with
+    ``until_started``, has said it started); the moment at which the last one had started.
+    ``started``: the receivers of children known to have started."""
+    waiting = dict(zip(receivers, children, strict=True))
+    unstarted = set(receivers) - set(started or [])
+    moment = time.perf_counter()
+    while waiting and (unstarted or not until_started):
+        for receiver in cast(list[Connection], multiprocessing.connection.wait(list(waiting))):
+            try:
+                total = cast(Tally, receiver.recv())
+            except EOFError:
+                child = waiting.pop(receiver)
+                child.join()
+                if child.exitcode != 0:
+                    raise UsageError(
+                        f"cluster process {child.name} failed (exit code {child.exitcode}); "
+                        "the others were stopped"
+                    ) from None
+                continue
+            if receiver in unstarted:
+                unstarted.discard(receiver)
+                moment = time.perf_counter()
+            elif total.events_in:
+                progress(total)
+    return moment
 
 
 def _stop(children: list[BaseProcess]) -> None:
@@ -300,55 +286,19 @@ def _stop(children: list[BaseProcess]) -> None:
                 child.kill()
 
 
-def _watch(children: list[BaseProcess], done: threading.Event, grace_s: float = 5.0) -> None:
-    """Exit if a child fails and this process stays stuck in the flow.
-
-    A peer that dies mid-run makes Bytewax raise here, but one that dies before it connected
-    leaves this process waiting for it in native code that no signal interrupts.
-    """
-    sentinels = [child.sentinel for child in children]
-    while not done.is_set():
-        ended = multiprocessing.connection.wait(sentinels, timeout=0.5)
-        if not ended or done.is_set():
-            continue
-        failed = [child for child in children if child.sentinel in ended and child.exitcode]
-        if not failed:
-            sentinels = [sentinel for sentinel in sentinels if sentinel not in ended]
-            if not sentinels:
-                return
-            continue
-        if done.wait(grace_s):
-            return
-        names = ", ".join(f"{child.name} (exit code {child.exitcode})" for child in failed)
-        print(
-            f"streamrec replay: cluster process(es) failed: {names}; stopping the cluster",
-            file=sys.stderr,
-            flush=True,
-        )
-        _stop(children)
-        os._exit(1)
-
-
 def _cluster_member(
     config: Config,
     workers: int,
-    addresses: list[str],
+    addresses: list[str] | None,
     process_id: int,
     sender: Connection,
     warm: Path | None,
 ) -> None:
-    last = _LastTotal()
-    sender.send(last.total)  # started: process 0 starts the clock when every process has
-    _run_process(config, workers, addresses, process_id, last, warm)
-    sender.send(last.total)
-
-
-class _LastTotal:
-    def __init__(self) -> None:
-        self.total = Tally()
-
-    def __call__(self, total: Tally) -> None:
-        self.total = total
+    # Ctrl-C reaches the whole process group: the parent alone answers it, by stopping us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sender.send(Tally())  # started: the clock starts when every process has
+    with idle_once_workers_run(workers):
+        _run_process(config, workers, addresses, process_id, sender.send, warm)
 
 
 def free_ports(count: int) -> list[int]:
