@@ -62,15 +62,16 @@ class OnlineQuality:
 
     def served(self, items: Sequence[str]) -> None:
         """One list served (its items, best first)."""
-        lists = self._lists
+        lists, counts = self._lists, self._items
         if len(lists) == lists.maxlen:
-            dropped = self._items
-            dropped.subtract(lists[0])
-            for item in lists[0]:
-                if dropped[item] <= 0:
-                    del dropped[item]
+            for item in lists[0]:  # a loop of its own: Counter.subtract is three times slower
+                left = counts[item] - 1
+                if left:
+                    counts[item] = left
+                else:
+                    del counts[item]
         lists.append(items)
-        self._items.update(items)
+        counts.update(items)
 
     @property
     def window_targets(self) -> int:
