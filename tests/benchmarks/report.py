@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,18 @@ class Row:
 
 
 def _ratio(top: str, bottom: str) -> Callable[[dict[str, Any]], float]:
-    return lambda figures: figures[top] / figures[bottom]
+    """``top / bottom``; of several rounds (``NAME_runs``), the median of each round's ratio: a
+    round runs both parts within a minute, and this shared machine's speed drifts more than
+    that between rounds."""
+
+    def ratio(figures: dict[str, Any]) -> float:
+        tops = figures.get(f"{top}_runs") or [figures[top]]
+        bottoms = figures.get(f"{bottom}_runs") or [figures[bottom]] * len(tops)
+        if len(tops) != len(bottoms):  # a part failed in some round
+            return figures[top] / figures[bottom]
+        return statistics.median(a / b for a, b in zip(tops, bottoms, strict=True))
+
+    return ratio
 
 
 def _key(name: str) -> Callable[[dict[str, Any]], float]:
