@@ -150,7 +150,8 @@ def file_parts(results: Results, events: Path, scratch: Path, rounds: int) -> No
         results.part(f"replay 2 processes{suffix}", replay(2))
     if rounds > 1:
         results.notes.append(
-            f"file parts: best events/s of {rounds} interleaved rounds (all in *_runs), worst HR@10"
+            f"file parts: {rounds} interleaved rounds (all in *_runs): best events/s, median "
+            "HR@10, ratios the median of each round's"
         )
 
 
