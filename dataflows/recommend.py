@@ -200,6 +200,8 @@ def _input(
 def _by_worker(replicas: list[str], batch: list[Admitted]) -> list[tuple[str, list[Admitted]]]:
     """The batch's events in one packet per worker, keyed by the worker's replica key: one
     pickled list per worker and activation crosses to the worker holding the users' keys."""
+    if len(replicas) == 1:
+        return [(replicas[0], batch)]
     packets: dict[str, list[Admitted]] = {}
     for admitted in batch:
         packets.setdefault(replica_of(admitted.event.user_id, replicas), []).append(admitted)
