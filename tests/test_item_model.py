@@ -157,6 +157,23 @@ def test_similar_scores_the_vectors_as_they_are_after_every_step() -> None:
             assert found == expected, number
 
 
+def test_the_pool_vectors_follow_every_change() -> None:
+    # Items move between categories, go idle and have their rows reused: after every event the
+    # pool's copy of the output vectors agrees with the model's own array.
+    config = EngineConfig(
+        dimensions=4, trend_refresh=1, item_idle_ms=40 * MINUTE, sweep_every=25, similar_pool=10
+    )
+    model = ItemModel(config)
+    rng = random.Random(3)
+    interest = np.ones(4, np.float32)
+    for observation in shopping_stream(seed=3, events=800):
+        model.observe(observation._replace(category=rng.choice(["x", "y", "z", None])))
+        model.similar(interest, 3)
+        pool = model._pool
+        assert np.array_equal(pool.vectors, model.out[pool.rows])
+    assert model._free or len(model.ids) > len(model.rows), "rows were swept"
+
+
 def test_an_items_age_counts_from_its_first_event_also_in_a_reused_row() -> None:
     config = EngineConfig(dimensions=4, item_idle_ms=10 * DAY, sweep_every=1)
     model = ItemModel(config)
