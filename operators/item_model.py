@@ -126,6 +126,9 @@ class ItemModel:
         self._category_index: dict[str, int] = {}
         #: Per category index: its most popular rows, best first, and when they were sorted.
         self._category_trending: dict[int, tuple[np.ndarray, int]] = {}
+        #: Per category index: its rows, ascending, while no row joins or leaves it (a scan of
+        #: the whole catalog each time its popular items are sorted again cost more than the sort).
+        self._members: dict[int, np.ndarray] = {}
         self.inp = np.zeros((capacity, config.dimensions), np.float32)
         self.out = np.zeros((capacity, config.dimensions), np.float32)
         self.ref = 0
@@ -171,7 +174,15 @@ class ItemModel:
         elif (ts - self.ref) / self.config.pop_short_half_life_ms > _MAX_EXPONENT:
             self._rebase(ts)
         row = self._row(item_id, ts)
-        category = -1 if category_name is None else self._category_of(category_name)
+        category = -1
+        if category_name is not None:
+            category = self._category_of(category_name)
+            # Compared with the stored category, which the queued observations have not changed
+            # yet: the last change the queue makes to a row is always against it.
+            stored = int(self.category[row])
+            if category != stored:
+                self._members.pop(category, None)
+                self._members.pop(stored, None)
         queue = self._queue
         queue.extend((row, ts, weight, first, category, len(recent)))
         if recent:
@@ -345,6 +356,7 @@ class ItemModel:
         live = self.category[: len(self.ids)]
         used = np.unique(live[live >= 0])
         self._category_trending.clear()
+        self._members.clear()
         if len(used) == len(self.category_names):
             return
         renumber = np.full(len(self.category_names) + 1, -1, np.int32)
@@ -427,7 +439,10 @@ class ItemModel:
         self._apply()
         cached = self._category_trending.get(category)
         if cached is None or self.observed - cached[1] >= self.config.trend_refresh:
-            members = np.flatnonzero(self.category[: len(self.ids)] == category)
+            members = self._members.get(category)
+            if members is None:
+                members = np.flatnonzero(self.category[: len(self.ids)] == category)
+                self._members[category] = members
             cached = (self._most_popular(members, self.config.category_top), self.observed)
             self._category_trending[category] = cached
         return cached[0]

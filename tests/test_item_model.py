@@ -157,9 +157,10 @@ def test_similar_scores_the_vectors_as_they_are_after_every_step() -> None:
             assert found == expected, number
 
 
-def test_the_pool_vectors_follow_every_change() -> None:
+def test_the_cached_category_members_and_pool_vectors_follow_every_change() -> None:
     # Items move between categories, go idle and have their rows reused: after every event the
-    # pool's copy of the output vectors agrees with the model's own array.
+    # cached members of each category and the pool's copy of the output vectors agree with the
+    # model's own arrays.
     config = EngineConfig(
         dimensions=4, trend_refresh=1, item_idle_ms=40 * MINUTE, sweep_every=25, similar_pool=10
     )
@@ -169,6 +170,11 @@ def test_the_pool_vectors_follow_every_change() -> None:
     for observation in shopping_stream(seed=3, events=800):
         model.observe(observation._replace(category=rng.choice(["x", "y", "z", None])))
         model.similar(interest, 3)
+        live = len(model.ids)
+        for index in range(len(model.category_names)):
+            members = np.flatnonzero(model.category[:live] == index)
+            expected = model._most_popular(members, config.category_top)
+            assert model.category_trending(index).tolist() == expected.tolist()
         pool = model._pool
         assert np.array_equal(pool.vectors, model.out[pool.rows])
     assert model._free or len(model.ids) > len(model.rows), "rows were swept"
