@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import sys
 import zlib
-from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -72,6 +71,9 @@ ItemModelSnapshot = dict[str, object]
 #: An :class:`Observation`'s fields as a plain tuple: how observations cross workers, as a named
 #: tuple pickles and unpickles five times slower (its constructor is Python code).
 ObservationFields = tuple[str, int, float, bool, tuple[Previous, ...], str | None]
+#: Embedding steps: per step its item's row and how many context rows it has, and those rows.
+Steps = tuple[np.ndarray, np.ndarray, np.ndarray]
+_NO_STEPS: Steps = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 class Observation(NamedTuple):
@@ -150,8 +152,8 @@ class ItemModel:
             ],
             float,
         )
-        #: Embedding steps not applied yet: (row, context rows); see :meth:`flush`.
-        self._pending: list[tuple[int, list[int]]] = []
+        #: Embedding steps not applied yet, in blocks of :data:`Steps`; see :meth:`flush`.
+        self._steps: list[Steps] = []
         self._trending: np.ndarray = np.zeros(0, np.intp)
         #: The rows :meth:`similar` searches: the most popular at the last refresh (see
         #: :meth:`_refresh`) and the rows of the items that arrived since (added at the next
@@ -185,14 +187,8 @@ class ItemModel:
                 self._members.pop(stored, None)
         queue = self._queue
         queue.extend((row, ts, weight, first, category, len(recent)))
-        if recent:
-            others = []
-            for other_id, other_ts, other_weight in recent:
-                other = self._row(other_id, other_ts)
-                others.append(other)
-                queue.extend((other, other_ts, other_weight))
-            if self.config.embeddings:
-                self._pending.append((row, others))
+        for other_id, other_ts, other_weight in recent:
+            queue.extend((self._row(other_id, other_ts), other_ts, other_weight))
         self._queued += 1
         self.observed += 1
         if self._queued == _QUEUE_LIMIT:
@@ -202,11 +198,12 @@ class ItemModel:
             self._prune_categories()
 
     def _apply(self) -> None:
-        """Apply the queued observations, in order."""
+        """Apply the queued observations, in order, and queue their embedding steps."""
         if not self._queued:
             return
+        queue = np.array(self._queue, float)
         _observe(
-            np.array(self._queue, float),
+            queue,
             self.link_rows,
             self.link_weights,
             self.link_count,
@@ -222,6 +219,10 @@ class ItemModel:
             self._half_lives,
             self.config.neighbours,
         )
+        if self.config.embeddings:
+            steps = _embedding_steps(queue)
+            if len(steps[0]):
+                self._steps.append(steps)
         self._queue.clear()
         self._queued = 0
 
@@ -253,20 +254,24 @@ class ItemModel:
         all start from the vectors before it, which SGD does not mind.
         """
         self._apply()
-        pending = self._pending
-        if not pending:
+        if not self._steps:
             return
         config = self.config
-        batch = len(pending)
-        rows, contexts = zip(*pending, strict=True)
-        pending.clear()
-        counts = np.fromiter(map(len, contexts), np.int64, batch)
-        context = np.fromiter(chain.from_iterable(contexts), np.int64)
+        rows, counts, context = self._pending_steps()
+        self._steps.clear()
+        batch = len(rows)
         targets = np.empty((batch, config.negatives + 1), np.int64)
         targets[:, 0] = rows
         targets[:, 1:] = self._recent[self._draw(batch, min(self.observed, _RECENT_ITEMS))]
         _sgd_step(self.inp, self.out, context, counts, targets, config.embedding_rate)
         self._pool.update(targets.ravel(), self.out)
+
+    def _pending_steps(self) -> Steps:
+        """The embedding steps not applied yet, as one block."""
+        if len(self._steps) > 1:
+            rows, counts, context = zip(*self._steps, strict=True)
+            self._steps = [(np.concatenate(rows), np.concatenate(counts), np.concatenate(context))]
+        return self._steps[0] if self._steps else _NO_STEPS
 
     def _draw(self, batch: int, filled: int) -> np.ndarray:
         """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
@@ -517,7 +522,7 @@ class ItemModel:
             "recent": self._recent.tobytes(),
             "rng": self._rng.bit_generator.state,
             "draws": (self._draws.tobytes(), self._draws_at),
-            "pending": [(row, list(context)) for row, context in self._pending],
+            "pending": tuple(part.tobytes() for part in self._pending_steps()),
             # The caches as they are, so a restored model reads exactly what this one would.
             "stale": self._stale[:live].tobytes(),
             "top": (
@@ -593,7 +598,8 @@ class ItemModel:
             category: (np.frombuffer(rows, np.int32).astype(np.intp), at)
             for category, (rows, at) in snapshot["category_trending"].items()  # type: ignore[attr-defined]
         }
-        model._pending = [(row, list(context)) for row, context in snapshot["pending"]]  # type: ignore[attr-defined]
+        steps = tuple(np.frombuffer(part, np.int64).copy() for part in snapshot["pending"])  # type: ignore[attr-defined]
+        model._steps = [steps] if len(steps[0]) else []  # type: ignore[list-item]
         return model
 
 
@@ -732,6 +738,33 @@ def _sgd_step(
             for dimension in range(dimensions):
                 inp[row, dimension] -= np.float32(context_steps[event, dimension] / count)
         start += count
+
+
+@njit("UniTuple(int64[:], 3)(float64[:])", cache=True)
+def _embedding_steps(queue: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embedding steps of queued observations (:attr:`ItemModel._queue`'s layout): one per
+    observation with previous items, whose rows are its context."""
+    steps = contexts = position = 0
+    while position < len(queue):
+        previous = np.int64(queue[position + 5])
+        steps += previous > 0
+        contexts += previous
+        position += 6 + 3 * previous
+    rows = np.empty(steps, np.int64)
+    counts = np.empty(steps, np.int64)
+    context = np.empty(contexts, np.int64)
+    step = filled = position = 0
+    while position < len(queue):
+        previous = np.int64(queue[position + 5])
+        if previous:
+            rows[step] = np.int64(queue[position])
+            counts[step] = previous
+            for index in range(previous):
+                context[filled + index] = np.int64(queue[position + 6 + 3 * index])
+            step += 1
+            filled += previous
+        position += 6 + 3 * previous
+    return rows, counts, context
 
 
 @njit("void(int32[:, :], float64[:, :], int64, int64, int64)", cache=True)
