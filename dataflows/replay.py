@@ -156,8 +156,9 @@ def _replay(
     progress: Progress | None = None,
 ) -> tuple[Tally, float]:
     """Run the dataflow to the end of the input; returns its final counts and the wall time,
-    which leaves out starting Python and importing streamrec (in this process, that was done
-    before; a cluster's processes start the clock when every one has done it)."""
+    which leaves out starting Python and importing streamrec and, after the flow, Python's
+    exit (in this process, these come before and after; a cluster's processes start the clock
+    when every one has imported streamrec and stop it when every one has finished its flow)."""
     for endpoint in (config.output, config.dead_letter):
         # The sinks open their file only when the first record comes: start from an empty one so
         # that no record of an earlier run remains.
@@ -165,14 +166,14 @@ def _replay(
             Path(endpoint.path).parent.mkdir(parents=True, exist_ok=True)
             Path(endpoint.path).write_bytes(b"")
     progress = progress or Progress(None, quiet=True)
-    started = time.perf_counter()
     if processes == 1 and workers == 1:
+        started = time.perf_counter()
         _run_process(config, workers, None, 0, progress, warm)
+        finished = time.perf_counter()
     else:
-        started = _run_cluster(config, workers, processes, progress, warm)
-    seconds = time.perf_counter() - started
+        started, finished = _run_cluster(config, workers, processes, progress, warm)
     progress.finish()
-    return progress.total, seconds
+    return progress.total, finished - started
 
 
 def _run_process(
@@ -208,14 +209,15 @@ def _run_process(
 
 def _run_cluster(
     config: Config, workers: int, processes: int, progress: Progress, warm: Path | None
-) -> float:
+) -> tuple[float, float]:
     """Run the flow in ``processes`` processes of ``workers`` workers, all started here: this
     process only watches them, so each one's Bytewax poller can be made idle
-    (:mod:`dataflows.idle_poller`). Returns the ``perf_counter`` moment at which every process
-    had started (imported streamrec).
+    (:mod:`dataflows.idle_poller`). Returns the ``perf_counter`` moments at which every process
+    had started (imported streamrec) and had finished its flow.
 
     Each process sends through a pipe that it has started, then every running total of the
-    counts it sees (they are summed in one partition, which Bytewax may place in any process).
+    counts it sees (they are summed in one partition, which Bytewax may place in any process),
+    then that its flow has finished (its exit, 0.15 to 0.2 s more, is not the flow's time).
     A process that fails is an error: the others are stopped and the exit codes reported.
     """
     addresses = [f"127.0.0.1:{port}" for port in free_ports(processes)] if processes > 1 else None
@@ -249,17 +251,17 @@ def _follow(
     progress: Progress,
     started: list[Connection] | None = None,
     until_started: bool = False,
-) -> float:
+) -> tuple[float, float]:
     """Hand the children's totals to ``progress`` until every child has ended (or, with
-    ``until_started``, has said it started); the moment at which the last one had started.
-    ``started``: the receivers of children known to have started."""
+    ``until_started``, has said it started); the moments at which the last one had started and
+    had finished its flow. ``started``: the receivers of children known to have started."""
     waiting = dict(zip(receivers, children, strict=True))
     unstarted = set(receivers) - set(started or [])
-    moment = time.perf_counter()
+    moment = finished = time.perf_counter()
     while waiting and (unstarted or not until_started):
         for receiver in cast(list[Connection], multiprocessing.connection.wait(list(waiting))):
             try:
-                total = cast(Tally, receiver.recv())
+                total = cast(Tally | None, receiver.recv())
             except EOFError:
                 child = waiting.pop(receiver)
                 child.join()
@@ -269,12 +271,14 @@ def _follow(
                         "the others were stopped"
                     ) from None
                 continue
-            if receiver in unstarted:
+            if total is None:
+                finished = time.perf_counter()
+            elif receiver in unstarted:
                 unstarted.discard(receiver)
                 moment = time.perf_counter()
             elif total.events_in:
                 progress(total)
-    return moment
+    return moment, finished
 
 
 def _stop(children: list[BaseProcess]) -> None:
@@ -299,6 +303,7 @@ def _cluster_member(
     sender.send(Tally())  # started: the clock starts when every process has
     with idle_once_workers_run(workers):
         _run_process(config, workers, addresses, process_id, sender.send, warm)
+    sender.send(None)  # finished: the clock stops when every process has
 
 
 def free_ports(count: int) -> list[int]:

@@ -4,6 +4,9 @@ forgetting, the output schema, and equality with the sequential engine."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from multiprocessing import Pipe
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +16,13 @@ import pytest
 import yaml
 
 from dataflows.cli import main as cli
+from dataflows.replay import Progress, _follow
 from operators import jsonl, synthetic
 from operators.config import Config, config_from_mapping
 from operators.engine import Engine
 from operators.evaluation import prequential, read_emitted
 from operators.events import Event, parse_event
+from operators.tally import Tally
 
 SCHEMA = Path(__file__).resolve().parents[1] / "deploy" / "schema" / "recommendation.schema.json"
 T0 = 1_700_000_000_000
@@ -306,3 +311,35 @@ def test_two_workers_or_processes_serve_the_same_requests_about_as_well_as_one(
     single, several = hit_rate("one"), hit_rate("two")
     assert single > 0.05
     assert several > 0.8 * single, f"hr {several:.3f} with two workers, {single:.3f} with one"
+
+
+def test_a_cluster_replays_clock_stops_when_every_flow_has_finished_not_at_exit() -> None:
+    """As for one process, a cluster's seconds leave out Python's exit after the flow: each
+    member says when its flow has finished, some time before its pipe closes."""
+
+    class Member:
+        """What ``_follow`` reads of a member process: its name and, once ended, exit code."""
+
+        name, exitcode = "member", 0
+
+        def join(self) -> None:
+            pass
+
+    receiver, sender = Pipe(duplex=False)
+    closed_at: list[float] = []
+
+    def member() -> None:
+        sender.send(Tally())  # started
+        sender.send(Tally(events_in=3, processed=3))
+        sender.send(None)  # the flow has finished; Python's exit follows
+        time.sleep(0.2)
+        closed_at.append(time.perf_counter())
+        sender.close()
+
+    progress = Progress(None, quiet=True)
+    thread = threading.Thread(target=member)
+    thread.start()
+    started, finished = _follow([Member()], [receiver], progress)  # type: ignore[list-item]
+    thread.join()
+    assert started <= finished < closed_at[0]
+    assert progress.total.events_in == 3
