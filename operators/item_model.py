@@ -475,8 +475,9 @@ class ItemModel:
         if count <= 0:
             return np.zeros(0, np.intp)
         self.flush()
-        scores = _similarities(pool.vectors, np.ascontiguousarray(interest, np.float32))
-        return pool.rows[best(scores, pool.rows, count)]
+        return _most_similar(
+            pool.vectors, pool.rows, np.ascontiguousarray(interest, np.float32), count
+        )
 
     def _similar_pool(self) -> SimilarPool:
         self._refresh()
@@ -682,6 +683,16 @@ def _similarities(vectors: np.ndarray, interest: np.ndarray) -> np.ndarray:
             total += vectors[position, dimension] * interest[dimension]
         scores[position] = total
     return scores
+
+
+@njit("int64[:](float32[:, ::1], int64[:], float32[::1], int64)", cache=True)
+def _most_similar(
+    vectors: np.ndarray, rows: np.ndarray, interest: np.ndarray, count: int
+) -> np.ndarray:
+    """The ``count`` of ``rows`` whose ``vectors`` score highest against ``interest``, best
+    first (one compiled call: the scores never come back to Python)."""
+    scores = _similarities(vectors, interest)
+    return rows[best(scores, rows, count)]
 
 
 @njit("void(float32[:, :], float32[:, :], int64[:], int64[:], int64[:, :], float64)", cache=True)
