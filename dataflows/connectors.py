@@ -30,12 +30,15 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from typing_extensions import override
 
 from dataflows.routing import worker_of
-from operators.events import user_key
+from operators.events import plain_user_id, user_key
 from operators.intake import Origin, Raw
 from operators.jsonl import Line, numbered_lines
 from operators.tally import Tally
 
 X = TypeVar("X")
+#: Users whose worker a file partition remembers (a reader of a million-user stream forgets them
+#: all when that many are known).
+_OWNERS_KEPT = 1 << 16
 S = TypeVar("S")
 
 
@@ -57,12 +60,23 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
         self._batch_size = batch_size
         self._part = part
         self._parts = parts
+        self._owners: dict[bytes, int] = {}
         lines = enumerate(numbered_lines(path))
         self._lines: Iterator[tuple[int, Line]] = islice(lines, skip, None)
 
     def _mine(self, seq: int, raw: bytes) -> bool:
-        user = user_key(raw)
-        owner = seq % self._parts if user is None else worker_of(self._key(user), self._parts)
+        # Every process reads every line: the owner of a user's plain id is remembered.
+        token = plain_user_id(raw)
+        owner = None if token is None else self._owners.get(token)
+        if owner is None:
+            user = user_key(raw)
+            if user is None:
+                return seq % self._parts == self._part
+            owner = worker_of(self._key(user), self._parts)
+            if token is not None:
+                if len(self._owners) == _OWNERS_KEPT:
+                    self._owners.clear()
+                self._owners[token] = owner
         return owner == self._part
 
     @override

@@ -252,6 +252,24 @@ def _checked_event(record: dict[str, Any], types: frozenset[str]) -> Event | Rej
 _PLAIN_USER_ID = re.compile(rb'"user_id"\s*:\s*(?:"([^"\\]*)"|(-?(?:0|[1-9][0-9]*))(?=[\s,}]))')
 
 
+def _plain_user_id(raw: bytes) -> re.Match[bytes] | None:
+    if len(raw) > DEFAULT_MAX_BYTES or raw.count(b'"user_id"') != 1:
+        return None
+    return _PLAIN_USER_ID.search(raw)
+
+
+def plain_user_id(raw: bytes) -> bytes | None:
+    """The bytes naming the user of a message that names ``user_id`` once, as a plain string or
+    an integer (``b'"user_id": "ann"'``), else None: equal bytes are the same :func:`user_key`
+    whenever that is not None, so a reader of many lines can remember what it made of them.
+
+    >>> plain_user_id(b'{"user_id": "ann", "ts": 1}'), plain_user_id(b'{"ts": 1}')
+    (b'"user_id": "ann"', None)
+    """
+    plain = _plain_user_id(raw)
+    return None if plain is None else plain[0]
+
+
 def user_key(raw: bytes) -> str | None:
     """The user id a message names, read without validating the rest (None when it names
     none): enough to route a message to its user's worker before it is parsed there.
@@ -267,9 +285,7 @@ def user_key(raw: bytes) -> str | None:
     >>> user_key(b'{"user_id":"ann","ts":1}'), user_key(b'{"user_id": "a\\\\u00e9"}')
     ('ann', 'a\xe9')
     """
-    if len(raw) > DEFAULT_MAX_BYTES:
-        return None
-    plain = _PLAIN_USER_ID.search(raw) if raw.count(b'"user_id"') == 1 else None
+    plain = _plain_user_id(raw)
     if plain is not None:
         text, number = plain.groups()
         try:

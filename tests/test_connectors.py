@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from dataflows import connectors
 from dataflows.connectors import JsonLinesSink, JsonLinesSource, TallySink
 from dataflows.routing import worker_of
+from operators.events import user_key
 from operators.intake import Origin
 from operators.tally import Tally
 
@@ -65,6 +67,37 @@ def test_partitions_share_the_lines_out_by_the_users_worker_in_file_order(tmp_pa
         assert [raw.seq for raw in share] == sorted(raw.seq for raw in share)
         mine = {users[raw.seq] for raw in share if raw.seq < 40}
         assert mine and all(worker_of(user, 2) == worker for user in mine)
+
+
+@pytest.mark.parametrize("kept", [2, 1 << 16], ids=["forgetting", "remembering"])
+def test_partitions_remember_owners_without_changing_who_owns_a_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    # The same users written several ways, ids named twice or not UTF-8 (routed by position:
+    # their owner must not be remembered by their bytes), and a cache that forgets.
+    monkeypatch.setattr(connectors, "_OWNERS_KEPT", kept)
+    variants = [
+        b'{"user_id": "ann", "n": 1}',
+        b'{"user_id":"ann","n":2}',
+        b'{"user_id": 42}',
+        b'{"user_id": "42"}',
+        b'{"user_id": "\\u0061nn"}',
+        b'{"user_id": "\xff\xfe"}',
+        b'{"user_id": "bob", "user_id": "cy"}',
+        b'{"user_id": "dee"}',
+        b"not json",
+    ]
+    lines = [variants[n % len(variants)] for n in range(90)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    source = JsonLinesSource(path, batch_size=4, parts=2)
+    for worker, part in enumerate(source.list_parts()):
+        expected = [
+            seq
+            for seq, raw in enumerate(lines)
+            if (seq % 2 if (user := user_key(raw)) is None else worker_of(user, 2)) == worker
+        ]
+        assert [raw.seq for raw in read_all(source, part=part)] == expected
 
 
 def test_a_partition_resumes_where_it_left_off(tmp_path: Path) -> None:
