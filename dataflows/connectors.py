@@ -36,10 +36,11 @@ from operators.jsonl import Line, numbered_lines
 from operators.tally import Tally
 
 X = TypeVar("X")
+S = TypeVar("S")
+
 #: Users whose worker a file partition remembers (a reader of a million-user stream forgets them
 #: all when that many are known).
 _OWNERS_KEPT = 1 << 16
-S = TypeVar("S")
 
 
 class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):

@@ -313,7 +313,7 @@ def test_two_workers_or_processes_serve_the_same_requests_about_as_well_as_one(
     assert several > 0.8 * single, f"hr {several:.3f} with two workers, {single:.3f} with one"
 
 
-def test_a_cluster_replays_clock_stops_when_every_flow_has_finished_not_at_exit() -> None:
+def test_a_cluster_replay_stops_its_clock_when_every_flow_has_finished_not_at_exit() -> None:
     """As for one process, a cluster's seconds leave out Python's exit after the flow: each
     member says when its flow has finished, some time before its pipe closes."""
 
