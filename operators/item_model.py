@@ -607,8 +607,8 @@ class ItemModel:
 class SimilarPool:
     """The rows :meth:`ItemModel.similar` searches, with a copy of their output vectors in one
     block that every write to those vectors updates: a read of 5,000 rows scattered over a
-    catalog of 100,000 items cost two to four times a read of the block (the rows miss the
-    cache), and a list reads the pool once.
+    catalog of 100,000 items cost two to four and a half times a read of the block (the rows
+    miss the cache), and a list reads the pool once.
 
     >>> out = np.arange(12, dtype=np.float32).reshape(6, 2)
     >>> pool = SimilarPool(2, 6)
