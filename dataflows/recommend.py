@@ -79,6 +79,8 @@ def _to_replicas(keys: list[str], batch: list[tuple[str, UserOutput]]) -> list[t
     the rest to the user's own (on the user's worker). Packing a batch into one item per replica
     means a worker pickles one list per activation for each other worker, not one per event;
     observations go as plain tuples, which pickle five times faster than the named tuple."""
+    if len(keys) == 1:  # one replica takes every message as it is: nothing is pickled
+        return [(keys[0], [entry for _user, output in batch for entry in output.messages])]
     packets: dict[str, Packet] = {key: [] for key in keys}
     everyone = list(packets.values())
     for _user, output in batch:
