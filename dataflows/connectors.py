@@ -65,20 +65,32 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
         lines = enumerate(numbered_lines(path))
         self._lines: Iterator[tuple[int, Line]] = islice(lines, skip, None)
 
-    def _mine(self, seq: int, raw: bytes) -> bool:
-        # Every process reads every line: the owner of a user's plain id is remembered.
-        token = plain_user_id(raw)
-        owner = None if token is None else self._owners.get(token)
-        if owner is None:
-            user = user_key(raw)
-            if user is None:
-                return seq % self._parts == self._part
-            owner = worker_of(self._key(user), self._parts)
-            if token is not None:
-                if len(self._owners) == _OWNERS_KEPT:
-                    self._owners.clear()
-                self._owners[token] = owner
-        return owner == self._part
+    def _mine(self, chunk: list[tuple[int, Line]]) -> list[tuple[int, Line]]:
+        """The lines of ``chunk`` whose users this partition holds. Every process reads every
+        line, so the owner of a user's plain id is remembered (in one loop: a method call per
+        line cost a tenth of the check)."""
+        owners, part = self._owners, self._part
+        mine = []
+        for entry in chunk:
+            token = plain_user_id(entry[1].raw)
+            owner = None if token is None else owners.get(token)
+            if owner is None:
+                owner = self._owner(entry, token)
+            if owner == part:
+                mine.append(entry)
+        return mine
+
+    def _owner(self, entry: tuple[int, Line], token: bytes | None) -> int:
+        seq, line = entry
+        user = user_key(line.raw)
+        if user is None:
+            return seq % self._parts
+        owner = worker_of(self._key(user), self._parts)
+        if token is not None:
+            if len(self._owners) == _OWNERS_KEPT:
+                self._owners.clear()
+            self._owners[token] = owner
+        return owner
 
     @override
     def next_batch(self) -> list[Raw]:
@@ -86,11 +98,9 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
         if not chunk:
             raise StopIteration
         self._read += len(chunk)
-        return [
-            Raw(seq, Origin(line.path, line.number), line.raw)
-            for seq, line in chunk
-            if self._parts == 1 or self._mine(seq, line.raw)
-        ]
+        if self._parts > 1:
+            chunk = self._mine(chunk)
+        return [Raw(seq, Origin(line.path, line.number), line.raw) for seq, line in chunk]
 
     @override
     def snapshot(self) -> int:
