@@ -19,8 +19,8 @@ serves the users whose keys live on its worker, so a user's own messages never l
 and a list reads only local state. What crosses between workers is packed: each activation's
 admitted events go to the users' workers as one list per worker (a file input is read by one
 partition per worker that keeps its own users' lines, so nothing crosses there), and its
-observations go to every other replica as one list per replica. A worker thus pickles a few
-lists per batch instead of an object per event.
+observations go to every other replica as one :class:`~operators.messages.ObservationBlock`
+(columns). A worker thus pickles a few objects per batch instead of one per event.
 Every message carries ``seq``, the input position of the event that caused it, and the replica
 step applies each batch in that order: a one-worker run computes exactly what the sequential
 engine computes, and the lists leave in input order. Each step also counts what it handles into
@@ -61,6 +61,7 @@ from dataflows.steps import Output, Packet, ReplicaLogic, Sequenced, Timers, Use
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.item_model import Observation
+from operators.messages import ObservationBlock
 from operators.quality import QualityRecord
 from operators.replica import ReplicaSnapshot
 from operators.tally import Tally
@@ -75,24 +76,24 @@ DEFAULT_CONFIG = "deploy/config.yaml"
 
 
 def _to_replicas(keys: list[str], batch: list[tuple[str, UserOutput]]) -> list[tuple[str, Packet]]:
-    """One packet per replica for the whole batch: every observation goes to every replica,
-    the rest to the user's own (on the user's worker). Packing a batch into one item per replica
-    means a worker pickles one list per activation for each other worker, not one per event;
-    observations go as plain tuples, which pickle five times faster than the named tuple."""
-    if len(keys) == 1:  # one replica takes every message as it is: nothing is pickled
-        return [(keys[0], [entry for _user, output in batch for entry in output.messages])]
+    """One packet per replica for the whole batch: each user's messages go to the user's own
+    replica as they are, and every other replica gets the batch's observations as one
+    :class:`~operators.messages.ObservationBlock`, at the input position of the last of them
+    (it is learned after the replica's own messages of earlier positions). A worker thus
+    pickles one block per activation for each other worker, not an object per event."""
     packets: dict[str, Packet] = {key: [] for key in keys}
-    everyone = list(packets.values())
+    observed: dict[str, list[Sequenced[Observation]]] = {}
     for _user, output in batch:
-        own = packets[output.replica]
-        for entry in output.messages:
-            seq, message = entry
-            if isinstance(message, Observation):
-                fields = (seq, tuple(message))
-                for packet in everyone:
-                    packet.append(fields)
-            else:
-                own.append(entry)
+        packets[output.replica] += output.messages
+        if len(keys) > 1:
+            observations = observed.setdefault(output.replica, [])
+            observations += (entry for entry in output.messages if type(entry[1]) is Observation)
+    for source, observations in observed.items():
+        if observations:
+            block = ObservationBlock.of([observation for _seq, observation in observations])
+            for key, packet in packets.items():
+                if key != source:
+                    packet.append((observations[-1][0], block))
     return [(key, packet) for key, packet in packets.items() if packet]
 
 

@@ -39,8 +39,10 @@ from dataflows.routing import replica_keys, replica_of
 from operators.config import Config, QualityConfig
 from operators.engine_config import EngineConfig
 from operators.intake import Admitted, DeadLetter
+from operators.item_model import Observation
 from operators.messages import (
     ForgetUser,
+    ObservationBlock,
     Recommendation,
     ReplicaMessage,
     Serve,
@@ -371,13 +373,19 @@ class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Output | QualityRecord],
                     TIMINGS.served(elapsed, message.received_s)
                 out.append((seq, Output.of(ranked)))
                 continue
-            learning += elapsed
-            if isinstance(message, tuple):  # an observation's fields
-                TIMINGS.updated(learning)
-                learning = 0.0
-                self._events += 1
-                if self._every is not None and self._events % self._every == 0:
-                    out.append((seq, replica.quality_record(self._events, message[1])))  # its ts
+            if isinstance(message, Observation):
+                TIMINGS.updated(learning + elapsed)
+                learning, events, ts = 0.0, 1, message.ts
+            elif isinstance(message, ObservationBlock):  # other workers' events: not timed
+                events, ts = len(message), message.ts[-1]
+            else:
+                learning += elapsed
+                continue
+            # A quality record each time the count of events learned passes a multiple.
+            before = self._events
+            self._events += events
+            if self._every is not None and self._events // self._every > before // self._every:
+                out.append((seq, replica.quality_record(self._events, ts)))
         return out, False
 
     def snapshot(self) -> ReplicaSnapshot:

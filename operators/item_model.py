@@ -68,8 +68,7 @@ _QUEUE_LIMIT = 4096
 #: One previous item of the user: (item_id, ts, weight).
 Previous = tuple[str, int, float]
 ItemModelSnapshot = dict[str, object]
-#: An :class:`Observation`'s fields as a plain tuple: how observations cross workers, as a named
-#: tuple pickles and unpickles five times slower (its constructor is Python code).
+#: An :class:`Observation`'s fields as a plain tuple (a named tuple's constructor is Python code).
 ObservationFields = tuple[str, int, float, bool, tuple[Previous, ...], str | None]
 #: Embedding steps: per step its item's row and how many context rows it has, and those rows.
 Steps = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -79,7 +78,8 @@ _NO_STEPS: Steps = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np
 class Observation(NamedTuple):
     """One accepted event as the item model sees it (no user id: it is not needed here).
 
-    Every event's observation crosses to every other worker, as :data:`ObservationFields`."""
+    Every event's observation crosses to every other worker, in an
+    :class:`~operators.messages.ObservationBlock`."""
 
     item_id: str
     ts: int

@@ -52,9 +52,10 @@ from operators.features import (
     SIMILARITY,
     feature_matrix,
 )
-from operators.item_model import ItemModel, ItemModelSnapshot
+from operators.item_model import ItemModel, ItemModelSnapshot, Observation
 from operators.messages import (
     Label,
+    ObservationBlock,
     Recommendation,
     ReplicaMessage,
     Serve,
@@ -107,9 +108,13 @@ class ModelReplica:
         self.learning = True
 
     def on_message(self, message: ReplicaMessage) -> Recommendation | Tombstone | None:
-        if isinstance(message, tuple):  # an Observation, or its fields
+        if isinstance(message, Observation):
             if self.learning:
                 self.items.observe(message)
+        elif isinstance(message, ObservationBlock):
+            if self.learning:
+                for observation in message:
+                    self.items.observe(observation)
         elif isinstance(message, Train):
             self._open(message)
         elif isinstance(message, Label):

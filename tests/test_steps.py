@@ -4,6 +4,7 @@ step's input order."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ import orjson
 from fake_clock import START, Clock
 
 from dataflows import steps
+from dataflows.recommend import _to_replicas
 from dataflows.steps import Output, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.engine_config import EngineConfig
 from operators.events import FORGET_USER, Event
@@ -18,6 +20,7 @@ from operators.intake import Admitted, DeadLetter, Origin
 from operators.item_model import Observation
 from operators.messages import (
     ForgetUser,
+    ObservationBlock,
     Recommendation,
     ReplicaMessage,
     Serve,
@@ -269,3 +272,35 @@ def test_a_users_messages_keep_their_order_when_seq_comes_from_several_partition
     batch: list[Sequenced[ReplicaMessage]] = [*forget.messages, *back.messages]
     released, _ = ReplicaLogic(ENGINE, None).on_batch([batch])
     assert [output.tombstone for _, output in released] == [True, False]
+
+
+def test_other_replicas_get_a_batchs_observations_as_one_block_at_the_last_ones_position() -> None:
+    messages = replica_messages()
+    keys = ["replica-a", "replica-b"]
+    batch = [
+        ("ann", UserOutput("replica-a", messages[:4])),
+        ("bob", UserOutput("replica-a", messages[4:])),
+    ]
+    packets = dict(_to_replicas(keys, batch))
+    assert packets["replica-a"] == messages, "the own replica takes every message as it is"
+    observations = [(seq, message) for seq, message in messages if isinstance(message, Observation)]
+    ((seq, block),) = packets["replica-b"]
+    assert isinstance(block, ObservationBlock) and seq == observations[-1][0]
+    copied = pickle.loads(pickle.dumps(block))
+    assert list(copied) == [tuple(observation) for _seq, observation in observations]
+    assert any(observation.recent for _seq, observation in observations), "some have recent items"
+    assert dict(_to_replicas(keys[:1], [("ann", UserOutput("replica-a", messages))])) == {
+        "replica-a": messages
+    }, "one replica: no block"
+
+
+def test_a_replica_learns_a_block_as_it_learns_its_observations_one_by_one() -> None:
+    observations = [
+        message for _seq, message in replica_messages() if isinstance(message, Observation)
+    ]
+    one_by_one, blocked = ReplicaLogic(ENGINE, None), ReplicaLogic(ENGINE, None)
+    one_by_one.on_batch([[(seq, observation) for seq, observation in enumerate(observations)]])
+    blocked.on_batch([[(len(observations) - 1, ObservationBlock.of(observations))]])
+    assert len(blocked.replica.items) == len(one_by_one.replica.items) == 3
+    expected, got = one_by_one.snapshot(), blocked.snapshot()
+    assert pickle.dumps(got) == pickle.dumps(expected)
