@@ -191,7 +191,7 @@ def plot(results: Results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     figures = results.figures
     figure, (speed, latency, rss) = plt.subplots(
@@ -228,7 +228,11 @@ def plot(results: Results, path: Path) -> None:
         )
         speed.set_xlim(right=max(rates) * 1.25)
         speed.legend(loc="lower right")
-    speed.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    # Thousands, at most five ticks: full numbers ran into each other past 150,000.
+    speed.xaxis.set_major_locator(MaxNLocator(5))
+    speed.xaxis.set_major_formatter(
+        FuncFormatter(lambda value, _: f"{value / 1000:,.0f}k" if value else "0")
+    )
     speed.set(title="throughput", xlabel="events per second (higher is better)")
     speed.grid(axis="x", alpha=0.3)
 
