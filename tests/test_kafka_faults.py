@@ -113,20 +113,32 @@ def _input_letters(records: list[Record]) -> list[dict]:
 
 
 def _check_nothing_lost(
-    stream: Stream, lists: GroupReader, letters: GroupReader, earlier: Sequence[Record] = ()
+    stream: Stream,
+    lists: GroupReader,
+    letters: GroupReader,
+    log: Path,
+    earlier: Sequence[Record] = (),
 ) -> None:
     """Read until every valid event's list (``earlier`` ones included) and every dead letter
-    is in; then check that nothing is missing, extra or moved."""
+    is in; then check that nothing is missing, extra or moved. ``log``: the job's, shown when
+    the lists do not all come."""
 
     def all_lists(records: list[Record]) -> bool:
         return len(_lists([*earlier, *records])) >= stream.valid
 
-    lists.read_until(all_lists, TIMEOUT_S, f"{stream.valid} lists")
-    letters.read_until(
-        lambda records: len(_input_letters(records)) >= stream.dead_letters,
-        TIMEOUT_S,
-        f"{stream.dead_letters} dead letters",
-    )
+    try:
+        lists.read_until(all_lists, TIMEOUT_S, f"{stream.valid} lists")
+        letters.read_until(
+            lambda records: len(_input_letters(records)) >= stream.dead_letters,
+            TIMEOUT_S,
+            f"{stream.dead_letters} dead letters",
+        )
+    except AssertionError as error:
+        # Once (in four full runs of the suite one day, that one twice as slow as the others)
+        # lists were still missing 240 s after the broker's outage, a test of 30 s alone: say
+        # how many came and what the job logged.
+        seen = len(_lists([*earlier, *lists.records]))
+        raise AssertionError(f"{error} ({seen} seen); the job's log ends:\n{tail(log)}") from None
     lists.poll(1.0)
     letters.poll(1.0)
     distinct = _lists([*earlier, *lists.records])
@@ -185,7 +197,7 @@ def test_a_mixed_stream_over_three_partitions_is_processed_or_dead_lettered_exac
         closing(GroupReader(kafka_bootstrap, dead)) as letters,
         _running_job(tmp_path, kafka_bootstrap, events, out, dead) as (job, log),
     ):
-        _check_nothing_lost(stream, lists, letters)
+        _check_nothing_lost(stream, lists, letters, log)
         assert job.poll() is None, f"the job stopped:\n{tail(log)}"
 
 
@@ -227,7 +239,7 @@ def test_the_broker_stopped_for_20_s_mid_stream_and_restarted_loses_nothing(
         own_broker.resume()
         # More input after the outage: the job must be consuming again, not only flushing.
         _produce(bootstrap, events, stream.take(1000))
-        _check_nothing_lost(stream, lists, letters)
+        _check_nothing_lost(stream, lists, letters, log)
         assert job.poll() is None, f"the job stopped:\n{tail(log)}"
 
 
@@ -252,7 +264,7 @@ def test_an_output_topic_deleted_for_20_s_and_recreated_makes_the_job_wait_and_l
             local_kafka.create_topic(kafka_bootstrap, out)
             after = GroupReader(kafka_bootstrap, out)
             # The deleted topic took its lists with it: they were read before.
-            _check_nothing_lost(stream, after, letters, earlier=before.records)
+            _check_nothing_lost(stream, after, letters, log, earlier=before.records)
             assert after.records, "no list was held back while the topic was missing"
             assert job.poll() is None, f"the job stopped:\n{tail(log)}"
     finally:
