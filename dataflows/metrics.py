@@ -230,8 +230,8 @@ class Timings:
     update: Histogram = field(
         default_factory=lambda: _histogram(
             "streamrec_model_update_seconds",
-            "Seconds a replica spends learning one event (item model, and the ranker when the "
-            "event is a target).",
+            "Seconds a replica spends learning one of its users' events (item model, and the "
+            "ranker when the event is a target); other workers' events come in blocks, untimed.",
         )
     )
     ranking: Histogram = field(
