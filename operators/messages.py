@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 
 from operators.candidates import Entry
 from operators.item_model import Observation, ObservationFields
@@ -118,7 +117,8 @@ class ObservationBlock:
 
     def __iter__(self) -> Iterator[ObservationFields]:
         """Each observation's fields, in order."""
-        previous = zip(self.recent_ids, self.recent_ts, self.recent_weights, strict=True)
+        previous = list(zip(self.recent_ids, self.recent_ts, self.recent_weights, strict=True))
+        start = 0
         observations = zip(
             self.item_ids,
             self.ts,
@@ -129,8 +129,9 @@ class ObservationBlock:
             strict=True,
         )
         for item_id, ts, weight, first, count, category in observations:
-            recent = tuple(islice(previous, count)) if count else ()
-            yield item_id, ts, weight, first, recent, category
+            end = start + count
+            yield item_id, ts, weight, first, tuple(previous[start:end]), category
+            start = end
 
 
 #: What the user step sends a replica.
