@@ -32,11 +32,14 @@ from typing_extensions import override
 from dataflows.routing import worker_of
 from operators.events import plain_user_id, user_key
 from operators.intake import Origin, Raw
-from operators.jsonl import Line, numbered_lines
+from operators.jsonl import plain_lines
 from operators.tally import Tally
 
 X = TypeVar("X")
 S = TypeVar("S")
+
+#: (file, line number, bytes) of one line read.
+FileLine = tuple[str, int, bytes]
 
 #: Users whose worker a file partition remembers (a reader of a million-user stream forgets them
 #: all when that many are known).
@@ -62,27 +65,25 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
         self._part = part
         self._parts = parts
         self._owners: dict[bytes, int] = {}
-        lines = enumerate(numbered_lines(path))
-        self._lines: Iterator[tuple[int, Line]] = islice(lines, skip, None)
+        self._lines: Iterator[FileLine] = islice(plain_lines(path), skip, None)
 
-    def _mine(self, chunk: list[tuple[int, Line]]) -> list[tuple[int, Line]]:
-        """The lines of ``chunk`` whose users this partition holds. Every process reads every
-        line, so the owner of a user's plain id is remembered (in one loop: a method call per
-        line cost a tenth of the check)."""
+    def _mine(self, first: int, chunk: list[FileLine]) -> list[Raw]:
+        """The lines of ``chunk`` (``first`` its first line's position) whose users this
+        partition holds. Every process reads every line, so the owner of a user's plain id is
+        remembered (in one loop: a method call per line cost a tenth of the check)."""
         owners, part = self._owners, self._part
         mine = []
-        for entry in chunk:
-            token = plain_user_id(entry[1].raw)
+        for seq, (path, number, raw) in enumerate(chunk, first):
+            token = plain_user_id(raw)
             owner = None if token is None else owners.get(token)
             if owner is None:
-                owner = self._owner(entry, token)
+                owner = self._owner(seq, raw, token)
             if owner == part:
-                mine.append(entry)
+                mine.append(Raw(seq, Origin(path, number), raw))
         return mine
 
-    def _owner(self, entry: tuple[int, Line], token: bytes | None) -> int:
-        seq, line = entry
-        user = user_key(line.raw)
+    def _owner(self, seq: int, raw: bytes, token: bytes | None) -> int:
+        user = user_key(raw)
         if user is None:
             return seq % self._parts
         owner = worker_of(self._key(user), self._parts)
@@ -97,10 +98,12 @@ class _JsonLinesPartition(StatefulSourcePartition[Raw, int]):
         chunk = list(islice(self._lines, self._batch_size))
         if not chunk:
             raise StopIteration
+        first = self._read
         self._read += len(chunk)
         if self._parts > 1:
-            chunk = self._mine(chunk)
-        return [Raw(seq, Origin(line.path, line.number), line.raw) for seq, line in chunk]
+            return self._mine(first, chunk)
+        lines = enumerate(chunk, first)
+        return [Raw(seq, Origin(path, number), raw) for seq, (path, number, raw) in lines]
 
     @override
     def snapshot(self) -> int:

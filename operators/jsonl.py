@@ -98,12 +98,19 @@ def _split_lines(stream: BufferedIOBase) -> Iterator[bytes]:
 
 def numbered_lines(path: Path) -> Iterator[Line]:
     """Every non-blank line of ``path`` (a file or directory) with its file and line number."""
+    for name, number, raw in plain_lines(path):
+        yield Line(name, number, raw)
+
+
+def plain_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
+    """:func:`numbered_lines` as plain tuples (file, line number, bytes): a file replay reads
+    every line in every process, and a :class:`Line` each cost it a fifth of the reading."""
     for file in input_files(Path(path)):
         name = str(file)
         with open_bytes(file) as stream:
             for number, raw in enumerate(_split_lines(stream), start=1):
                 if raw and not raw.isspace():
-                    yield Line(name, number, raw.rstrip(b"\r"))
+                    yield name, number, raw.rstrip(b"\r")
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
