@@ -200,23 +200,47 @@ def _input(
     return raw, errors
 
 
-def _by_worker(replicas: list[str], batch: list[Admitted]) -> list[tuple[str, list[Admitted]]]:
-    """The batch's events in one packet per worker, keyed by the worker's replica key: one
-    pickled list per worker and activation crosses to the worker holding the users' keys."""
-    if len(replicas) == 1:
-        return [(replicas[0], batch)]
-    packets: dict[str, list[Admitted]] = {}
-    for admitted in batch:
-        packets.setdefault(replica_of(admitted.event.user_id, replicas), []).append(admitted)
-    return list(packets.items())
+#: One worker's share of a batch: each of its users' admitted events, in input order.
+UserPacket = dict[str, list[Admitted]]
 
 
-def _unpack(_state: None, packet: list[Admitted]) -> tuple[None, list[tuple[str, Admitted]]]:
-    return None, [(admitted.event.user_id, admitted) for admitted in packet]
+def _admit(
+    check: Callable[[Raw], Admitted | DeadLetter], replicas: list[str], batch: list[Raw]
+) -> list[tuple[str, UserPacket] | DeadLetter]:
+    """Validate a batch of input (``check``: :func:`~operators.intake.admit`): its dead letters,
+    then its admitted events in one packet per worker, keyed by the worker's replica key. One
+    pickled packet per worker and activation crosses to the worker holding the users' keys, and
+    the steps between take a few items per batch, not one per event."""
+    dead: list[tuple[str, UserPacket] | DeadLetter] = []
+    packets: dict[str, UserPacket] = {}
+    one = replicas[0] if len(replicas) == 1 else None
+    for message in batch:
+        admitted = check(message)
+        if not isinstance(admitted, Admitted):
+            dead.append(admitted)
+            continue
+        user_id = admitted.event.user_id
+        replica = one or replica_of(user_id, replicas)
+        packet = packets.get(replica)
+        if packet is None:
+            packet = packets[replica] = {}
+        events = packet.get(user_id)
+        if events is None:
+            packet[user_id] = [admitted]
+        else:
+            events.append(admitted)
+    return dead + list(packets.items())
 
 
-def _by_user(batch: list[tuple[str, tuple[str, Admitted]]]) -> list[tuple[str, Admitted]]:
-    """Drop the worker's key: each event keyed by its user (whose key lives on that worker)."""
+def _unpack(_state: None, packet: UserPacket) -> tuple[None, list[tuple[str, list[Admitted]]]]:
+    return None, list(packet.items())
+
+
+def _by_user(
+    batch: list[tuple[str, tuple[str, list[Admitted]]]],
+) -> list[tuple[str, list[Admitted]]]:
+    """Drop the worker's key: each user's events keyed by the user (whose key lives on that
+    worker)."""
     return [keyed for _worker, keyed in batch]
 
 
@@ -274,20 +298,18 @@ def build_flow(
         op.flat_map_batch(f"count_in_{number}", stream, partial(_count, "events_in"))
         for number, stream in enumerate(arrivals)
     ]
-    admitted = op.map(
-        "admit",
-        raw,
-        partial(
-            admit,
-            known_types=config.known_types(),
-            max_bytes=config.limits.max_message_bytes,
-            users=config.pseudonymiser(),
-        ),
+    check = partial(
+        admit,
+        known_types=config.known_types(),
+        max_bytes=config.limits.max_message_bytes,
+        users=config.pseudonymiser(),
     )
-    valid = op.branch("valid", admitted, lambda x: isinstance(x, Admitted))
-    packets = op.flat_map_batch(
-        "to_user_workers", cast(Stream[Admitted], valid.trues), partial(_by_worker, replicas)
+    admitted = op.branch(
+        "valid",
+        op.flat_map_batch("admit", raw, partial(_admit, check, replicas)),
+        lambda routed: not isinstance(routed, DeadLetter),
     )
+    packets = cast(KeyedStream[UserPacket], admitted.trues)
     by_user = op.flat_map_batch(
         "by_user", op.stateful_flat_map("unpack", packets, _unpack), _by_user
     )
@@ -314,7 +336,7 @@ def build_flow(
 
     dead: list[Stream[DeadLetter]] = [
         op.flat_map_batch("user_dead", user_out, _dead_letters),
-        cast(Stream[DeadLetter], valid.falses),
+        cast(Stream[DeadLetter], admitted.falses),
     ]
     if input_errors is not None:
         dead.append(input_errors)

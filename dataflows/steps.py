@@ -24,10 +24,12 @@ Each logic holds one key's state from ``operators`` and adds only what the runti
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import chain, repeat
 from operator import itemgetter
 from time import perf_counter
 from typing import NamedTuple, TypeVar, cast
@@ -162,7 +164,7 @@ def _moment(posix: float | None) -> datetime | None:
     return None if posix is None else datetime.fromtimestamp(posix, UTC)
 
 
-class UserLogic(StatefulBatchLogic[Admitted, UserOutput, UserLogicSnapshot]):
+class UserLogic(StatefulBatchLogic[list[Admitted], UserOutput, UserLogicSnapshot]):
     """The user step: the gate, then the user's state for each closed window."""
 
     __slots__ = (
@@ -212,32 +214,54 @@ class UserLogic(StatefulBatchLogic[Admitted, UserOutput, UserLogicSnapshot]):
             self.state = None if state is None else UserState.restore(state)
             self._touched = _moment(touched)
 
-    def on_batch(self, values: list[Admitted]) -> tuple[Iterable[UserOutput], bool]:
+    def on_batch(self, values: list[list[Admitted]]) -> tuple[Iterable[UserOutput], bool]:
         if not self._replica and values:
-            self._replica = replica_of(values[0].event.user_id, self._replicas)
+            self._replica = replica_of(values[0][0].event.user_id, self._replicas)
         out = UserOutput(self._replica)
         received = time.time()
-        for admitted in values:
-            for result in self.gate.offer(admitted.event, self._settings):
-                if isinstance(result, Dropped):
+        offer, settings = self.gate.offer, self._settings
+        for admitted in chain.from_iterable(values):
+            for result in offer(admitted.event, settings):
+                if type(result) is Dropped:
                     out.dead.append(DeadLetter(result.reason, admitted.origin, admitted.raw))
+                    continue
+                self._seq = seq = max(self._seq, admitted.seq)
+                if type(result) is Learn:
+                    self._learn(seq, result, out, received)
                 else:
-                    self._seq = max(self._seq, admitted.seq)
-                    self._process(self._seq, result, out, received)
+                    self._process(seq, result, out, received)
         if self._timers.any:
             self._touched = _now()
             self._listed = None
         return [out], self._is_empty()
 
+    def _learn(self, seq: int, result: Learn, out: UserOutput, received: float) -> None:
+        """Add the messages of an accepted event to ``out``; ``received``: when it reached this
+        step."""
+        event = result.event
+        state = self.state
+        if state is None:
+            warm = self._warm.get(event.user_id) if self._warm else None
+            state = UserState(event.user_id) if warm is None else UserState.restore(warm)
+            self.state = state
+            self._warm = None
+            out.users += 1
+        messages = state.on_event(event, self._engine, train=result.train, serve=result.serve)
+        if result.serve:
+            cast(Serve, messages[-1]).received_s = received
+        out.messages += zip(repeat(seq), messages)
+        out.processed += 1
+        out.late += result.late
+
     def _process(
         self,
         seq: int,
-        result: Learn | Close | Forget,
+        result: Close | Forget,
         out: UserOutput,
         received: float | None = None,
     ) -> None:
-        """Add what ``result`` sends on to ``out``; ``received``: when the event that caused
-        ``result`` reached this step (None for a timer or the input's end)."""
+        """Add what a window closing or a ``forget_user`` sends on to ``out``; ``received``: when
+        the event that caused it reached this step (None for a timer or the input's end)."""
         if isinstance(result, Forget):
             if self.state is not None:
                 out.users -= 1
@@ -247,25 +271,11 @@ class UserLogic(StatefulBatchLogic[Admitted, UserOutput, UserLogicSnapshot]):
             out.messages.append((seq, ForgetUser(event.user_id, event.ts)))
             out.processed += 1
             return
-        if isinstance(result, Close):
-            if self.state is None:
-                raise RuntimeError("a window closed that no event opened")
-            serve = self.state.serve(self._engine)
-            serve.received_s = received
-            out.messages.append((seq, serve))
-            return
-        event = result.event
         if self.state is None:
-            warm = self._warm.get(event.user_id) if self._warm else None
-            self.state = UserState(event.user_id) if warm is None else UserState.restore(warm)
-            self._warm = None
-            out.users += 1
-        messages = self.state.on_event(event, self._engine, train=result.train, serve=result.serve)
-        if result.serve:
-            cast(Serve, messages[-1]).received_s = received
-        out.messages.extend([(seq, message) for message in messages])
-        out.processed += 1
-        out.late += int(result.late)
+            raise RuntimeError("a window closed that no event opened")
+        serve = self.state.serve(self._engine)
+        serve.received_s = received
+        out.messages.append((seq, serve))
 
     def _is_empty(self) -> bool:
         return self.state is None and self.gate.is_empty
@@ -353,6 +363,7 @@ class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Output | QualityRecord],
         self._every = quality.every_events
         #: Events since this logic started (records count from a restart).
         self._events = 0
+        self._next_record = self._record_after(0)
         REPLICAS.watch(self.replica)
 
     def on_batch(
@@ -360,33 +371,40 @@ class ReplicaLogic(StatefulBatchLogic[Packet, Sequenced[Output | QualityRecord],
     ) -> tuple[Iterable[Sequenced[Output | QualityRecord]], bool]:
         messages = [entry for packet in values for entry in packet]
         messages.sort(key=itemgetter(0))
-        replica = self.replica
+        on_message = self.replica.on_message
         out: list[Sequenced[Output | QualityRecord]] = []
         # An event's Train or Label comes before its Observation: one update time for both.
         learning = 0.0
         for seq, message in messages:
             started = perf_counter()
-            ranked = replica.on_message(message)
+            ranked = on_message(message)
             elapsed = perf_counter() - started
+            kind = type(message)
             if ranked is not None:
-                if isinstance(message, Serve):
-                    TIMINGS.served(elapsed, message.received_s)
+                if kind is Serve:
+                    TIMINGS.served(elapsed, cast(Serve, message).received_s)
                 out.append((seq, Output.of(ranked)))
                 continue
-            if isinstance(message, Observation):
+            if kind is Observation:
                 TIMINGS.updated(learning + elapsed)
-                learning, events, ts = 0.0, 1, message.ts
-            elif isinstance(message, ObservationBlock):  # other workers' events: not timed
-                events, ts = len(message), message.ts[-1]
+                learning, events, ts = 0.0, 1, cast(Observation, message).ts
+            elif kind is ObservationBlock:  # other workers' events: not timed
+                block = cast(ObservationBlock, message)
+                events, ts = len(block), block.ts[-1]
             else:
                 learning += elapsed
                 continue
             # A quality record each time the count of events learned passes a multiple.
-            before = self._events
             self._events += events
-            if self._every is not None and self._events // self._every > before // self._every:
-                out.append((seq, replica.quality_record(self._events, ts)))
+            if self._events >= self._next_record:
+                out.append((seq, self.replica.quality_record(self._events, ts)))
+                self._next_record = self._record_after(self._events)
         return out, False
+
+    def _record_after(self, events: int) -> float:
+        """The count of events at which the next quality record is due."""
+        every = self._every
+        return math.inf if every is None else (events // every + 1) * every
 
     def snapshot(self) -> ReplicaSnapshot:
         return self.replica.snapshot()

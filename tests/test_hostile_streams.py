@@ -77,7 +77,7 @@ def test_a_burst_of_100000_events_for_one_user_stays_within_its_bound(clock: Clo
     sizes = []
     for start in range(0, 100_000, 1_000):
         batch = [admitted(n, "u1", n % 5_000, n) for n in range(start, start + 1_000)]
-        out, discard = logic.on_batch(batch)
+        out, discard = logic.on_batch([batch])
         assert not discard and all(isinstance(output, UserOutput) for output in out)
         sizes.append(len(pickle.dumps(logic.snapshot())))
     gate, state, _touched, _seq, _listed = logic.snapshot()
@@ -109,7 +109,7 @@ def test_a_flood_of_new_users_is_bounded_by_expiry(clock: Clock) -> None:
         for _ in range(100):
             user = f"flood-{seq}"
             logic = UserLogic(ENGINE, config.gate_settings(), timers, None)
-            logic.on_batch([admitted(seq, user, seq % 50, seq)])
+            logic.on_batch([[admitted(seq, user, seq % 50, seq)]])
             live[user] = logic
             seq += 1
         most = max(most, len(live))

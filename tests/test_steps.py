@@ -7,16 +7,18 @@ import dataclasses
 import pickle
 from collections.abc import Iterable
 from datetime import timedelta
+from functools import partial
 
 import orjson
 from fake_clock import START, Clock
 
 from dataflows import steps
-from dataflows.recommend import _to_replicas
+from dataflows.recommend import _admit, _to_replicas
+from dataflows.routing import replica_of
 from dataflows.steps import Output, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
 from operators.engine_config import EngineConfig
 from operators.events import FORGET_USER, Event
-from operators.intake import Admitted, DeadLetter, Origin
+from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.item_model import Observation
 from operators.messages import (
     ForgetUser,
@@ -62,7 +64,7 @@ def test_live_user_step_learns_at_once_then_serves_an_idle_window_then_expires(
     clock: Clock,
 ) -> None:
     logic = UserLogic(ENGINE, WINDOW, LIVE, None)
-    out, discard = logic.on_batch([admitted(0, "a", 0), admitted(1, "b", 1)])
+    out, discard = logic.on_batch([[admitted(0, "a", 0), admitted(1, "b", 1)]])
     assert kinds(out) == [(2, ["Train", "Observation", "Label", "Observation"])], "one per call"
     (output,) = out
     assert [seq for seq, _ in output.messages] == [0, 0, 1, 1], "each under its event's seq"
@@ -87,7 +89,7 @@ def test_an_idle_users_list_is_served_again_after_one_two_four_days_until_expiry
     clock: Clock,
 ) -> None:
     logic = UserLogic(ENGINE, WINDOW, REFRESHING, None)
-    logic.on_batch([admitted(0, "a", 0)])
+    logic.on_batch([[admitted(0, "a", 0)]])
     versions = []
     moments = []
     while (due := logic.notify_at()) is not None:
@@ -103,7 +105,7 @@ def test_an_idle_users_list_is_served_again_after_one_two_four_days_until_expiry
 
     clock.now = START
     again = UserLogic(ENGINE, WINDOW, REFRESHING, None)
-    again.on_batch([admitted(0, "a", 0)])
+    again.on_batch([[admitted(0, "a", 0)]])
     clock.now = START + timedelta(seconds=60)
     again.on_notify()
     clock.now = START + timedelta(days=1)
@@ -111,13 +113,13 @@ def test_an_idle_users_list_is_served_again_after_one_two_four_days_until_expiry
     restored = UserLogic(ENGINE, WINDOW, REFRESHING, again.snapshot())
     assert restored.notify_at() == START + timedelta(days=2), "the schedule survives a restart"
     clock.now = START + timedelta(days=1, hours=1)
-    restored.on_batch([admitted(1, "b", 0)])
+    restored.on_batch([[admitted(1, "b", 0)]])
     assert restored.notify_at() == clock.now + timedelta(seconds=60), "an event starts it afresh"
 
 
 def test_without_close_after_idle_the_first_refresh_closes_the_open_window(clock: Clock) -> None:
     logic = UserLogic(ENGINE, WINDOW, dataclasses.replace(REFRESHING, close_after_idle=None), None)
-    logic.on_batch([admitted(0, "a", 0)])
+    logic.on_batch([[admitted(0, "a", 0)]])
     assert logic.notify_at() == START + timedelta(days=1)
     clock.now = START + timedelta(days=1)
     (closed,), _ = logic.on_notify()
@@ -140,7 +142,7 @@ def test_an_expired_user_gets_a_tombstone_and_leaves_no_kept_list_in_the_replica
                     emitted.append(answer)
         return emitted
 
-    send(logic.on_batch([admitted(0, "a", 0), admitted(1, "b", 1)])[0])
+    send(logic.on_batch([[admitted(0, "a", 0), admitted(1, "b", 1)]])[0])
     clock.now = START + timedelta(seconds=61)
     send(logic.on_notify()[0])
     assert "u1" in replica.open, "the served list is kept to train on"
@@ -151,7 +153,7 @@ def test_an_expired_user_gets_a_tombstone_and_leaves_no_kept_list_in_the_replica
 
 def test_replay_user_step_has_no_timers_and_serves_open_windows_at_the_end(clock: Clock) -> None:
     logic = UserLogic(ENGINE, WINDOW, REPLAY, None)
-    logic.on_batch([admitted(0, "a", 0)])
+    logic.on_batch([[admitted(0, "a", 0)]])
     assert logic.notify_at() is None
     (closed,), _ = logic.on_eof()
     assert [seq for seq, _ in closed.messages] == [steps.EOF_SEQ]
@@ -160,10 +162,10 @@ def test_replay_user_step_has_no_timers_and_serves_open_windows_at_the_end(clock
 
 def test_user_step_snapshot_restores_gate_state_and_timer(clock: Clock) -> None:
     logic = UserLogic(ENGINE, WINDOW, LIVE, None)
-    logic.on_batch([admitted(0, "a", 0)])
+    logic.on_batch([[admitted(0, "a", 0)]])
     restored = UserLogic(ENGINE, WINDOW, LIVE, logic.snapshot())
     assert restored.notify_at() == logic.notify_at()
-    (output,), _ = restored.on_batch([admitted(1, "b", 11)])
+    (output,), _ = restored.on_batch([[admitted(1, "b", 11)]])
     assert kinds([output]) == [(1, ["Serve", "Train", "Observation"])], "the close comes first"
     serve = sent(output)[0]
     assert isinstance(serve, Serve) and serve.version == 1 and serve.history[0][0] == "a"
@@ -171,13 +173,13 @@ def test_user_step_snapshot_restores_gate_state_and_timer(clock: Clock) -> None:
 
 def test_forget_user_deletes_the_state_and_lets_the_key_go_at_the_end(clock: Clock) -> None:
     logic = UserLogic(ENGINE, GateSettings(), REPLAY, None)
-    logic.on_batch([admitted(0, "a", 0)])
-    (output,), discard = logic.on_batch([admitted(1, None, 1, FORGET_USER)])
+    logic.on_batch([[admitted(0, "a", 0)]])
+    (output,), discard = logic.on_batch([[admitted(1, None, 1, FORGET_USER)]])
     assert isinstance(output, UserOutput)
     assert sent(output) == [ForgetUser("u1", T0 + 60_000)] and output.processed == 1
     assert output.users == -1, "the user's state is gone"
     assert not discard and logic.snapshot()[:2] == ((None, None, b"", T0 + 60_000), None)
-    (refused,), _ = logic.on_batch([admitted(2, "b", 1)])
+    (refused,), _ = logic.on_batch([[admitted(2, "b", 1)]])
     (stale,) = refused.dead
     assert not refused.messages and refused.processed == 0
     assert isinstance(stale, DeadLetter) and stale.reason.startswith("before forget_user")
@@ -187,7 +189,7 @@ def test_forget_user_deletes_the_state_and_lets_the_key_go_at_the_end(clock: Clo
 def test_the_live_forget_guard_ends_after_the_user_is_idle(clock: Clock) -> None:
     timers = Timers(None, timedelta(days=30), timedelta(hours=1))
     logic = UserLogic(ENGINE, GateSettings(), timers, None)
-    logic.on_batch([admitted(0, "a", 0), admitted(1, None, 1, FORGET_USER)])
+    logic.on_batch([[admitted(0, "a", 0), admitted(1, None, 1, FORGET_USER)]])
     assert logic.notify_at() == START + timedelta(hours=1)
     clock.now = START + timedelta(hours=1)
     assert logic.on_notify() == ([], True)
@@ -199,13 +201,13 @@ def test_a_warm_user_continues_from_the_pretrained_state_until_forgotten(clock: 
         pretrained.on_event(Event("u1", item, T0 + minute, "view"), ENGINE)
     warm = {"u1": pretrained.snapshot()}
     logic = UserLogic(ENGINE, GateSettings(), REPLAY, None, warm)
-    (output,), _ = logic.on_batch([admitted(0, "a", 1)])
+    (output,), _ = logic.on_batch([[admitted(0, "a", 1)]])
     assert isinstance(output, UserOutput)
     train, _, serve = sent(output)
     assert isinstance(train, Train) and [entry[0] for entry in train.history] == ["x", "y", "z"]
     assert isinstance(serve, Serve) and serve.version == pretrained.version + 1
-    logic.on_batch([admitted(1, None, 2, FORGET_USER)])
-    (output,), _ = logic.on_batch([admitted(2, "b", 3)])
+    logic.on_batch([[admitted(1, None, 2, FORGET_USER)]])
+    (output,), _ = logic.on_batch([[admitted(2, "b", 3)]])
     assert isinstance(output, UserOutput)
     train = sent(output)[0]
     assert isinstance(train, Train) and train.history == (), "forgotten means forgotten"
@@ -264,14 +266,36 @@ def test_a_users_messages_keep_their_order_when_seq_comes_from_several_partition
     event (offset 5 of another). Sorting by the raw offsets would serve the new list first and
     let the tombstone hide it."""
     user = UserLogic(ENGINE, GateSettings(), REPLAY, None)
-    user.on_batch([admitted(99, "a", 0)])
-    (forget,), _ = user.on_batch([admitted(100, None, 1, FORGET_USER)])
-    (back,), _ = user.on_batch([admitted(5, "b", 2)])
+    user.on_batch([[admitted(99, "a", 0)]])
+    (forget,), _ = user.on_batch([[admitted(100, None, 1, FORGET_USER)]])
+    (back,), _ = user.on_batch([[admitted(5, "b", 2)]])
     assert isinstance(forget, UserOutput) and isinstance(back, UserOutput)
     assert back.messages[0][0] >= forget.messages[-1][0], "a user's seq never goes down"
     batch: list[Sequenced[ReplicaMessage]] = [*forget.messages, *back.messages]
     released, _ = ReplicaLogic(ENGINE, None).on_batch([batch])
     assert [output.tombstone for _, output in released] == [True, False]
+
+
+def test_admit_sends_dead_letters_and_one_packet_per_worker_of_each_users_events_in_order() -> None:
+    def line(seq: int, user: str) -> Raw:
+        event = Event(user, f"i{seq}", T0 + seq, "view")
+        return Raw(seq, Origin("events.jsonl", seq + 1), event.to_json())
+
+    users = ["ann", "bob", "cat", "dan", "eve", "fay"]
+    batch = [line(seq, users[seq % len(users)]) for seq in range(30)]
+    batch.insert(7, Raw(99, Origin("events.jsonl", 100), b"not json"))
+    check = partial(admit, known_types=frozenset({"view"}), max_bytes=1024)
+    keys = ["replica-a", "replica-b"]
+    (letter, *routed) = _admit(check, keys, batch)
+    assert isinstance(letter, DeadLetter) and letter.origin.offset == 100
+    packets = dict(routed)  # type: ignore[arg-type]
+    assert len(routed) == len(packets) == 2, "one packet per worker"
+    for key, packet in packets.items():
+        for user, events in packet.items():
+            assert replica_of(user, keys) == key, "a user's events go to the user's worker"
+            assert [event.seq for event in events] == list(range(users.index(user), 30, 6))
+    (single,) = _admit(check, keys[:1], batch[:7])
+    assert single[0] == "replica-a" and sum(map(len, single[1].values())) == 7
 
 
 def test_other_replicas_get_a_batchs_observations_as_one_block_at_the_last_ones_position() -> None:
