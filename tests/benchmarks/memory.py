@@ -88,7 +88,7 @@ class Job:
                 self.engine, self.settings, self.timers, None, replicas=self.replica_keys
             )
             self.logics[user_id] = logic
-        self._after(user_id, *logic.on_batch([Admitted(seq, event, ORIGIN, b"")]))
+        self._after(user_id, *logic.on_batch([[Admitted(seq, event, ORIGIN, b"")]]))
 
     def tick(self) -> None:
         """Run the timers that are due (a sweep over all users: the idle benchmark holds few)."""
