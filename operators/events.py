@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 FORGET_USER = "forget_user"
@@ -43,6 +44,8 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
     "rating": 1.0,
     "purchase": 5.0,
 }
+
+_DEFAULT_TYPES = frozenset(DEFAULT_TYPE_WEIGHTS)
 
 #: Messages larger than this are rejected before they are parsed.
 DEFAULT_MAX_BYTES = 16 * 1024
@@ -59,10 +62,13 @@ _MIN_TS_MS = 631_152_000_000
 _MAX_TS_MS = 4_102_444_800_000
 
 
-# Not frozen: one is made per event, and a frozen dataclass's __init__ costs four times as much.
-@dataclass(slots=True)
-class Event:
-    """One validated interaction. ``ts`` is epoch milliseconds (UTC)."""
+class Event(msgspec.Struct, gc=False):
+    """One validated interaction. ``ts`` is epoch milliseconds (UTC).
+
+    A msgspec ``Struct``: an input message written the usual way decodes straight into one
+    (:func:`parse_event`), and one is made per event (its ``__init__`` is compiled, and it
+    holds no other objects, so the garbage collector need not track it).
+    """
 
     user_id: str
     item_id: str | None
@@ -173,6 +179,23 @@ def _value(raw: Any, event_type: str) -> float | None:
     return float(raw)
 
 
+def _is_usual(
+    kind: str, user_id: str, item_id: str, ts: int, value: float | None, types: frozenset[str]
+) -> bool:
+    """Whether fields of the right types hold what :class:`Event` allows (the comparison of a
+    NaN value is False too)."""
+    return (
+        kind in types
+        and kind != FORGET_USER
+        and 0 < len(user_id) <= _MAX_ID_LENGTH
+        and 0 < len(item_id) <= _MAX_ID_LENGTH
+        and _MIN_TS_MS <= ts <= _MAX_TS_MS
+        and (
+            value is None or abs(value) <= (_MAX_ABS_RATING if kind == "rating" else _MAX_ABS_VALUE)
+        )
+    )
+
+
 def _plain_event(record: dict[str, Any], types: frozenset[str]) -> Event | None:
     """The event of a record written the usual way (text ids, integer ``ts``, a float or no
     ``value``), or None for anything else, which :func:`event_from_record` then checks field by
@@ -180,38 +203,48 @@ def _plain_event(record: dict[str, Any], types: frozenset[str]) -> Event | None:
     usual record twice as cheap to validate."""
     get = record.get
     kind, user_id, item_id, ts = get("type"), get("user_id"), get("item_id"), get("ts")
+    value, event_id, title, category = get("value"), get("event_id"), get("title"), get("category")
     if not (
         type(kind) is str
-        and kind in types
-        and kind != FORGET_USER
         and type(user_id) is str
         and type(item_id) is str
         and type(ts) is int
-        and 0 < len(user_id) <= _MAX_ID_LENGTH
-        and 0 < len(item_id) <= _MAX_ID_LENGTH
-        and _MIN_TS_MS <= ts <= _MAX_TS_MS
-    ):
-        return None
-    value, event_id, title, category = get("value"), get("event_id"), get("title"), get("category")
-    if value is not None and not (
-        type(value) is float
-        and abs(value) <= (_MAX_ABS_RATING if kind == "rating" else _MAX_ABS_VALUE)
-    ):
-        return None  # the comparison is also False for NaN
-    if not (
-        (event_id is None or type(event_id) is str)
+        and (value is None or type(value) is float)
+        and (event_id is None or type(event_id) is str)
         and (title is None or type(title) is str)
         and (category is None or type(category) is str)
+        and _is_usual(kind, user_id, item_id, ts, value, types)
     ):
         return None
     return Event(user_id, item_id, ts, kind, value, event_id, title, category)
+
+
+#: Decodes a message written the usual way (each field of its type, see :class:`Event`) straight
+#: into an event, about three times faster than orjson's dict and the checks of
+#: :func:`_plain_event` (0.9 against 2.7 us an Online Retail line); it refuses anything else,
+#: which :func:`parse_event` then parses and checks field by field to name what is wrong.
+_USUAL_EVENT = msgspec.json.Decoder(Event)
+
+
+def _usual_event(raw: bytes, types: frozenset[str]) -> Event | None:
+    """The event of a message written the usual way, else None."""
+    try:
+        event = _USUAL_EVENT.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    item_id = event.item_id
+    if item_id is None or not _is_usual(
+        event.type, event.user_id, item_id, event.ts, event.value, types
+    ):
+        return None
+    return event
 
 
 def event_from_record(record: Any, known_types: frozenset[str] | None = None) -> Event | Rejected:
     """Validate an already-decoded JSON value."""
     if not isinstance(record, dict):
         return Rejected(f"expected a JSON object, got {type(record).__name__}")
-    types = known_types if known_types is not None else frozenset(DEFAULT_TYPE_WEIGHTS)
+    types = known_types if known_types is not None else _DEFAULT_TYPES
     plain = _plain_event(record, types)
     return plain if plain is not None else _checked_event(record, types)
 
@@ -308,6 +341,9 @@ def parse_event(
     """Parse and validate one JSON message; never raises on bad input."""
     if len(raw) > max_bytes:
         return Rejected(f"message of {len(raw)} bytes is over the limit of {max_bytes}")
+    usual = _usual_event(raw, known_types if known_types is not None else _DEFAULT_TYPES)
+    if usual is not None:
+        return usual
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as error:

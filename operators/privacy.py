@@ -29,10 +29,11 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 from dataclasses import dataclass
+
+import msgspec
 
 from operators.events import Event
 
@@ -54,4 +55,4 @@ class Pseudonymiser:
 
     def event(self, event: Event) -> Event:
         """``event`` with its user id replaced by the pseudonym."""
-        return dataclasses.replace(event, user_id=self.pseudonym(event.user_id))
+        return msgspec.structs.replace(event, user_id=self.pseudonym(event.user_id))

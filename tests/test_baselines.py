@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -211,7 +211,7 @@ def test_the_content_term_lifts_items_of_the_users_categories() -> None:
     plain, content = grid
     assert content.name.endswith("_content1")
     for event in events:
-        event = dataclasses.replace(event, category=categories[event.item_id])
+        event = msgspec.structs.replace(event, category=categories[event.item_id])
         for variant in grid:
             variant.learn(event)
     assert plain.recommend("ann", 1) == ["coffee"]

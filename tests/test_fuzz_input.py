@@ -26,10 +26,12 @@ from operators.config import config_from_mapping
 from operators.events import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TYPE_WEIGHTS,
+    FORGET_USER,
     Event,
     Rejected,
     _checked_event,
     _plain_event,
+    _usual_event,
     parse_event,
     user_key,
 )
@@ -143,6 +145,32 @@ def test_the_quick_validation_agrees_with_the_thorough_one(record: dict[str, Any
     """The usual record's shortcut gives the same event as checking each field, or declines."""
     plain = _plain_event(record, KNOWN)
     assert plain is None or plain == _checked_event(record, KNOWN)
+
+
+@FUZZ
+@given(valid_records | broken_records().map(lambda broken: broken[0]))
+@example({"user_id": "u", "item_id": "i", "ts": T0, "type": "view", "value": 3})
+@example({"user_id": "u", "item_id": "i", "ts": T0, "type": "view", "value": math.nan})
+@example({"user_id": "u", "item_id": "i", "ts": float(T0), "type": "view"})
+def test_the_typed_decoding_gives_the_thorough_checks_event_or_declines(
+    record: dict[str, Any],
+) -> None:
+    raw = _encode(record)
+    usual = _usual_event(raw, KNOWN)
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        assert usual is None, "what orjson refuses is no event"
+        return
+    assert usual is None or usual == _checked_event(decoded, KNOWN)
+
+
+def test_the_typed_decoding_takes_the_usual_message_and_declines_a_forget() -> None:
+    usual = b'{"user_id":"u","item_id":"i","ts":%d,"type":"view","value":2,"title":"T"}' % T0
+    assert _usual_event(usual, KNOWN) == Event("u", "i", T0, "view", 2.0, title="T")
+    forget = b'{"user_id":"u","item_id":"i","ts":%d,"type":"forget_user"}' % T0
+    assert _usual_event(forget, KNOWN | {FORGET_USER}) is None
+    assert parse_event(forget, KNOWN).type == FORGET_USER
 
 
 def test_the_quick_validation_takes_the_usual_record() -> None:
