@@ -6,9 +6,10 @@ recorded file with ``streamrec replay``. Tests and tools call :func:`build_flow`
 
 Steps::
 
-    input (Kafka | JSON Lines) -> admit (parse, validate) -------------------> dead letter
+    input (Kafka | JSON Lines) -> admit a batch (parse, validate) -----------> dead letter
       '-> offsets read (Kafka) -> committed to kafka.group_id at each epoch's end
-      -> one packet per worker -> unpack by user -> user step [UserGate + UserState] -> dead letter
+      -> one packet per worker {user: events} -> unpack by user
+      -> user step [UserGate + UserState] -> dead letter
            |-- Observation -> every replica key -----------.
            '-- Train / Label / Serve / ForgetUser ----------+-> replica step [ModelReplica]
                -> the user's replica key ------------------'   (one key per worker) -> output
@@ -17,10 +18,12 @@ Item knowledge is replicated: each worker holds one :class:`~operators.replica.M
 (``dataflows.routing`` picks one key per worker) that learns every event's observation and
 serves the users whose keys live on its worker, so a user's own messages never leave its worker
 and a list reads only local state. What crosses between workers is packed: each activation's
-admitted events go to the users' workers as one list per worker (a file input is read by one
-partition per worker that keeps its own users' lines, so nothing crosses there), and its
-observations go to every other replica as one :class:`~operators.messages.ObservationBlock`
-(columns). A worker thus pickles a few objects per batch instead of one per event.
+admitted events go to the users' workers as one packet per worker, each user's events together
+(a file input is read by one partition per worker that keeps its own users' lines, so nothing
+crosses there), and its observations go to every other replica as one
+:class:`~operators.messages.ObservationBlock` (columns). A worker thus pickles a few objects per
+batch instead of one per event, and the steps from input to user state handle a few items per
+batch: the user step takes each user's events of a batch as one item.
 Every message carries ``seq``, the input position of the event that caused it, and the replica
 step applies each batch in that order: a one-worker run computes exactly what the sequential
 engine computes, and the lists leave in input order. Each step also counts what it handles into
