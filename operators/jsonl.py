@@ -104,7 +104,8 @@ def numbered_lines(path: Path) -> Iterator[Line]:
 
 def plain_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
     """:func:`numbered_lines` as plain tuples (file, line number, bytes): a file replay reads
-    every line in every process, and a :class:`Line` each cost it a fifth of the reading."""
+    every line in every process, and with a :class:`Line` each (and the partition's own tuple)
+    reading Online Retail took 0.55 s instead of 0.37 s."""
     for file in input_files(Path(path)):
         name = str(file)
         with open_bytes(file) as stream:
