@@ -242,15 +242,15 @@ def _usual_event(raw: bytes, types: frozenset[str]) -> Event | None:
 
 def event_from_record(record: Any, known_types: frozenset[str] | None = None) -> Event | Rejected:
     """Validate an already-decoded JSON value."""
-    if not isinstance(record, dict):
-        return Rejected(f"expected a JSON object, got {type(record).__name__}")
     types = known_types if known_types is not None else _DEFAULT_TYPES
-    plain = _plain_event(record, types)
+    plain = _plain_event(record, types) if isinstance(record, dict) else None
     return plain if plain is not None else _checked_event(record, types)
 
 
-def _checked_event(record: dict[str, Any], types: frozenset[str]) -> Event | Rejected:
-    """The event of any record, each field checked and converted in turn, or why not."""
+def _checked_event(record: Any, types: frozenset[str]) -> Event | Rejected:
+    """The event of any JSON value, each field checked and converted in turn, or why not."""
+    if not isinstance(record, dict):
+        return Rejected(f"expected a JSON object, got {type(record).__name__}")
     try:
         event_type = record.get("type")
         if event_type is None:
@@ -341,11 +341,13 @@ def parse_event(
     """Parse and validate one JSON message; never raises on bad input."""
     if len(raw) > max_bytes:
         return Rejected(f"message of {len(raw)} bytes is over the limit of {max_bytes}")
-    usual = _usual_event(raw, known_types if known_types is not None else _DEFAULT_TYPES)
+    types = known_types if known_types is not None else _DEFAULT_TYPES
+    usual = _usual_event(raw, types)
     if usual is not None:
         return usual
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         return Rejected(f"invalid JSON: {error}")
-    return event_from_record(record, known_types)
+    # The typed decoder declined the usual form, and so would the dict's quick check.
+    return _checked_event(record, types)
