@@ -26,9 +26,12 @@ batch instead of one per event, and the steps from input to user state handle a 
 batch: the user step takes each user's events of a batch as one item.
 Every message carries ``seq``, the input position of the event that caused it, and the replica
 step applies each batch in that order: a one-worker run computes exactly what the sequential
-engine computes, and the lists leave in input order. Each step also counts what it handles into
-one :class:`~operators.tally.Tally` (events in, processed, dead-lettered, late, lists out),
-summed by the accounting sink.
+engine computes, and the lists leave in input order. With a file input and several workers a
+replica also holds each message until every worker has sent all before it
+(:class:`~dataflows.steps.InputOrder`), so each replica learns the other workers' events at
+their places in the file, however far apart the workers run within an epoch. Each step also
+counts what it handles into one :class:`~operators.tally.Tally` (events in, processed,
+dead-lettered, late, lists out), summed by the accounting sink.
 
 Processing-time timers (``window.close_after_idle_s``, ``state.*_idle_expire_s``,
 ``privacy.forget_guard_s``) exist only in the live job; a replay leaves them off, so its output
@@ -60,13 +63,21 @@ from dataflows.connectors import (
     next_offsets,
 )
 from dataflows.routing import replica_keys, replica_of
-from dataflows.steps import Output, Packet, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
+from dataflows.steps import (
+    Output,
+    Packet,
+    ReplicaLogic,
+    ReplicaLogicSnapshot,
+    Sequenced,
+    Timers,
+    UserLogic,
+    UserOutput,
+)
 from operators.config import Config, FileEndpoint, KafkaInput, KafkaTopic, load_config
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
 from operators.item_model import Observation
-from operators.messages import ObservationBlock
+from operators.messages import ObservationBlock, ReplicaMessage
 from operators.quality import QualityRecord
-from operators.replica import ReplicaSnapshot
 from operators.tally import Tally
 from operators.warm_start import WarmStart
 
@@ -79,25 +90,34 @@ DEFAULT_CONFIG = "deploy/config.yaml"
 
 
 def _to_replicas(keys: list[str], batch: list[tuple[str, UserOutput]]) -> list[tuple[str, Packet]]:
-    """One packet per replica for the whole batch: each user's messages go to the user's own
-    replica as they are, and every other replica gets the batch's observations as one
-    :class:`~operators.messages.ObservationBlock`, at the input position of the last of them
-    (it is learned after the replica's own messages of earlier positions). A worker thus
-    pickles one block per activation for each other worker, not an object per event."""
-    packets: dict[str, Packet] = {key: [] for key in keys}
-    observed: dict[str, list[Sequenced[Observation]]] = {}
+    """One packet per replica for the whole batch of one worker's user step (whose users' replica
+    is the worker's own, the packets' ``source``): each user's messages go
+    to the user's own replica as they are, and every other replica gets the batch's observations
+    as one :class:`~operators.messages.ObservationBlock`, at the input position of the last of
+    them (it is learned after the replica's own messages of earlier positions). A worker thus
+    pickles one block per activation for each other worker, not an object per event. Each
+    packet says how far the batch went (see :class:`~dataflows.steps.InputOrder`), so with
+    several replicas every one gets a packet, with no message if need be."""
+    source = batch[0][1].replica
+    messages: dict[str, list[Sequenced[ReplicaMessage]]] = {key: [] for key in keys}
+    observations: list[Sequenced[Observation]] = []
+    through = -1
     for _user, output in batch:
-        packets[output.replica] += output.messages
+        messages[output.replica] += output.messages
+        if output.messages:
+            through = max(through, max(seq for seq, _message in output.messages))
         if len(keys) > 1:
-            observations = observed.setdefault(output.replica, [])
             observations += (entry for entry in output.messages if type(entry[1]) is Observation)
-    for source, observations in observed.items():
-        if observations:
-            block = ObservationBlock.of([observation for _seq, observation in observations])
-            for key, packet in packets.items():
-                if key != source:
-                    packet.append((observations[-1][0], block))
-    return [(key, packet) for key, packet in packets.items() if packet]
+    if observations:
+        block = ObservationBlock.of([observation for _seq, observation in observations])
+        for key, packet in messages.items():
+            if key != source:
+                packet.append((observations[-1][0], block))
+    return [
+        (key, Packet(source, through, packet))
+        for key, packet in messages.items()
+        if packet or len(keys) > 1
+    ]
 
 
 def _dead_letters(batch: list[tuple[str, UserOutput]]) -> list[DeadLetter]:
@@ -290,10 +310,13 @@ def build_flow(
     warm_users = None if warm is None else warm.user_snapshots
     replicas = replica_keys(workers)
 
-    def replica_logic(resume: ReplicaSnapshot | None) -> ReplicaLogic:
+    # A file's line numbers order the events across workers; Kafka offsets order one partition.
+    sources = None if isinstance(config.input, KafkaInput) or len(replicas) == 1 else replicas
+
+    def replica_logic(resume: ReplicaLogicSnapshot | None) -> ReplicaLogic:
         if resume is None and warm is not None:
-            return ReplicaLogic(engine, warm.replica(engine), config.quality)
-        return ReplicaLogic(engine, resume, config.quality)
+            return ReplicaLogic(engine, warm.replica(engine), config.quality, sources)
+        return ReplicaLogic(engine, resume, config.quality, sources)
 
     raw, input_errors = _input(flow, config, workers)
     arrivals: list[Stream[Any]] = [raw] if input_errors is None else [raw, input_errors]

@@ -15,7 +15,16 @@ from fake_clock import START, Clock
 from dataflows import steps
 from dataflows.recommend import _admit, _to_replicas
 from dataflows.routing import replica_of
-from dataflows.steps import Output, ReplicaLogic, Sequenced, Timers, UserLogic, UserOutput
+from dataflows.steps import (
+    InputOrder,
+    Output,
+    Packet,
+    ReplicaLogic,
+    Sequenced,
+    Timers,
+    UserLogic,
+    UserOutput,
+)
 from operators.engine_config import EngineConfig
 from operators.events import FORGET_USER, Event
 from operators.intake import Admitted, DeadLetter, Origin, Raw, admit
@@ -53,6 +62,11 @@ def kinds(outputs: Iterable[object]) -> list[tuple[int, list[str]]]:
         assert isinstance(output, UserOutput)
         described.append((output.processed, [type(m).__name__ for _, m in output.messages]))
     return described
+
+
+def packet(messages: list[Sequenced[ReplicaMessage]], source: str = "replica-a") -> Packet:
+    """What a worker's user step sends: ``messages``, and how far they go."""
+    return Packet(source, max((seq for seq, _ in messages), default=-1), messages)
 
 
 def sent(output: UserOutput) -> list[ReplicaMessage]:
@@ -237,7 +251,7 @@ def test_replica_step_applies_each_batch_in_input_order_whatever_order_it_arrive
     odd = [pair for pair in in_order if pair[0] % 2]
     even = [pair for pair in in_order if not pair[0] % 2]
     logic = ReplicaLogic(ENGINE, None)
-    out, discard = logic.on_batch([odd, even])
+    out, discard = logic.on_batch([packet(odd), packet(even)])
     released = list(out)
     assert released == expected_out and not discard
     assert [value.tombstone for _, value in released] == [False] * 5 + [True]
@@ -249,16 +263,63 @@ def test_replica_step_applies_each_batch_in_input_order_whatever_order_it_arrive
     assert [seq for seq, _ in released] == sorted(seq for seq, _ in released)
 
 
+def expected_outputs(messages: list[Sequenced[ReplicaMessage]]) -> list[Sequenced[Output]]:
+    """What one replica emits applying ``messages`` in their order."""
+    replica = ModelReplica(ENGINE)
+    answers = [(seq, replica.on_message(message)) for seq, message in messages]
+    return [(seq, Output.of(answer)) for seq, answer in answers if answer is not None]
+
+
+def test_with_sources_a_replica_holds_messages_until_every_worker_sent_all_before_them() -> None:
+    in_order = replica_messages()
+    ahead = [pair for pair in in_order if pair[0] % 2]
+    behind = [pair for pair in in_order if not pair[0] % 2]
+    logic = ReplicaLogic(ENGINE, None, sources=["replica-a", "replica-b"])
+    first, _ = logic.on_batch([packet(ahead, "replica-a")])
+    assert list(first) == [], "the other worker has sent nothing yet"
+    early = [pair for pair in behind if pair[0] < 3]
+    second, _ = logic.on_batch([packet(early, "replica-b")])
+    assert [seq for seq, _ in second] == [seq for seq, _ in expected_outputs(in_order) if seq <= 2]
+    third, _ = logic.on_batch([packet(behind[len(early) :], "replica-b")])
+    last, _ = logic.on_eof()
+    released = [*second, *third, *last]
+    assert released == expected_outputs(in_order), "as if one replica had it all in order"
+    assert list(last), "what only the end of the input lets go"
+
+
+def test_held_messages_are_part_of_the_snapshot() -> None:
+    in_order = replica_messages()
+    sources = ["replica-a", "replica-b"]
+    logic = ReplicaLogic(ENGINE, None, sources=sources)
+    logic.on_batch([packet(in_order, "replica-a")])
+    items, ranker, held = logic.snapshot()
+    assert held == in_order, "nothing from replica-b yet: all held"
+    stored = pickle.loads(pickle.dumps((items, ranker, held)))
+    restored = ReplicaLogic(ENGINE, stored, None, sources)
+    assert list(restored.on_eof()[0]) == expected_outputs(in_order)
+    older = ReplicaLogic(ENGINE, (items, ranker), None, sources)
+    assert list(older.on_eof()[0]) == [], "a store written before messages were held has none"
+
+
+def test_input_order_releases_each_batch_at_once_without_sources() -> None:
+    order = InputOrder()
+    assert order.release([Packet("a", 5, [(5, "late"), (1, "early")])]) == [
+        (1, "early"),
+        (5, "late"),
+    ]
+    assert order.held == [] and order.flush() == []
+
+
 def test_replica_step_snapshot_resumes_the_same_replica() -> None:
     config = EngineConfig(dimensions=4)
     messages = replica_messages()
     logic = ReplicaLogic(config, None)
-    logic.on_batch([messages[:9]])
+    logic.on_batch([packet(messages[:9])])
     restored = ReplicaLogic(config, logic.snapshot())
     later = [(9, Observation("mug", T0 + 10**6, 1.0, True, (("cup", T0, 1.0),)))]
     serve = [(10, Serve("cat", (("cup", T0 + 10**6, 1.0),), ("cup",), 1, T0 + 10**6))]
     for batch in (later, serve):
-        assert restored.on_batch([list(batch)])[0] == logic.on_batch([list(batch)])[0]
+        assert restored.on_batch([packet(batch)])[0] == logic.on_batch([packet(batch)])[0]
 
 
 def test_a_users_messages_keep_their_order_when_seq_comes_from_several_partitions() -> None:
@@ -272,7 +333,7 @@ def test_a_users_messages_keep_their_order_when_seq_comes_from_several_partition
     assert isinstance(forget, UserOutput) and isinstance(back, UserOutput)
     assert back.messages[0][0] >= forget.messages[-1][0], "a user's seq never goes down"
     batch: list[Sequenced[ReplicaMessage]] = [*forget.messages, *back.messages]
-    released, _ = ReplicaLogic(ENGINE, None).on_batch([batch])
+    released, _ = ReplicaLogic(ENGINE, None).on_batch([packet(batch)])
     assert [output.tombstone for _, output in released] == [True, False]
 
 
@@ -306,16 +367,22 @@ def test_other_replicas_get_a_batchs_observations_as_one_block_at_the_last_ones_
         ("bob", UserOutput("replica-a", messages[4:])),
     ]
     packets = dict(_to_replicas(keys, batch))
-    assert packets["replica-a"] == messages, "the own replica takes every message as it is"
+    assert packets["replica-a"] == packet(messages), "the own replica takes every message as it is"
     observations = [(seq, message) for seq, message in messages if isinstance(message, Observation)]
-    ((seq, block),) = packets["replica-b"]
+    assert packets["replica-b"].through == packets["replica-a"].through == messages[-1][0]
+    ((seq, block),) = packets["replica-b"].messages
     assert isinstance(block, ObservationBlock) and seq == observations[-1][0]
     copied = pickle.loads(pickle.dumps(block))
     assert list(copied) == [tuple(observation) for _seq, observation in observations]
     assert any(observation.recent for _seq, observation in observations), "some have recent items"
     assert dict(_to_replicas(keys[:1], [("ann", UserOutput("replica-a", messages))])) == {
-        "replica-a": messages
+        "replica-a": packet(messages)
     }, "one replica: no block"
+    serves = [(seq, message) for seq, message in messages if isinstance(message, Serve)]
+    assert dict(_to_replicas(keys, [("ann", UserOutput("replica-a", serves))])) == {
+        "replica-a": packet(serves),
+        "replica-b": Packet("replica-a", serves[-1][0], []),
+    }, "no observation: the other replica still learns how far the worker went"
 
 
 def test_a_replica_learns_a_block_as_it_learns_its_observations_one_by_one() -> None:
@@ -323,8 +390,8 @@ def test_a_replica_learns_a_block_as_it_learns_its_observations_one_by_one() -> 
         message for _seq, message in replica_messages() if isinstance(message, Observation)
     ]
     one_by_one, blocked = ReplicaLogic(ENGINE, None), ReplicaLogic(ENGINE, None)
-    one_by_one.on_batch([[(seq, observation) for seq, observation in enumerate(observations)]])
-    blocked.on_batch([[(len(observations) - 1, ObservationBlock.of(observations))]])
+    one_by_one.on_batch([packet(list(enumerate(observations)))])
+    blocked.on_batch([packet([(len(observations) - 1, ObservationBlock.of(observations))])])
     assert len(blocked.replica.items) == len(one_by_one.replica.items) == 3
     expected, got = one_by_one.snapshot(), blocked.snapshot()
     assert pickle.dumps(got) == pickle.dumps(expected)
