@@ -76,6 +76,9 @@ M = TypeVar("M")
 #: A message with the input position of the event that caused it.
 Sequenced = tuple[int, M]
 
+#: The input position of a sequenced message.
+_SEQ = itemgetter(0)
+
 
 class Packet(NamedTuple):
     """What one worker's user step sends one replica per activation."""
@@ -110,34 +113,51 @@ class InputOrder:
 
     def __init__(self, sources: list[str] | None = None) -> None:
         self._through = None if sources is None else dict.fromkeys(sources, -1)
-        self._held: list[Sequenced[ReplicaMessage]] = []
+        #: What waits: one list in input order per packet, in the order they came (a backlog
+        #: of tens of thousands of messages is not sorted again at every batch).
+        self._held: list[list[Sequenced[ReplicaMessage]]] = []
 
     @property
     def held(self) -> list[Sequenced[ReplicaMessage]]:
         """The messages waiting, in input order."""
-        return self._held
+        return sorted(chain.from_iterable(self._held), key=_SEQ)
+
+    def hold(self, messages: list[Sequenced[ReplicaMessage]]) -> None:
+        """Hold ``messages`` (a restored snapshot's) until every worker has passed them."""
+        if messages:
+            self._held.append(sorted(messages, key=_SEQ))
 
     def release(self, packets: list[Packet]) -> list[Sequenced[ReplicaMessage]]:
         """The messages every worker has sent all earlier ones of, in input order (stably: one
         event's messages keep their order)."""
-        held = self._held
         through = self._through
-        for packet in packets:
-            held += packet.messages
-            if through is not None and packet.through > through[packet.source]:
-                through[packet.source] = packet.through
-        held.sort(key=itemgetter(0))
         if through is None:
-            self._held = []
-            return held
-        cut = bisect_right(held, min(through.values()), key=itemgetter(0))
-        self._held = held[cut:]
-        return held[:cut]
+            released = self.flush()
+            for packet in packets:
+                released += packet.messages
+            released.sort(key=_SEQ)
+            return released
+        for packet in packets:
+            self.hold(packet.messages)
+            if packet.through > through[packet.source]:
+                through[packet.source] = packet.through
+        frontier = min(through.values())
+        released: list[Sequenced[ReplicaMessage]] = []
+        waiting = []
+        for messages in self._held:
+            cut = bisect_right(messages, frontier, key=_SEQ)
+            released += messages[:cut]
+            if cut < len(messages):
+                waiting.append(messages[cut:])
+        self._held = waiting
+        released.sort(key=_SEQ)
+        return released
 
     def flush(self) -> list[Sequenced[ReplicaMessage]]:
-        """Every message held (the input has ended)."""
-        held, self._held = self._held, []
-        return held
+        """Every message held (the input has ended), in input order."""
+        released = self.held
+        self._held = []
+        return released
 
 
 class Output(NamedTuple):
@@ -438,7 +458,7 @@ class ReplicaLogic(
             items, ranker, *held = resume
             self.replica = ModelReplica.restore((items, ranker), engine, quality.window_targets)
             if held:
-                self.order.held.extend(held[0])
+                self.order.hold(held[0])
         self._every = quality.every_events
         #: Events since this logic started (records count from a restart).
         self._events = 0
@@ -493,4 +513,4 @@ class ReplicaLogic(
 
     def snapshot(self) -> ReplicaLogicSnapshot:
         items, ranker = self.replica.snapshot()
-        return items, ranker, list(self.order.held)
+        return items, ranker, self.order.held
