@@ -90,11 +90,11 @@ DEFAULT_CONFIG = "deploy/config.yaml"
 
 
 def _to_replicas(keys: list[str], batch: list[tuple[str, UserOutput]]) -> list[tuple[str, Packet]]:
-    """One packet per replica for the whole batch of one worker's user step (whose users' replica
-    is the worker's own, the packets' ``source``): each user's messages go
-    to the user's own replica as they are, and every other replica gets the batch's observations
-    as one :class:`~operators.messages.ObservationBlock`, at the input position of the last of
-    them (it is learned after the replica's own messages of earlier positions). A worker thus
+    """One packet per replica for the whole batch of one worker's user step (its users' replica
+    is the worker's own, the packets' ``source``): each user's messages go to the user's own
+    replica as they are, and every other replica gets the batch's observations as one
+    :class:`~operators.messages.ObservationBlock`, at the input position of the last of them
+    (it is learned after the replica's own messages of earlier positions). A worker thus
     pickles one block per activation for each other worker, not an object per event. Each
     packet says how far the batch went (see :class:`~dataflows.steps.InputOrder`), so with
     several replicas every one gets a packet, with no message if need be."""
