@@ -104,8 +104,8 @@ def _to_replicas(keys: list[str], batch: list[tuple[str, UserOutput]]) -> list[t
     through = -1
     for _user, output in batch:
         messages[output.replica] += output.messages
-        if output.messages:
-            through = max(through, max(seq for seq, _message in output.messages))
+        if output.messages:  # in order: a user's seq never goes down
+            through = max(through, output.messages[-1][0])
         if len(keys) > 1:
             observations += (entry for entry in output.messages if type(entry[1]) is Observation)
     if observations:
