@@ -160,6 +160,10 @@ class ItemModel:
         #: read).
         self._pool = SimilarPool(config.dimensions, capacity)
         self._arrived: list[int] = []
+        #: The rows whose popularity rose since the last refresh (a row once per event): only
+        #: they can overtake the rows ranked then. Past ``similar_pool`` of them, the next
+        #: refresh ranks every row instead (``_trending_at`` -1).
+        self._risen: list[int] = []
         self._trending_at = -1
 
     def __len__(self) -> int:
@@ -187,6 +191,8 @@ class ItemModel:
                 self._members.pop(stored, None)
         queue = self._queue
         queue.extend((row, ts, weight, first, category, len(recent)))
+        if first:
+            self._rise(row)
         for other_id, other_ts, other_weight in recent:
             queue.extend((self._row(other_id, other_ts), other_ts, other_weight))
         self._queued += 1
@@ -196,6 +202,14 @@ class ItemModel:
         if self.observed % self.config.sweep_every == 0:
             self._sweep(ts)
             self._prune_categories()
+
+    def _rise(self, row: int) -> None:
+        risen = self._risen
+        if len(risen) < self.config.similar_pool:
+            risen.append(row)
+        else:  # a replica not read for this long ranks every row again, which costs as much
+            risen.clear()
+            self._trending_at = -1
 
     def _apply(self) -> None:
         """Apply the queued observations, in order, and queue their embedding steps."""
@@ -423,20 +437,47 @@ class ItemModel:
         return self._trending
 
     def _refresh(self) -> None:
-        """Re-rank the trending items and the similarity pool every ``trend_refresh`` events."""
+        """Re-rank the trending items and the similarity pool every ``trend_refresh`` events.
+
+        Popularity only rises by an observation and decays at one rate for every row (a rebase
+        scales them all), and a sweep, the only thing that drops a row, asks for a full ranking:
+        so the rows ranked last time and the ones that rose or arrived since hold the best ones
+        now (up to ties). Ranking those instead of the catalog keeps a refresh's cost flat as
+        the catalog grows: 170 against 810 us with 21,600 live items.
+        """
         self._apply()
         if self._trending_at >= 0 and self.observed - self._trending_at < self.config.trend_refresh:
             return
-        live = len(self.ids)
-        best = self._most_popular(np.arange(live), self.config.trending)
-        self._trending = best[self.ids_known(best)]
-        rows = np.delete(np.arange(live), self._free) if self._free else np.arange(live)
         size = self.config.similar_pool
-        if len(rows) > size:
-            rows = np.sort(rows[np.argpartition(-self.long[rows], size - 1)[:size]])
-        self._pool.reset(rows, self.out)
+        if self._trending_at < 0:
+            ranked = np.arange(len(self.ids))
+            pooled = np.delete(ranked, self._free)
+            if len(pooled) > size:
+                pooled = np.sort(pooled[np.argpartition(-self.long[pooled], size - 1)[:size]])
+            self._pool.reset(pooled, self.out)
+        else:
+            rising = np.unique(np.array(self._risen + self._arrived, np.intp))
+            ranked = np.union1d(self._trending, rising)
+            self._rank_pool(rising[self._pool.position[rising] < 0], size)
+        best = self._most_popular(ranked, self.config.trending)
+        self._trending = best[self.ids_known(best)]
         self._arrived.clear()
+        self._risen.clear()
         self._trending_at = self.observed
+
+    def _rank_pool(self, outside: np.ndarray, size: int) -> None:
+        """Keep the ``size`` best of the pool and the rows ``outside`` it (by long-term
+        popularity), moving only the rows that leave or join."""
+        pool = self._pool
+        members = np.concatenate((pool.rows, outside))
+        excess = len(members) - size
+        if excess <= 0:
+            pool.extend(outside, self.out)
+            return
+        dropped = np.zeros(len(members), np.bool_)
+        dropped[np.argpartition(self.long[members], excess - 1)[:excess]] = True
+        inside = pool.size
+        pool.swap(members[:inside][dropped[:inside]], outside[~dropped[inside:]], self.out)
 
     def category_trending(self, category: int) -> np.ndarray:
         """Rows of the ``category_top`` most popular items (short half-life) of one category
@@ -535,6 +576,7 @@ class ItemModel:
                 self._trending.astype(np.int32).tobytes(),
                 np.concatenate((self._pool.rows, self._arrived)).astype(np.int32).tobytes(),
                 self._trending_at,
+                np.array(self._risen, np.int32).tobytes(),
             ),
         }
 
@@ -586,9 +628,13 @@ class ItemModel:
         model.top_count[:live] = lengths
         model.top_rows[:live][filled] = top_rows
         model.top_weights[:live][filled] = top_weights
-        trending, pool, model._trending_at = snapshot["trending"]  # type: ignore[misc]
+        trending, pool, model._trending_at, *risen = snapshot["trending"]  # type: ignore[misc]
         model._trending = np.frombuffer(trending, np.int32).astype(np.intp)
         model._pool.reset(np.frombuffer(pool, np.int32).astype(np.intp), model.out)
+        if risen:
+            model._risen = np.frombuffer(risen[0], np.int32).tolist()
+        else:  # a snapshot from before the rows that rose were kept: rank them all
+            model._trending_at = -1
         model._recent = np.frombuffer(snapshot["recent"], np.intp).copy()  # type: ignore[arg-type]
         model._rng.bit_generator.state = snapshot["rng"]
         draws, model._draws_at = snapshot["draws"]  # type: ignore[misc]
@@ -618,6 +664,9 @@ class SimilarPool:
     >>> pool.update(np.array([0, 4]), out)
     >>> pool.rows.tolist(), pool.vectors.tolist()
     ([1, 4, 5], [[2.0, 3.0], [-1.0, -1.0], [10.0, 11.0]])
+    >>> pool.swap(np.array([1, 4]), np.array([0]), out)
+    >>> pool.rows.tolist(), pool.vectors.tolist()
+    ([0, 5], [[0.0, 1.0], [10.0, 11.0]])
     """
 
     def __init__(self, dimensions: int, capacity: int) -> None:
@@ -652,6 +701,26 @@ class SimilarPool:
         self._vectors[self.size : end] = out[rows]
         self.position[rows] = np.arange(self.size, end)
         self.size = end
+
+    def swap(self, leaving: np.ndarray, joining: np.ndarray, out: np.ndarray) -> None:
+        """Replace the rows ``leaving`` by the rows ``joining`` (distinct, not in the pool): the
+        ones joining take the places of the ones leaving, the last rows fill what is left."""
+        places = self.position[leaving]
+        self.position[leaving] = -1
+        filled = min(len(places), len(joining))
+        self._put(places[:filled], joining[:filled], out[joining[:filled]])
+        self.extend(joining[filled:], out)
+        holes = np.sort(places[filled:])
+        end = self.size - len(holes)
+        moved = np.setdiff1d(np.arange(end, self.size), holes, assume_unique=True)
+        stay = holes[holes < end]
+        self._put(stay, self._rows[moved], self._vectors[moved])
+        self.size = end
+
+    def _put(self, places: np.ndarray, rows: np.ndarray, vectors: np.ndarray) -> None:
+        self._rows[places] = rows
+        self._vectors[places] = vectors
+        self.position[rows] = places
 
     def update(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Copy the output vectors of those of ``rows`` that are in the pool."""

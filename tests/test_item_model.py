@@ -123,6 +123,50 @@ def test_similar_searches_the_most_popular_items_and_those_that_arrived_since() 
     assert restored.similar(everything, 10).tolist() == model.similar(everything, 10).tolist()
 
 
+def test_refreshes_rank_as_a_ranking_of_the_whole_catalog_would() -> None:
+    # A long tail of items, popular ones that fade, sweeps that free rows and rebases: after
+    # every refresh the trending items and the pool are the best of all live rows.
+    config = EngineConfig(
+        dimensions=4,
+        trending=8,
+        similar_pool=20,
+        trend_refresh=5,
+        sweep_every=97,
+        item_idle_ms=3 * DAY,
+        pop_short_half_life_ms=DAY // 2,
+    )
+    rng = random.Random(7)
+    model = ItemModel(config)
+    for n in range(3_000):
+        ts = n * 2 * MINUTE
+        item = f"i{int(rng.paretovariate(0.8)) % 400}-{n // 700}"
+        model.observe(Observation(item, ts, rng.uniform(0.5, 2.0), rng.random() < 0.7, ()))
+        if n % 5:
+            continue
+        trending = model.trending()  # refreshes
+        live = np.array(sorted(model.rows.values()))
+        short, long = model.short[live], model.long[live]
+        best = sorted(short, reverse=True)[: len(trending)]
+        assert sorted(short[np.isin(live, trending)], reverse=True) == best
+        assert len(trending) == min(config.trending, len(live))
+        pool = model._pool.rows[: len(model._pool.rows) - len(model._arrived)]
+        expected = sorted(long, reverse=True)[: config.similar_pool]
+        assert sorted(long[np.isin(live, pool)], reverse=True) == expected
+
+
+def test_a_snapshot_without_the_rows_that_rose_restores_to_a_full_ranking() -> None:
+    config = EngineConfig(dimensions=4, trending=2, trend_refresh=1_000)
+    model = ItemModel(config)
+    for ts, (item, weight) in enumerate([("a", 2.0), ("b", 1.0), ("c", 1.0), ("c", 2.0)]):
+        model.observe(Observation(item, ts, weight, True, ()))
+        model.trending()
+    old = model.snapshot()
+    old["trending"] = old["trending"][:3]  # type: ignore[index]
+    restored = ItemModel.restore(old, config)
+    assert [model.ids[row] for row in model.trending()] == ["a"], "ranked at the first event"
+    assert [restored.ids[row] for row in restored.trending()] == ["c", "a"]
+
+
 def shopping_stream(seed: int = 0, events: int = 1_500) -> list[Observation]:
     """Users buying in three groups; each observation links to the user's previous items."""
     rng = random.Random(seed)
