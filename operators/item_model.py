@@ -55,7 +55,7 @@ import numpy as np
 from numba import njit
 
 from operators.engine_config import EngineConfig
-from operators.topk import best
+from operators.topk import best, best_mask
 
 # Rescale the stored weights before a forward-decay factor could overflow a float.
 _MAX_EXPONENT = 60.0
@@ -452,9 +452,7 @@ class ItemModel:
         if self._trending_at < 0:
             ranked = np.arange(len(self.ids))
             pooled = np.delete(ranked, self._free)
-            if len(pooled) > size:
-                pooled = np.sort(pooled[np.argpartition(-self.long[pooled], size - 1)[:size]])
-            self._pool.reset(pooled, self.out)
+            self._pool.reset(pooled[best_mask(self.long[pooled], pooled, size)], self.out)
         else:
             rising = np.unique(np.array(self._risen + self._arrived, np.intp))
             ranked = np.union1d(self._trending, rising)
@@ -470,14 +468,12 @@ class ItemModel:
         popularity), moving only the rows that leave or join."""
         pool = self._pool
         members = np.concatenate((pool.rows, outside))
-        excess = len(members) - size
-        if excess <= 0:
+        if len(members) <= size:
             pool.extend(outside, self.out)
             return
-        dropped = np.zeros(len(members), np.bool_)
-        dropped[np.argpartition(self.long[members], excess - 1)[:excess]] = True
+        kept = best_mask(self.long[members], members, size)
         inside = pool.size
-        pool.swap(members[:inside][dropped[:inside]], outside[~dropped[inside:]], self.out)
+        pool.swap(members[:inside][~kept[:inside]], outside[kept[inside:]], self.out)
 
     def category_trending(self, category: int) -> np.ndarray:
         """Rows of the ``category_top`` most popular items (short half-life) of one category
@@ -494,12 +490,10 @@ class ItemModel:
         return cached[0]
 
     def _most_popular(self, rows: np.ndarray, count: int) -> np.ndarray:
-        """The ``count`` of ``rows`` with the highest short-term popularity, best first."""
-        short = self.short[rows]
-        if count < len(rows):
-            best = np.argpartition(-short, count - 1)[:count]
-            rows, short = rows[best], short[best]
-        return rows[np.argsort(-short, kind="stable")]
+        """The ``count`` of ``rows`` with the highest short-term popularity, best first (ties:
+        the lower rows first, so that the answer does not depend on the order of ``rows``)."""
+        chosen = rows[best_mask(self.short[rows], rows, count)]
+        return chosen[np.lexsort((chosen, -self.short[chosen]))]
 
     def ids_known(self, rows: np.ndarray) -> np.ndarray:
         """A mask of the rows that hold a live item."""

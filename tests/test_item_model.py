@@ -124,8 +124,9 @@ def test_similar_searches_the_most_popular_items_and_those_that_arrived_since() 
 
 
 def test_refreshes_rank_as_a_ranking_of_the_whole_catalog_would() -> None:
-    # A long tail of items, popular ones that fade, sweeps that free rows and rebases: after
-    # every refresh the trending items and the pool are the best of all live rows.
+    # A long tail of items, popular ones that fade, sweeps that free rows, rebases, and weights
+    # of 1 or 2 at whole minutes (ties): after every refresh the trending items and the pool
+    # are exactly the best of all live rows, ties going to the lower rows.
     config = EngineConfig(
         dimensions=4,
         trending=8,
@@ -138,20 +139,27 @@ def test_refreshes_rank_as_a_ranking_of_the_whole_catalog_would() -> None:
     rng = random.Random(7)
     model = ItemModel(config)
     for n in range(3_000):
-        ts = n * 2 * MINUTE
         item = f"i{int(rng.paretovariate(0.8)) % 400}-{n // 700}"
-        model.observe(Observation(item, ts, rng.uniform(0.5, 2.0), rng.random() < 0.7, ()))
+        weight = float(rng.choice([1, 2]))
+        model.observe(Observation(item, n // 3 * MINUTE, weight, rng.random() < 0.7, ()))
         if n % 5:
             continue
         trending = model.trending()  # refreshes
         live = np.array(sorted(model.rows.values()))
-        short, long = model.short[live], model.long[live]
-        best = sorted(short, reverse=True)[: len(trending)]
-        assert sorted(short[np.isin(live, trending)], reverse=True) == best
-        assert len(trending) == min(config.trending, len(live))
+        by_short = live[np.lexsort((live, -model.short[live]))]
+        assert trending.tolist() == by_short[: config.trending].tolist()
         pool = model._pool.rows[: len(model._pool.rows) - len(model._arrived)]
-        expected = sorted(long, reverse=True)[: config.similar_pool]
-        assert sorted(long[np.isin(live, pool)], reverse=True) == expected
+        by_long = live[np.lexsort((live, -model.long[live]))]
+        assert sorted(pool.tolist()) == sorted(by_long[: config.similar_pool].tolist())
+
+
+def test_ties_in_popularity_go_to_the_lower_rows() -> None:
+    model = ItemModel(EngineConfig(dimensions=4, trending=3, similar_pool=2))
+    for item in "abcdefgh":
+        model.observe(Observation(item, 0, 1.0, True, ()))
+    model.observe(Observation("g", 0, 1.0, True, ()))  # the only item with two users
+    assert [model.ids[row] for row in model.trending()] == ["g", "a", "b"]
+    assert sorted(str(model.ids[row]) for row in model._pool.rows) == ["a", "g"]
 
 
 def test_a_snapshot_without_the_rows_that_rose_restores_to_a_full_ranking() -> None:
