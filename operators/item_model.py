@@ -192,7 +192,7 @@ class ItemModel:
         queue = self._queue
         queue.extend((row, ts, weight, first, category, len(recent)))
         if first:
-            self._rise(row)
+            self._risen.append(row)
         for other_id, other_ts, other_weight in recent:
             queue.extend((self._row(other_id, other_ts), other_ts, other_weight))
         self._queued += 1
@@ -202,14 +202,6 @@ class ItemModel:
         if self.observed % self.config.sweep_every == 0:
             self._sweep(ts)
             self._prune_categories()
-
-    def _rise(self, row: int) -> None:
-        risen = self._risen
-        if len(risen) < self.config.similar_pool:
-            risen.append(row)
-        else:  # a replica not read for this long ranks every row again, which costs as much
-            risen.clear()
-            self._trending_at = -1
 
     def _apply(self) -> None:
         """Apply the queued observations, in order, and queue their embedding steps."""
@@ -239,6 +231,10 @@ class ItemModel:
                 self._steps.append(steps)
         self._queue.clear()
         self._queued = 0
+        if len(self._risen) > self.config.similar_pool:
+            # A replica not read for this long ranks every row again, which costs as much.
+            self._risen.clear()
+            self._trending_at = -1
 
     def links_of(self, row: int) -> dict[int, float]:
         """The row's links: neighbour row -> stored weight."""

@@ -153,6 +153,18 @@ def test_refreshes_rank_as_a_ranking_of_the_whole_catalog_would() -> None:
         assert sorted(pool.tolist()) == sorted(by_long[: config.similar_pool].tolist())
 
 
+def test_a_model_never_read_keeps_few_risen_rows_and_then_ranks_them_all() -> None:
+    config = EngineConfig(dimensions=4, trending=3, similar_pool=10)
+    model = ItemModel(config)
+    for n in range(10_000):  # a replica that serves nobody learns every event all the same
+        model.observe(Observation(f"i{n % 997}", n, 1.0 + n % 7, True, ()))
+        assert len(model._risen) <= 4_096 + config.similar_pool
+    live = np.array(sorted(model.rows.values()))
+    model.flush()
+    by_short = live[np.lexsort((live, -model.short[live]))]
+    assert model.trending().tolist() == by_short[: config.trending].tolist()
+
+
 def test_ties_in_popularity_go_to_the_lower_rows() -> None:
     model = ItemModel(EngineConfig(dimensions=4, trending=3, similar_pool=2))
     for item in "abcdefgh":

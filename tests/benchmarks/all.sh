@@ -32,3 +32,14 @@ $python tests/benchmarks/drift_recovery.py
 
 step "pretrain on Online Retail's first half, then online on its second"
 $python tests/benchmarks/transfer.py "$events"
+
+step "the million-user stream: refresh cost, then a replay of its first 500,000 events"
+users=$work/users500k.jsonl
+if [ ! -f "$users" ]; then
+    $python -m dataflows generate -q --shape cold-start --users 12000000 --items 100000 \
+        --events 5000000 --seed 1 "$work/users.jsonl"
+    head -n 500000 "$work/users.jsonl" > "$users"
+    rm "$work/users.jsonl"
+fi
+$python tests/benchmarks/refresh.py "$users"
+$python -m dataflows replay "$users" --out "$work/users-recs.jsonl"
