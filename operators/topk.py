@@ -11,12 +11,6 @@ same inputs), the prefilter and a quickselect of what passes 13 us.
 
 >>> best(np.array([0.5, 2.0, 0.5, 1.0]), np.array([7, 3, 1, 9]), 3).tolist()
 [1, 3, 2]
-
-:func:`best_mask` chooses the same way without ordering what it chose, for a ``count`` too
-large to sort (the 5,000 of a similar pool):
-
->>> best_mask(np.array([0.5, 2.0, 0.5, 1.0]), np.array([7, 3, 1, 9]), 3).tolist()
-[False, True, True, True]
 """
 
 from __future__ import annotations
@@ -81,19 +75,3 @@ def best(scores: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
             passed = passed[:kept]
             return passed[_best(scores[passed], rows[passed], count)]
     return _best(scores, rows, count)
-
-
-def best_mask(scores: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
-    """Which of ``scores`` are the ``count`` best, the ones :func:`best` would choose (ties: the
-    lower of ``rows``), as a mask."""
-    total = len(scores)
-    if count >= total:
-        return np.ones(total, np.bool_)
-    chosen = np.zeros(total, np.bool_)
-    if count <= 0:
-        return chosen
-    threshold = np.partition(scores, total - count)[total - count]
-    chosen[scores > threshold] = True
-    tied = np.flatnonzero(scores == threshold)
-    chosen[tied[np.argsort(rows[tied], kind="stable")][: count - chosen.sum()]] = True
-    return chosen
