@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--learn", type=int, default=400_000)
     parser.add_argument("--measure", type=int, default=50_000)
     args = parser.parse_args()
+    if not args.events.exists():
+        parser.error(f"no such file or directory: {args.events}")
     config = EngineConfig()
     model = ItemModel(config)
     lines = islice(jsonl.read_lines(args.events), args.learn + args.measure)
