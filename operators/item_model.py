@@ -447,17 +447,18 @@ class ItemModel:
             return
         size = self.config.similar_pool
         if self._trending_at < 0:
-            ranked = np.arange(len(self.ids))
-            pooled = np.delete(ranked, self._free)
+            live = np.delete(np.arange(len(self.ids)), self._free)
+            pooled = live
             if len(pooled) > size:
                 pooled = np.sort(pooled[np.argpartition(-self.long[pooled], size - 1)[:size]])
             self._pool.reset(pooled, self.out)
+            self._trending = self._most_popular(live, self.config.trending)
         else:
+            # No row was freed since the last ranking (a sweep asks for a full one): all live.
             rising = np.unique(np.array(self._risen + self._arrived, np.intp))
-            ranked = np.union1d(self._trending, rising)
             self._rank_pool(rising[self._pool.position[rising] < 0], size)
-        best = self._most_popular(ranked, self.config.trending)
-        self._trending = best[self.ids_known(best)]
+            ranked = np.union1d(self._trending, rising)
+            self._trending = self._most_popular(ranked, self.config.trending)
         self._arrived.clear()
         self._risen.clear()
         self._trending_at = self.observed
@@ -501,11 +502,6 @@ class ItemModel:
             best = np.argpartition(-short, count - 1)[:count]
             rows, short = rows[best], short[best]
         return rows[np.argsort(-short, kind="stable")]
-
-    def ids_known(self, rows: np.ndarray) -> np.ndarray:
-        """A mask of the rows that hold a live item."""
-        ids = self.ids
-        return np.fromiter((ids[row] is not None for row in rows.tolist()), bool, len(rows))
 
     def similar(self, interest: np.ndarray, count: int) -> np.ndarray:
         """The ``count`` rows whose output vectors score highest against ``interest``, best
