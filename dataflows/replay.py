@@ -41,7 +41,7 @@ from bytewax.testing import cluster_main, run_main
 from dataflows.errors import UsageError, load_config_or_stop
 from dataflows.idle_poller import idle_once_workers_run
 from dataflows.progress import bar
-from dataflows.recommend import build_flow
+from dataflows.recommend import COLLECTOR_THRESHOLDS, build_flow
 from operators.config import Config, FileEndpoint
 from operators.jsonl import read_lines
 from operators.tally import Tally
@@ -188,10 +188,8 @@ def _run_process(
     processes = len(addresses) if addresses else 1
     warm_start = None if warm is None else WarmStart.read(warm)
     flow = build_flow(config, report=report, workers=workers * processes, warm=warm_start)
-    # A replay allocates millions of short-lived objects and few cycles: with the default
-    # thresholds the cyclic garbage collector took about a third of the run.
     thresholds = gc.get_threshold()
-    gc.set_threshold(200_000, 20, 100)
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
     try:
         if addresses is None and workers == 1:
             run_main(flow, epoch_interval=_ONE_EPOCH)
