@@ -24,6 +24,9 @@ $python -m dataflows evaluate "$events" --baselines --ablation --json
 step "streamrec bench: passthrough, engine, replay 1 and 2 processes, Kafka, memory, profile"
 $python -m dataflows bench --events "$events" --plot "$work/bench.png"
 
+step "latency alone at 1,500 events/s, and when the slowest events came (epochs' snapshots)"
+$python tests/benchmarks/latency.py --backlog "$events"
+
 step "HR@10 on every synthetic shape and Online Retail"
 $python tests/benchmarks/quality.py --retail "$events"
 
