@@ -465,11 +465,11 @@ class ItemModel:
 
     def _rank_pool(self, outside: np.ndarray, size: int) -> None:
         """Keep the ``size`` best of the pool and the rows ``outside`` it (by long-term
-        popularity). The pool's vectors are copied again, in row order, only when a row beyond
-        its first ``size`` is among the best: else the rows that fit are appended and the rest
-        cut off. Moving only the rows that leave or join saved that copy too but made each search
-        slower (32.0 against 26.6 us on a 30,000-event prefix of the million-user stream; why was
-        not found)."""
+        popularity). The rows outside are appended; when the pool then holds more than ``size``
+        and its first ``size`` rows are the best, the rest are cut off, and only when a later row
+        is among the best is the pool copied again, in row order. Moving only the rows that
+        leave or join saved that copy too but made each search slower (32.0 against 26.6 us on
+        a 30,000-event prefix of the million-user stream; why was not found)."""
         pool = self._pool
         if len(outside):
             pool.extend(outside, self.out)
