@@ -175,11 +175,16 @@ class ItemModel:
         """Learn one event: links, popularity and one embedding step (queued; see
         :meth:`flush`)."""
         item_id, ts, weight, first, recent, category_name = observation
-        if not self.rows:
+        rows = self.rows
+        if not rows:
             self.ref = ts
         elif (ts - self.ref) / self.config.pop_short_half_life_ms > _MAX_EXPONENT:
             self._rebase(ts)
-        row = self._row(item_id, ts)
+        # The look-up before the call: a known item is the rule, and a call per row was a
+        # third of this method's time.
+        row = rows.get(item_id)
+        if row is None:
+            row = self._row(item_id, ts)
         category = -1
         if category_name is not None:
             category = self._category_of(category_name)
@@ -194,7 +199,10 @@ class ItemModel:
         if first:
             self._risen.append(row)
         for other_id, other_ts, other_weight in recent:
-            queue.extend((self._row(other_id, other_ts), other_ts, other_weight))
+            other = rows.get(other_id)
+            if other is None:
+                other = self._row(other_id, other_ts)
+            queue.extend((other, other_ts, other_weight))
         self._queued += 1
         self.observed += 1
         if self._queued == _QUEUE_LIMIT:
@@ -266,15 +274,23 @@ class ItemModel:
         self._apply()
         if not self._steps:
             return
-        config = self.config
         rows, counts, context = self._pending_steps()
         self._steps.clear()
-        batch = len(rows)
-        targets = np.empty((batch, config.negatives + 1), np.int64)
-        targets[:, 0] = rows
-        targets[:, 1:] = self._recent[self._draw(batch, min(self.observed, _RECENT_ITEMS))]
-        _sgd_step(self.inp, self.out, context, counts, targets, config.embedding_rate)
-        self._pool.update(targets.ravel(), self.out)
+        draws = self._draw(self.config.negatives * len(rows))
+        pool = self._pool
+        _sgd_step(
+            self.inp,
+            self.out,
+            context,
+            counts,
+            rows,
+            self._recent,
+            draws,
+            min(self.observed, _RECENT_ITEMS),
+            self.config.embedding_rate,
+            pool.vectors,
+            pool.position,
+        )
 
     def _pending_steps(self) -> Steps:
         """The embedding steps not applied yet, as one block."""
@@ -283,16 +299,14 @@ class ItemModel:
             self._steps = [(np.concatenate(rows), np.concatenate(counts), np.concatenate(context))]
         return self._steps[0] if self._steps else _NO_STEPS
 
-    def _draw(self, batch: int, filled: int) -> np.ndarray:
-        """``(batch, negatives)`` positions below ``filled``, from a block of uniform draws."""
-        count = self.config.negatives * batch
+    def _draw(self, count: int) -> np.ndarray:
+        """The next ``count`` uniform draws in [0, 1), from a block drawn ahead."""
         if self._draws_at + count > len(self._draws):
             self._draws = self._rng.random(max(_RECENT_ITEMS, count))
             self._draws_at = 0
         start = self._draws_at
         self._draws_at += count
-        positions = (self._draws[start : start + count] * max(filled, 1)).astype(np.intp)
-        return positions.reshape(batch, self.config.negatives)
+        return self._draws[start : start + count]
 
     # -- rows and memory --------------------------------------------------------------------
 
@@ -746,23 +760,44 @@ def _most_similar(
     return rows[best(scores, rows, count)]
 
 
-@njit("void(float32[:, :], float32[:, :], int64[:], int64[:], int64[:, :], float64)", cache=True)
+@njit(
+    "void(float32[:, :], float32[:, :], int64[:], int64[:], int64[:], int64[:], float64[:], int64,"
+    " float64, float32[:, :], int64[:])",
+    cache=True,
+)
 def _sgd_step(
     inp: np.ndarray,
     out: np.ndarray,
     context: np.ndarray,
     counts: np.ndarray,
-    targets: np.ndarray,
+    rows: np.ndarray,
+    recent: np.ndarray,
+    draws: np.ndarray,
+    filled: int,
     rate: float,
+    pool: np.ndarray,
+    pool_position: np.ndarray,
 ) -> None:
     """One mini-batch of skip-gram steps with negative sampling, in place: per event, the mean
-    input vector of its ``counts`` rows of ``context`` against the output vectors of its
-    ``targets`` (the item, then the negatives). Every step starts from the vectors before the
-    batch; a row that repeats takes every one of its steps. Compiled, in loops that allocate
+    input vector of its ``counts`` rows of ``context`` against the output vectors of its item
+    (``rows``) and of its negatives, the entries of ``recent`` (its first ``filled`` ones) at
+    the positions ``draws`` (uniform in [0, 1), as many per event as there are negatives)
+    pick. Every step starts from the vectors before the batch; a row that repeats takes every
+    one of its steps. The changed output vectors are copied to their place in the similarity
+    ``pool`` (``pool_position`` per row, -1 when not in it). Compiled, in loops that allocate
     nothing per event: as numpy calls, a one-event batch cost thirty calls for a few hundred
     multiplications, and vector temporaries per event still cost half the compiled time."""
-    batch, width = targets.shape
+    batch = len(rows)
+    width = len(draws) // batch + 1
     dimensions = inp.shape[1]
+    targets = np.empty((batch, width), np.int64)
+    scale = float(max(filled, 1))
+    for event in range(batch):
+        targets[event, 0] = rows[event]
+        for negative in range(1, width):
+            targets[event, negative] = recent[
+                np.int64(draws[event * (width - 1) + negative - 1] * scale)
+            ]
     hidden = np.zeros((batch, dimensions))
     errors = np.zeros((batch, width))
     start = 0
@@ -800,6 +835,12 @@ def _sgd_step(
             for dimension in range(dimensions):
                 inp[row, dimension] -= np.float32(context_steps[event, dimension] / count)
         start += count
+    for event in range(batch):
+        for position in range(width):
+            target = targets[event, position]
+            at = pool_position[target]
+            if at >= 0:
+                pool[at] = out[target]
 
 
 @njit("UniTuple(int64[:], 3)(float64[:])", cache=True)
