@@ -24,9 +24,11 @@ def test_the_file_parts_and_the_memory_figures_are_positive(tmp_path: Path) -> N
     events = tmp_path / "events.jsonl"
     assert speed.head(suite.BUNDLED, 300, events) == 300
     results = suite.Results()
-    suite.file_parts(results, events, tmp_path, rounds=2)
+    suite.file_parts(results, events, tmp_path, rounds=2, reference_steps=100_000)
     runs = results.figures["replay_eps_2proc_runs"]
     assert len(runs) == 2 and results.figures["replay_eps_2proc"] == max(runs)
+    for processes in (1, 2):
+        assert len(results.figures[f"machine_steps_per_s_{processes}proc_runs"]) == 2
     hits = results.figures["replay_hr10_2proc_runs"]
     assert results.figures["replay_hr10_2proc"] == statistics.median(hits)
     # Enough users that their share of the RSS stands out of the allocator's granularity.

@@ -74,6 +74,11 @@ ROWS = [
         ">= 1.6",
         lambda v: v >= 1.6,
     ),
+    Row(
+        "machine 2 proc / 1, work sharing nothing",
+        _ratio("machine_steps_per_s_2proc", "machine_steps_per_s_1proc"),
+        "x",
+    ),
     Row("replay 1 proc share of passthrough", _ratio("replay_eps_1proc", "passthrough_eps"), "x"),
     Row(
         "HR@10 replay 2 proc / evaluate",
