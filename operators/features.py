@@ -220,44 +220,50 @@ def _matrix(
     matrix = np.zeros((count, len(FEATURES)))
     # The shares of the history's weight; with none (every event's type weighs nothing), none.
     total = recency.sum() or 1.0
-    source_mass = np.empty(width)
+    # Co-visitation, history item by history item over the contiguous rows of ``links`` (a
+    # column at a time read them with a stride and cost twice as much); each candidate's sums
+    # still add its history items in order.
+    raw, conditional, cosine = np.zeros(count), np.zeros(count), np.zeros(count)
+    spread, linking, strongest = np.zeros(count), np.zeros(count), np.zeros(count)
+    last2, last3 = np.zeros(count), np.zeros(count)
     for index in range(width):
-        source_mass[index] = max(mass[history[index]], 1e-12)
+        source_mass = max(mass[history[index]], 1e-12)
+        source_root = np.sqrt(source_mass)
+        weight_of_source = recency[index]
+        for column in range(count):
+            weight = links[index, column]
+            if weight == 0.0:  # links are never negative
+                continue
+            share = weight / source_mass
+            raw[column] += weight_of_source * weight
+            conditional[column] += weight_of_source * share
+            cosine[column] += weight_of_source * weight / source_root
+            spread[column] += weight_of_source
+            linking[column] += 1.0
+            strongest[column] = max(strongest[column], share)
+            if index >= width - 2:
+                last2[column] += share
+            if index >= width - 3:
+                last3[column] += share
     newest = inp[history[-1]] if width else inp[0]
+    newest_mass = max(mass[history[-1]], 1e-12) if width else 1.0
     for column in range(count):
         row = rows[column]
         features = matrix[column]
         if width:
             target_root = np.sqrt(max(mass[row], 1e-12))
-            raw = conditional = cosine = spread = linking = strongest = 0.0
-            last2 = last3 = 0.0
-            for index in range(width):
-                weight = links[index, column]
-                if weight == 0.0:  # links are never negative
-                    continue
-                share = weight / source_mass[index]
-                raw += recency[index] * weight
-                conditional += recency[index] * share
-                cosine += recency[index] * weight / np.sqrt(source_mass[index])
-                spread += recency[index]
-                linking += 1.0
-                strongest = max(strongest, share)
-                if index >= width - 2:
-                    last2 += share
-                if index >= width - 3:
-                    last3 += share
             last = links[width - 1, column]
-            features[0] = np.log1p(raw / link_decay)
-            features[1] = conditional / total
-            features[2] = cosine / target_root / total
-            features[3] = last / source_mass[width - 1]
-            features[4] = spread / total
-            features[9] = last2 / min(width, 2)
-            features[10] = last3 / min(width, 3)
-            features[11] = strongest
-            features[12] = last / (np.sqrt(source_mass[width - 1]) * target_root)
-            features[13] = 1.0 if linking > 0 else 0.0
-            features[14] = linking
+            features[0] = np.log1p(raw[column] / link_decay)
+            features[1] = conditional[column] / total
+            features[2] = cosine[column] / target_root / total
+            features[3] = last / newest_mass
+            features[4] = spread[column] / total
+            features[9] = last2[column] / min(width, 2)
+            features[10] = last3[column] / min(width, 3)
+            features[11] = strongest[column]
+            features[12] = last / (np.sqrt(newest_mass) * target_root)
+            features[13] = 1.0 if linking[column] > 0 else 0.0
+            features[14] = linking[column]
             if embeddings:
                 features[5] = similarity[column]
                 features[15] = dot(out[row], newest)
@@ -270,8 +276,13 @@ def _matrix(
         features[20] = category_share[column]
         features[21] = category_rank[column]
     matrix[:, 17] = rank_share(matrix[:, 6].copy())
-    for feature in _SHARES:
-        best = np.abs(matrix[:, feature]).max() if count else 0.0
-        if best > 0:
-            matrix[:, feature] /= best
+    # Each share feature over the list's largest in magnitude, in one pass each way.
+    largest = np.zeros(len(_SHARES))
+    for column in range(count):
+        for position in range(len(_SHARES)):
+            largest[position] = max(largest[position], abs(matrix[column, _SHARES[position]]))
+    for column in range(count):
+        for position in range(len(_SHARES)):
+            if largest[position] > 0:
+                matrix[column, _SHARES[position]] /= largest[position]
     return matrix
