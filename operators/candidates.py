@@ -258,13 +258,6 @@ def _assemble(
     rows = np.sort(pool[:size])
     for column in range(size):
         slot[rows[column]] = column
-    links = np.zeros((len(history), size))
-    for index in range(len(history)):
-        row = history[index]
-        for position in range(top_count[row]):
-            column = slot[top_rows[row, position]]
-            if column >= 0:
-                links[index, column] = top_weights[row, position]
     trend_rank = np.zeros(size)
     for position in range(len(trending)):
         column = slot[trending[position]]
@@ -285,48 +278,55 @@ def _assemble(
                 category_share[column] = taste_shares[at]
         if len(history):
             similarity[column] = dot(out[row], interest)
+    # Each pooled row's column among the kept ones (all of them when no more than ``keep``).
+    kept_at = np.arange(size)
+    if size > keep:
+        strength = rank_share(similarity)
+        # The links of the whole pool are read once, here, in each candidate's history order;
+        # only the kept columns get a row of the link matrix.
+        conditional = np.zeros(size)
+        for index in range(len(history)):
+            row = history[index]
+            weight = recency[index] / max(mass[row], 1e-12)
+            for position in range(top_count[row]):
+                column = slot[top_rows[row, position]]
+                if column >= 0:
+                    conditional[column] += weight * top_weights[row, position]
+        strongest = conditional.max()
+        scale = 1.0 / strongest if strongest > 0 else 1.0
+        for column in range(size):
+            strength[column] += (
+                conditional[column] * scale
+                + trend_rank[column]
+                + category_share[column] * category_rank[column]
+            )
+        # The ``keep`` strongest, ties in column order: a threshold, not a sort.
+        threshold = np.partition(-strength, keep - 1)[keep - 1]
+        chosen = np.empty(keep, np.int64)
+        taken = 0
+        for column in range(size):
+            if -strength[column] < threshold:
+                chosen[taken] = column
+                taken += 1
+        for column in range(size):
+            if taken < keep and -strength[column] == threshold:
+                chosen[taken] = column
+                taken += 1
+        chosen.sort()
+        kept_at[:] = -1
+        kept_at[chosen] = np.arange(keep)
+        rows, similarity = rows[chosen], similarity[chosen]
+        trend_rank, category_share = trend_rank[chosen], category_share[chosen]
+        category_rank = category_rank[chosen]
+    links = np.zeros((len(history), len(rows)))
+    for index in range(len(history)):
+        row = history[index]
+        for position in range(top_count[row]):
+            column = slot[top_rows[row, position]]
+            if column >= 0 and kept_at[column] >= 0:
+                links[index, kept_at[column]] = top_weights[row, position]
     for row in pool[:size]:
         slot[row] = -1
     for row in seen:
         slot[row] = -1
-    if size <= keep:
-        return rows, links, similarity, trend_rank, category_share, category_rank
-    strength = rank_share(similarity)
-    conditional = np.zeros(size)
-    for index in range(len(history)):
-        weight = recency[index] / max(mass[history[index]], 1e-12)
-        for column in range(size):
-            conditional[column] += weight * links[index, column]
-    strongest = conditional.max()
-    scale = 1.0 / strongest if strongest > 0 else 1.0
-    for column in range(size):
-        strength[column] += (
-            conditional[column] * scale
-            + trend_rank[column]
-            + category_share[column] * category_rank[column]
-        )
-    # The ``keep`` strongest, ties in column order: a threshold, not a sort.
-    threshold = np.partition(-strength, keep - 1)[keep - 1]
-    chosen = np.empty(keep, np.int64)
-    taken = 0
-    for column in range(size):
-        if -strength[column] < threshold:
-            chosen[taken] = column
-            taken += 1
-    for column in range(size):
-        if taken < keep and -strength[column] == threshold:
-            chosen[taken] = column
-            taken += 1
-    chosen.sort()
-    kept_links = np.empty((len(history), keep))
-    for index in range(len(history)):
-        for position in range(keep):
-            kept_links[index, position] = links[index, chosen[position]]
-    return (
-        rows[chosen],
-        kept_links,
-        similarity[chosen],
-        trend_rank[chosen],
-        category_share[chosen],
-        category_rank[chosen],
-    )
+    return rows, links, similarity, trend_rank, category_share, category_rank
