@@ -156,7 +156,7 @@ def gather(
         )
     model.refresh_neighbours(history_rows)
     wanted = config.similar if len(history_rows) and config.embeddings else 0
-    tastes, taste_shares = _tastes(model, history_rows, recency)
+    tastes, taste_shares = _tastes(model.category, history_rows, recency, recency.sum())
     offered = [model.category_trending(category) for category in tastes.tolist()]
     # -1 for a seen item the model no longer knows.
     seen_rows = np.fromiter(map(rows_of.get, seen, repeat(-1)), np.int64, len(seen))
@@ -183,22 +183,33 @@ def gather(
     return Candidates(arrays[0], history_rows, recency, arrays[1], interest, *arrays[2:], ts)
 
 
+@njit(
+    "Tuple((int32[:], float64[:]))(int32[:], int64[:], float64[:], float64)",
+    cache=True,
+    error_model="numpy",
+)
 def _tastes(
-    model: ItemModel, history_rows: np.ndarray, recency: np.ndarray
+    category: np.ndarray, history_rows: np.ndarray, recency: np.ndarray, total: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The categories of the history rows (sorted indexes) and the recency-weighted share of
-    the history in each."""
-    shares: dict[int, float] = {}
-    # A loop over at most ``query_recent`` entries: np.unique cost four times as much.
-    categories = model.category[history_rows].tolist()
-    for category, weight in zip(categories, recency.tolist(), strict=True):
-        if category >= 0:
-            shares[category] = shares.get(category, 0.0) + weight
-    if not shares:
-        return np.zeros(0, np.int32), np.zeros(0)
-    tastes = sorted(shares)
-    total = recency.sum()
-    return np.array(tastes, np.int32), np.array([shares[taste] / total for taste in tastes])
+    the history in each (``total``: the sum of ``recency``). Compiled: as a Python loop over at
+    most ``query_recent`` entries it cost a million-user list 9 us, np.unique four times that."""
+    tastes = np.empty(len(history_rows), np.int32)
+    shares = np.empty(len(history_rows))
+    found = 0
+    for index in range(len(history_rows)):
+        taste = category[history_rows[index]]
+        if taste < 0:
+            continue
+        at = 0
+        while at < found and tastes[at] != taste:
+            at += 1
+        if at == found:
+            tastes[at], shares[at] = taste, 0.0
+            found += 1
+        shares[at] += recency[index]
+    order = np.argsort(tastes[:found])
+    return tastes[:found][order], shares[:found][order] / total
 
 
 @njit(
