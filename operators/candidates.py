@@ -192,7 +192,7 @@ def _tastes(
     category: np.ndarray, history_rows: np.ndarray, recency: np.ndarray, total: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The categories of the history rows (sorted indexes) and the recency-weighted share of
-    the history in each (``total``: the sum of ``recency``). Compiled: as a Python loop over at
+    the history in each (``total``: numpy's sum of ``recency``). Compiled: as a Python loop over at
     most ``query_recent`` entries it cost a million-user list 9 us, np.unique four times that."""
     tastes = np.empty(len(history_rows), np.int32)
     shares = np.empty(len(history_rows))
@@ -293,8 +293,9 @@ def _assemble(
     kept_at = np.arange(size)
     if size > keep:
         strength = rank_share(similarity)
-        # The links of the whole pool are read once, here, in each candidate's history order;
-        # only the kept columns get a row of the link matrix.
+        # Each history item's neighbours add to their conditional strength as they are read
+        # (a candidate's terms in history order, as before); the link matrix is built after
+        # the pruning, for the kept columns only.
         conditional = np.zeros(size)
         for index in range(len(history)):
             row = history[index]
