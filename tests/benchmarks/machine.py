@@ -5,7 +5,7 @@ python tests/benchmarks/machine.py [--rounds 5] [--steps 10000000]
 
 Work that shares nothing gets twice one process's throughput from two processes only when each
 has a core of its own for the whole run. On a shared virtual machine it gets less, and how much
-less drifts from minute to minute (on this 2-core machine: 1.35 to 2.6 times in consecutive
+less drifts from minute to minute (on this 2-core machine: 1.37 to 2.65 times over one day's
 rounds). ``streamrec bench`` runs this beside each round of its replays, so the replay's
 2-process ratio can be read against what the machine gave a job with nothing to share.
 """
