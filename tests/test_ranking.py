@@ -13,7 +13,7 @@ from operators.features import CATEGORY, FEATURES, FIXED_WEIGHTS, feature_matrix
 from operators.item_model import Observation
 from operators.messages import ForgetUser, Label, Recommendation, Serve, Tombstone, Train
 from operators.ranking import _V, HIDDEN, Ranker, _gradient
-from operators.replica import ModelReplica
+from operators.replica import ModelReplica, _half_bits
 
 MINUTE = 60_000
 CONFIG = EngineConfig(dimensions=4, k=5)
@@ -257,3 +257,25 @@ def test_the_ranker_gradient_matches_finite_differences() -> None:
         numeric = (loss(up) - loss(down)) / (2 * step)
         # float32 activations: a few parts in 1e4 of the gradient's scale.
         assert abs(numeric - gradient[index]) < 1e-3 * max(1.0, abs(numeric)), index
+
+
+def test_kept_features_round_to_half_precision_exactly_as_numpy_does() -> None:
+    rng = np.random.default_rng(0)
+    halves = rng.integers(0, 0x7C00, 20_000, dtype=np.uint16).view(np.float16)
+    with np.errstate(over="ignore"):  # the largest half's successor is infinite
+        following = np.nextafter(halves, np.float16(np.inf)).astype(float)
+    midpoints = (halves.astype(float) + following) / 2  # the ties, and a step either side
+    values = np.concatenate(
+        [
+            midpoints,
+            np.nextafter(midpoints, 0.0),
+            np.nextafter(midpoints, np.inf),
+            rng.normal(size=20_000) * 10.0 ** rng.integers(-9, 7, 20_000),
+            rng.integers(0, 2**64, 20_000, dtype=np.uint64).view(np.float64),  # NaNs too
+            [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65520.0, 2.0**-25, 2.0**-24, 1e300],
+        ]
+    )
+    matrix = np.ascontiguousarray(np.resize(values, (len(values) // 20, 20)))
+    with np.errstate(over="ignore"):
+        expected = matrix.astype(np.float16).view(np.uint16)
+    assert np.array_equal(_half_bits(matrix), expected)
