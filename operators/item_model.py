@@ -762,7 +762,7 @@ def _most_similar(
 
 @njit(
     "void(float32[:, :], float32[:, :], int64[:], int64[:], int64[:], int64[:], float64[:], int64,"
-    " float64, float32[:, :], int64[:])",
+    " float64, float32[:, ::1], int64[:])",
     cache=True,
 )
 def _sgd_step(
@@ -835,12 +835,7 @@ def _sgd_step(
             for dimension in range(dimensions):
                 inp[row, dimension] -= np.float32(context_steps[event, dimension] / count)
         start += count
-    for event in range(batch):
-        for position in range(width):
-            target = targets[event, position]
-            at = pool_position[target]
-            if at >= 0:
-                pool[at] = out[target]
+    _copy_rows(pool, pool_position, out, targets.ravel())
 
 
 @njit("UniTuple(int64[:], 3)(float64[:])", cache=True)
