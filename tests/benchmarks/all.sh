@@ -24,9 +24,6 @@ $python -m dataflows evaluate "$events" --baselines --ablation --json
 step "streamrec bench: passthrough, engine, replay 1 and 2 processes, Kafka, memory, profile"
 $python -m dataflows bench --events "$events" --plot "$work/bench.png"
 
-step "what this machine gives a second process on work that shares nothing"
-$python tests/benchmarks/machine.py
-
 step "latency alone at 1,500 events/s, and when the slowest events came (epochs' snapshots)"
 $python tests/benchmarks/latency.py --backlog "$events"
 

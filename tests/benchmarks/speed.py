@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -95,19 +98,38 @@ def passthrough_eps(events: Path, count: int, out: Path, config: Config) -> floa
 
 def streamrec(*argv: str, timeout_s: float = 3600.0) -> dict[str, Any]:
     """Run ``streamrec ARGV --json`` in a new process; its JSON output."""
-    command = [sys.executable, "-c", ENTRY_POINT, *argv, "--json"]
-    try:
-        result = subprocess.run(
-            command, cwd=ROOT, capture_output=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise CommandError(f"streamrec {' '.join(argv)} ran over {timeout_s:.0f} s") from None
-    if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise CommandError(
-            f"streamrec {' '.join(argv)} exited with {result.returncode}: " + " | ".join(stderr)
-        )
-    return orjson.loads(result.stdout)
+    (document,) = streamrec_at_once([argv], timeout_s)
+    return document
+
+
+def streamrec_at_once(commands: list[Sequence[str]], timeout_s: float = 3600.0) -> list[Any]:
+    """Run each ``streamrec ARGV --json`` of ``commands`` in a process of its own, all at once;
+    their JSON outputs, in order."""
+    with ExitStack() as stack:
+        running = []
+        for argv in commands:
+            stdout, stderr = (stack.enter_context(tempfile.TemporaryFile()) for _ in range(2))
+            command = [sys.executable, "-c", ENTRY_POINT, *argv, "--json"]
+            process = subprocess.Popen(command, cwd=ROOT, stdout=stdout, stderr=stderr)
+            stack.callback(process.kill)
+            running.append((argv, process, stdout, stderr))
+        deadline = time.monotonic() + timeout_s
+        documents = []
+        for argv, process, stdout, stderr in running:
+            try:
+                returncode = process.wait(max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                shown = " ".join(argv)
+                raise CommandError(f"streamrec {shown} ran over {timeout_s:.0f} s") from None
+            if returncode != 0:
+                stderr.seek(0)
+                lines = stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+                raise CommandError(
+                    f"streamrec {' '.join(argv)} exited with {returncode}: " + " | ".join(lines)
+                )
+            stdout.seek(0)
+            documents.append(orjson.loads(stdout.read()))
+        return documents
 
 
 def evaluate_eps(events: Path) -> tuple[float, float]:
@@ -121,3 +143,18 @@ def replay(events: Path, out: Path, processes: int) -> ReplayFigures:
     summary = streamrec("replay", str(events), "--out", str(out), "--processes", str(processes))
     lists_per_s = summary["lists_out"] / max(summary["seconds"], 1e-9)
     return ReplayFigures(float(summary["events_per_s"]), lists_per_s, hit_rate(events, out))
+
+
+def replays_at_once(events: Path, scratch: Path, copies: int) -> float:
+    """Events/s of ``copies`` independent 1-process replays of ``events`` run at once: all their
+    events over the slowest one's time. Nothing is shared between them, so this is what the
+    machine gives this very job from more processes at that moment (on a shared virtual machine,
+    less than ``copies`` times one, and how much less drifts from minute to minute)."""
+    summaries = streamrec_at_once(
+        [
+            ("replay", str(events), "--out", str(scratch / f"copy-{copy}.jsonl"))
+            for copy in range(copies)
+        ]
+    )
+    slowest = max(summary["seconds"] for summary in summaries)
+    return sum(summary["events_in"] for summary in summaries) / max(slowest, 1e-9)

@@ -25,7 +25,6 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kafka_e2e
-import machine
 import speed
 from profiling import profile_job
 
@@ -117,13 +116,13 @@ def file_parts(
     events: Path,
     scratch: Path,
     rounds: int,
-    reference_steps: int = machine.STEPS,
 ) -> None:
     """Throughput over the file, in ``rounds`` interleaved rounds: each rate is the best of its
     runs, each HR@10 their median (all kept in ``NAME_runs``; the report's ratios are the median
     of each round's), so that neither stands for whatever else the machine did while one part
-    ran. Between the two replays of a round, the machine's own 2-process ratio on work that
-    shares nothing (:mod:`machine`, ``reference_steps`` per process)."""
+    ran. Between the two replays of a round, two 1-process replays at once
+    (:func:`speed.replays_at_once`): what the machine gives this job from a second process that
+    shares nothing, the 2-process replay's yardstick."""
     config = load_config(None)
     count = len(events.read_bytes().splitlines())
     figures = results.figures
@@ -150,19 +149,15 @@ def file_parts(
 
         return run
 
-    def reference() -> None:
-        for processes in (1, 2):
-            keep(
-                f"machine_steps_per_s_{processes}proc",
-                machine.steps_per_s(processes, reference_steps),
-            )
+    def copies() -> None:
+        keep("replay_eps_2copies", speed.replays_at_once(events, scratch, copies=2))
 
     for number in range(1, rounds + 1):
         suffix = f" (round {number} of {rounds})" if rounds > 1 else ""
         results.part(f"passthrough{suffix}", passthrough)
         results.part(f"evaluate{suffix}", evaluate)
         results.part(f"replay 1 process{suffix}", replay(1))
-        results.part(f"machine reference, 1 and 2 processes{suffix}", reference)
+        results.part(f"two 1-process replays at once{suffix}", copies)
         results.part(f"replay 2 processes{suffix}", replay(2))
     if rounds > 1:
         results.notes.append(
