@@ -45,8 +45,10 @@ def test_the_file_parts_and_the_memory_figures_are_positive(tmp_path: Path) -> N
         rounds=1,
     )
     suite.memory_part(results, scale)
+    results.profile = {"state": 2.0, "ranking": 1.0}
     document = report.json_object(results)
     assert document["failures"] == {}
+    assert document["profile_seconds"] == results.profile, "--json carries the profile too"
     expected = [key for key in report.REQUIRED if not key.startswith(("kafka", "lat", "snap"))]
     for key in expected:
         assert document[key] > 0, key

@@ -137,6 +137,7 @@ def json_object(results: Results) -> dict[str, Any]:
     return {
         **dict.fromkeys(REQUIRED),
         **results.figures,
+        "profile_seconds": results.profile,
         "failures": results.failures,
         "notes": results.notes,
     }
@@ -186,6 +187,7 @@ _THROUGHPUT = (
     ("evaluate_eps", "sequential engine\n(evaluate)"),
     ("replay_eps_1proc", "replay,\n1 process"),
     ("replay_eps_2proc", "replay,\n2 processes"),
+    ("replay_eps_2copies", "two 1-process\nreplays at once"),
     ("kafka_eps", "Kafka end to end,\n1 process"),
     ("kafka_eps_list_per_event", "Kafka end to end,\na list per event"),
 )
