@@ -9,6 +9,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 
 import report
@@ -96,3 +98,18 @@ def test_a_ratio_over_rounds_is_the_median_of_each_rounds_ratio() -> None:
     figures["evaluate_eps"] = 60.0
     assert ratio(figures) == 0.5
     assert ratio({"replay_eps_1proc": 3.0, "evaluate_eps": 4.0}) == 0.75
+
+
+def test_commands_run_at_once_report_each_output_and_a_failure_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "events.jsonl"
+    speed.head(suite.BUNDLED, 200, events)
+    replay = ("replay", str(events), "--out")
+    first, second = speed.streamrec_at_once(
+        [(*replay, str(tmp_path / "a.jsonl")), (*replay, str(tmp_path / "b.jsonl"))]
+    )
+    assert first["events_in"] == second["events_in"] == 200
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(speed.CommandError, match=r"no such events file.*missing\.jsonl"):
+        speed.streamrec_at_once([(*replay, str(tmp_path / "c.jsonl")), ("replay", str(missing))])

@@ -116,16 +116,16 @@ def streamrec_at_once(commands: list[Sequence[str]], timeout_s: float = 3600.0) 
         deadline = time.monotonic() + timeout_s
         documents = []
         for argv, process, stdout, stderr in running:
+            shown = " ".join(argv)
             try:
                 returncode = process.wait(max(deadline - time.monotonic(), 0))
             except subprocess.TimeoutExpired:
-                shown = " ".join(argv)
                 raise CommandError(f"streamrec {shown} ran over {timeout_s:.0f} s") from None
             if returncode != 0:
                 stderr.seek(0)
                 lines = stderr.read().decode(errors="replace").strip().splitlines()[-5:]
                 raise CommandError(
-                    f"streamrec {' '.join(argv)} exited with {returncode}: " + " | ".join(lines)
+                    f"streamrec {shown} exited with {returncode}: {' | '.join(lines)}"
                 )
             stdout.seek(0)
             documents.append(orjson.loads(stdout.read()))
